@@ -1,0 +1,866 @@
+//! Configuration: TOML in, a validated [`Config`] out.
+//!
+//! Two phases. [`raw`] is what serde reads (unknown keys rejected, every key documented and
+//! defaulted). [`validate`] is pure: it checks every value and collects every problem, each
+//! naming the file, the key and its line. Reading secrets (environment, files, systemd
+//! credentials) happens last, in [`Config::resolve_secrets`].
+
+pub mod raw;
+mod secret;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use url::Url;
+
+pub use secret::{Secret, SecretSource};
+
+use crate::budget::Rate;
+use crate::model::{Field, Normalizer, ProviderKind};
+use crate::provider::http::HttpSettings;
+use crate::reconcile::policy::{complete_precedence, Policy};
+use raw::{RawCommon, RawConfig, RawGuard};
+
+/// The example config shipped with the project; a unit test keeps it valid.
+pub const EXAMPLE: &str = include_str!("../../config/contact-sync.example.toml");
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from, for messages.
+    pub source: String,
+    pub state_path: PathBuf,
+    pub schedule: Schedule,
+    pub normalizer: Normalizer,
+    pub policy: Policy,
+    pub daemon: DaemonSettings,
+    /// Configured providers, in report order.
+    pub providers: Vec<ProviderConfig>,
+}
+
+/// When the daemon runs.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub cron: String,
+    pub timezone: chrono_tz::Tz,
+}
+
+impl Schedule {
+    /// The next time the schedule fires after `after`.
+    pub fn next_after(
+        &self,
+        after: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        let cron = parse_cron(&self.cron).ok()?;
+        let local = after.with_timezone(&self.timezone);
+        cron.find_next_occurrence(&local, false)
+            .ok()
+            .map(|t| t.with_timezone(&chrono::Utc))
+    }
+}
+
+/// The daemon's listener and shutdown settings.
+#[derive(Debug, Clone)]
+pub struct DaemonSettings {
+    /// Where `/healthz` and `/metrics` are served; `None` disables the listener.
+    pub listen: Option<SocketAddr>,
+    pub shutdown_grace: Duration,
+}
+
+/// Guard rails for one provider.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Guard {
+    pub max_change_share: f64,
+    pub max_clears: u64,
+    pub min_records: u64,
+}
+
+/// One provider's validated settings.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    pub kind: ProviderKind,
+    pub base_url: Url,
+    pub token: SecretSource,
+    pub rate: Rate,
+    /// Share of `rate` to use (1 - headroom for other users of the key).
+    pub share: f64,
+    pub http: HttpSettings,
+    pub max_concurrency: usize,
+    pub guard: Guard,
+    pub specific: ProviderSpecific,
+}
+
+/// Settings only one provider has.
+#[derive(Debug, Clone)]
+pub enum ProviderSpecific {
+    Protocol {
+        legacy_put: bool,
+        page_size: u32,
+    },
+    Callbell {
+        known_tags: BTreeSet<String>,
+        known_custom_fields: BTreeSet<String>,
+    },
+    Chatwoot {
+        account_id: u64,
+        inbox_id: u64,
+        inbox_identifier: SecretSource,
+        hmac_token: Option<SecretSource>,
+        sort: String,
+    },
+    Privy {
+        daily_limit: Option<u64>,
+        page_size: u32,
+    },
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(
+                f,
+                "{}:{}: `{}`: {}",
+                self.file, line, self.key, self.message
+            ),
+            None => write!(f, "{}: `{}`: {}", self.file, self.key, self.message),
+        }
+    }
+}
+
+/// Every problem found, reported together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(
+            f,
+            "invalid configuration ({n} problem{}):",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.0 {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Reads, parses and validates `path`, then resolves its secrets.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: file.clone(),
+                key: "(file)".into(),
+                line: None,
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        let config = Config::parse(&text, &file)?;
+        config.resolve_secrets()
+    }
+
+    /// Parses and validates TOML text (no I/O). `file` names it in messages.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigErrors(vec![serde_error(text, file, &e)]))?;
+        validate(raw, text, file)
+    }
+
+    /// Replaces every secret reference with its value, or reports every one that is missing.
+    pub fn resolve_secrets(mut self) -> Result<Config, ConfigErrors> {
+        let mut errors = Vec::new();
+        let file = self.source.clone();
+        let src = std::fs::read_to_string(&self.source).unwrap_or_default();
+        let mut resolve = |source: &mut SecretSource, key: String| match source.resolve() {
+            Ok(s) => *source = SecretSource::Literal(s),
+            Err(message) => {
+                let line = line_of(&src, &key);
+                errors.push(ConfigError {
+                    file: file.clone(),
+                    key,
+                    line,
+                    message,
+                });
+            }
+        };
+        for p in &mut self.providers {
+            let section = format!("providers.{}", p.kind);
+            let key = secret_key(&section, "token", &p.token);
+            resolve(&mut p.token, key);
+            if let ProviderSpecific::Chatwoot {
+                inbox_identifier,
+                hmac_token,
+                ..
+            } = &mut p.specific
+            {
+                let key = secret_key(&section, "inbox_identifier", inbox_identifier);
+                resolve(inbox_identifier, key);
+                if let Some(h) = hmac_token {
+                    let key = secret_key(&section, "hmac_token", h);
+                    resolve(h, key);
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(self)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// The settings of `kind`, if configured.
+    pub fn provider(&self, kind: ProviderKind) -> Option<&ProviderConfig> {
+        self.providers.iter().find(|p| p.kind == kind)
+    }
+
+    /// A digest of everything that decides what a plan contains (policy, providers, their
+    /// rules and endpoints), never secrets. A plan made under one fingerprint is refused under
+    /// another.
+    pub fn fingerprint(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(format!("{:?}|{:?}|", self.policy, self.normalizer));
+        for p in &self.providers {
+            h.update(format!(
+                "{}|{}|{:?}|",
+                p.kind,
+                p.base_url,
+                p.specific_fingerprint()
+            ));
+        }
+        hex::encode(&h.finalize()[..16])
+    }
+}
+
+impl ProviderConfig {
+    fn specific_fingerprint(&self) -> String {
+        match &self.specific {
+            ProviderSpecific::Protocol { legacy_put, .. } => format!("legacy_put={legacy_put}"),
+            ProviderSpecific::Callbell {
+                known_tags,
+                known_custom_fields,
+            } => format!("{known_tags:?}{known_custom_fields:?}"),
+            ProviderSpecific::Chatwoot {
+                account_id,
+                inbox_id,
+                ..
+            } => format!("{account_id}/{inbox_id}"),
+            ProviderSpecific::Privy { .. } => String::new(),
+        }
+    }
+}
+
+fn secret_key(section: &str, name: &str, source: &SecretSource) -> String {
+    let suffix = match source {
+        SecretSource::Env(_) => "env",
+        SecretSource::File(_) => "file",
+        SecretSource::Credential(_) => "credential",
+        SecretSource::Literal(_) => "value",
+    };
+    format!("{section}.{name}_{suffix}")
+}
+
+/// Parses a cron expression the way the scheduler does (seconds field required).
+pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
+        .build()
+        .parse(expr)
+        .map_err(|e| e.to_string())
+}
+
+/// Parses a duration like `1s`, `500ms`, `1m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration like \"1s\" or \"1m\": {e}"))?;
+    if d.is_zero() {
+        return Err(format!("{s:?} must be longer than zero"));
+    }
+    Ok(d)
+}
+
+struct Errors<'a> {
+    text: &'a str,
+    file: &'a str,
+    list: Vec<ConfigError>,
+}
+
+impl Errors<'_> {
+    fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        let key = key.into();
+        let line = line_of(self.text, &key);
+        self.list.push(ConfigError {
+            file: self.file.to_owned(),
+            key,
+            line,
+            message: message.into(),
+        });
+    }
+}
+
+/// Validates a parsed file. Pure: no file system, network or clock.
+pub fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, ConfigErrors> {
+    let mut e = Errors {
+        text,
+        file,
+        list: Vec::new(),
+    };
+
+    let timezone = raw
+        .schedule
+        .timezone
+        .parse::<chrono_tz::Tz>()
+        .unwrap_or_else(|_| {
+            e.push(
+                "schedule.timezone",
+                format!(
+                    "{:?} is not an IANA time zone like \"UTC\" or \"Europe/Paris\"",
+                    raw.schedule.timezone
+                ),
+            );
+            chrono_tz::UTC
+        });
+    if let Err(msg) = parse_cron(&raw.schedule.cron) {
+        e.push("schedule.cron", format!("{:?} is not a cron expression with a seconds field (sec min hour day-of-month month day-of-week): {msg}", raw.schedule.cron));
+    }
+    let normalizer = Normalizer::new(&raw.matching.default_region).unwrap_or_else(|msg| {
+        e.push("matching.default_region", msg);
+        Normalizer::default()
+    });
+
+    let policy = validate_policy(&raw.policy, &mut e);
+
+    let listen = if raw.daemon.listen.trim().is_empty() {
+        None
+    } else {
+        match raw.daemon.listen.parse::<SocketAddr>() {
+            Ok(addr) if addr.ip().is_loopback() => Some(addr),
+            Ok(_) => {
+                e.push("daemon.listen", format!("{:?} is not a loopback address; health and metrics are served on loopback only", raw.daemon.listen));
+                None
+            }
+            Err(_) => {
+                e.push(
+                    "daemon.listen",
+                    format!(
+                        "{:?} is not an address like \"127.0.0.1:9187\"",
+                        raw.daemon.listen
+                    ),
+                );
+                None
+            }
+        }
+    };
+    let shutdown_grace = parse_duration(&raw.daemon.shutdown_grace).unwrap_or_else(|m| {
+        e.push("daemon.shutdown_grace", m);
+        Duration::from_secs(30)
+    });
+    check_guard("guard", &raw.guard, &mut e);
+
+    let mut providers = Vec::new();
+    let p = &raw.providers;
+    if let Some(s) = &p.protocol {
+        let page_size = check_page_size("providers.protocol.page_size", s.page_size, 100, &mut e);
+        providers.push(common(
+            ProviderKind::Protocol,
+            &s.common(),
+            &raw.guard,
+            default_rate(ProviderKind::Protocol),
+            &mut e,
+            ProviderSpecific::Protocol {
+                legacy_put: s.legacy_put,
+                page_size,
+            },
+        ));
+    }
+    if let Some(s) = &p.callbell {
+        let specific = ProviderSpecific::Callbell {
+            known_tags: s.known_tags.iter().cloned().collect(),
+            known_custom_fields: s.known_custom_fields.iter().cloned().collect(),
+        };
+        providers.push(common(
+            ProviderKind::Callbell,
+            &s.common(),
+            &raw.guard,
+            default_rate(ProviderKind::Callbell),
+            &mut e,
+            specific,
+        ));
+    }
+    if let Some(s) = &p.chatwoot {
+        let section = "providers.chatwoot";
+        let inbox_identifier = one_secret(
+            section,
+            "inbox_identifier",
+            s.inbox_identifier_env.as_deref(),
+            s.inbox_identifier_file.as_ref(),
+            s.inbox_identifier_credential.as_deref(),
+            true,
+            &mut e,
+        );
+        let hmac_token = one_secret(
+            section,
+            "hmac_token",
+            s.hmac_token_env.as_deref(),
+            s.hmac_token_file.as_ref(),
+            s.hmac_token_credential.as_deref(),
+            false,
+            &mut e,
+        );
+        let sort = s.sort.clone().unwrap_or_else(|| "name".into());
+        const SORTS: [&str; 8] = [
+            "name",
+            "email",
+            "phone_number",
+            "last_activity_at",
+            "-name",
+            "-email",
+            "-phone_number",
+            "-last_activity_at",
+        ];
+        if !SORTS.contains(&sort.as_str()) {
+            e.push(
+                "providers.chatwoot.sort",
+                format!("{sort:?} is not one of {}", SORTS.join(", ")),
+            );
+        }
+        let specific = ProviderSpecific::Chatwoot {
+            account_id: s.account_id,
+            inbox_id: s.inbox_id,
+            inbox_identifier: inbox_identifier.unwrap_or(SecretSource::Env(String::new())),
+            hmac_token,
+            sort,
+        };
+        providers.push(common(
+            ProviderKind::Chatwoot,
+            &s.common(),
+            &raw.guard,
+            default_rate(ProviderKind::Chatwoot),
+            &mut e,
+            specific,
+        ));
+    }
+    if let Some(s) = &p.privy {
+        let page_size = check_page_size("providers.privy.page_size", s.page_size, 100, &mut e);
+        if s.daily_limit == Some(0) {
+            e.push("providers.privy.daily_limit", "must be at least 1");
+        }
+        let daily_limit = Some(s.daily_limit.unwrap_or(10_000));
+        providers.push(common(
+            ProviderKind::Privy,
+            &s.common(),
+            &raw.guard,
+            default_rate(ProviderKind::Privy),
+            &mut e,
+            ProviderSpecific::Privy {
+                daily_limit,
+                page_size,
+            },
+        ));
+    }
+
+    if !e.list.is_empty() {
+        return Err(ConfigErrors(e.list));
+    }
+    Ok(Config {
+        source: file.to_owned(),
+        state_path: raw.state.path,
+        schedule: Schedule {
+            cron: raw.schedule.cron,
+            timezone,
+        },
+        normalizer,
+        policy,
+        daemon: DaemonSettings {
+            listen,
+            shutdown_grace,
+        },
+        providers,
+    })
+}
+
+/// Conservative defaults per provider (SPEC section 9).
+pub fn default_rate(kind: ProviderKind) -> Rate {
+    let (n, secs) = match kind {
+        ProviderKind::Protocol => (10, 1),
+        ProviderKind::Callbell => (300, 1),
+        ProviderKind::Chatwoot => (50, 1),
+        ProviderKind::Privy => (60, 60),
+    };
+    Rate {
+        requests: NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN),
+        per: Duration::from_secs(secs),
+    }
+}
+
+fn parse_order(key: &str, names: &[String], e: &mut Errors<'_>) -> Vec<ProviderKind> {
+    let mut out = Vec::new();
+    for name in names {
+        match name.parse::<ProviderKind>() {
+            Ok(p) if out.contains(&p) => e.push(key, format!("`{name}` is listed twice")),
+            Ok(p) => out.push(p),
+            Err(msg) => e.push(key, msg),
+        }
+    }
+    complete_precedence(&out)
+}
+
+fn validate_policy(raw: &raw::RawPolicy, e: &mut Errors<'_>) -> Policy {
+    let precedence = parse_order("policy.precedence", &raw.precedence, e);
+    let mut field_precedence = BTreeMap::new();
+    for (name, fp) in &raw.fields {
+        let key = format!("policy.fields.{name}");
+        match name.parse::<Field>() {
+            Ok(f) => {
+                field_precedence.insert(
+                    f,
+                    parse_order(&format!("{key}.precedence"), &fp.precedence, e),
+                );
+            }
+            Err(msg) => e.push(key, msg),
+        }
+    }
+    let mut synced = BTreeSet::new();
+    for name in &raw.sync_fields {
+        match name.parse::<Field>() {
+            Ok(f) => {
+                synced.insert(f);
+            }
+            Err(msg) => e.push("policy.sync_fields", msg),
+        }
+    }
+    Policy {
+        precedence,
+        field_precedence,
+        synced,
+        propagate_clears: raw.propagate_clears,
+    }
+}
+
+fn check_guard(key: &str, g: &RawGuard, e: &mut Errors<'_>) {
+    if !(g.max_change_share > 0.0 && g.max_change_share <= 1.0) {
+        e.push(
+            format!("{key}.max_change_share"),
+            format!(
+                "{} must be greater than 0 and at most 1",
+                g.max_change_share
+            ),
+        );
+    }
+}
+
+fn check_page_size(key: &str, size: Option<u32>, max: u32, e: &mut Errors<'_>) -> u32 {
+    match size {
+        None => max,
+        Some(n) if (1..=max).contains(&n) => n,
+        Some(n) => {
+            e.push(key, format!("{n} is outside 1..={max}"));
+            max
+        }
+    }
+}
+
+fn one_secret(
+    section: &str,
+    name: &str,
+    env: Option<&str>,
+    file: Option<&PathBuf>,
+    credential: Option<&str>,
+    required: bool,
+    e: &mut Errors<'_>,
+) -> Option<SecretSource> {
+    let mut found = Vec::new();
+    if let Some(v) = env {
+        found.push(SecretSource::Env(v.to_owned()));
+    }
+    if let Some(f) = file {
+        found.push(SecretSource::File(f.clone()));
+    }
+    if let Some(c) = credential {
+        found.push(SecretSource::Credential(c.to_owned()));
+    }
+    match found.len() {
+        1 => found.pop(),
+        0 if !required => None,
+        0 => {
+            e.push(
+                format!("{section}.{name}_env"),
+                format!("missing: set one of `{name}_env`, `{name}_file` or `{name}_credential`"),
+            );
+            None
+        }
+        _ => {
+            e.push(
+                format!("{section}.{name}_env"),
+                format!("set only one of `{name}_env`, `{name}_file` and `{name}_credential`"),
+            );
+            None
+        }
+    }
+}
+
+fn common(
+    kind: ProviderKind,
+    raw: &RawCommon<'_>,
+    guard: &RawGuard,
+    default_rate: Rate,
+    e: &mut Errors<'_>,
+    specific: ProviderSpecific,
+) -> ProviderConfig {
+    let section = format!("providers.{kind}");
+    let base_url = match Url::parse(raw.base_url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
+        Ok(u) => {
+            e.push(
+                format!("{section}.base_url"),
+                format!(
+                    "{:?} must be an http(s) URL with a host (got scheme `{}`)",
+                    raw.base_url,
+                    u.scheme()
+                ),
+            );
+            fallback_url()
+        }
+        Err(err) => {
+            e.push(
+                format!("{section}.base_url"),
+                format!("{:?} is not a valid URL: {err}", raw.base_url),
+            );
+            fallback_url()
+        }
+    };
+    let token = one_secret(
+        &section,
+        "token",
+        raw.token_env,
+        raw.token_file,
+        raw.token_credential,
+        true,
+        e,
+    )
+    .unwrap_or(SecretSource::Env(String::new()));
+    let rate = match raw.rate_limit {
+        None => default_rate,
+        Some(r) => {
+            let per = parse_duration(&r.per).unwrap_or_else(|m| {
+                e.push(format!("{section}.rate_limit.per"), m);
+                Duration::from_secs(1)
+            });
+            match NonZeroU32::new(r.requests) {
+                Some(requests) => Rate { requests, per },
+                None => {
+                    e.push(
+                        format!("{section}.rate_limit.requests"),
+                        "must be at least 1 (a zero quota would never send anything)",
+                    );
+                    default_rate
+                }
+            }
+        }
+    };
+    let share = match raw.headroom {
+        None => 1.0,
+        Some(h) if h > 0.0 && h <= 1.0 => h,
+        Some(h) => {
+            e.push(
+                format!("{section}.headroom"),
+                format!("{h} must be greater than 0 and at most 1 (the share of the quota to use)"),
+            );
+            1.0
+        }
+    };
+    let mut http = HttpSettings::default();
+    if let Some(t) = raw.timeout {
+        match parse_duration(t) {
+            Ok(d) => http.timeout = d,
+            Err(m) => e.push(format!("{section}.timeout"), m),
+        }
+    }
+    if let Some(r) = raw.max_retries {
+        http.max_retries = r.min(20);
+    }
+    if let Some(b) = raw.max_body_bytes {
+        if b < 1024 {
+            e.push(
+                format!("{section}.max_body_bytes"),
+                format!("{b} is too small (at least 1024)"),
+            );
+        } else {
+            http.max_body_bytes = usize::try_from(b).unwrap_or(usize::MAX);
+        }
+    }
+    let max_concurrency = match raw.max_concurrency {
+        None => 4,
+        Some(0) => {
+            e.push(format!("{section}.max_concurrency"), "must be at least 1");
+            1
+        }
+        Some(n) => n as usize,
+    };
+    let o = raw.guard.unwrap_or_default();
+    let guard = RawGuard {
+        max_change_share: o.max_change_share.unwrap_or(guard.max_change_share),
+        max_clears: o.max_clears.unwrap_or(guard.max_clears),
+        min_records: o.min_records.unwrap_or(guard.min_records),
+    };
+    if raw.guard.is_some() {
+        check_guard(&format!("{section}.guard"), &guard, e);
+    }
+    ProviderConfig {
+        kind,
+        base_url,
+        token,
+        rate,
+        share,
+        http,
+        max_concurrency,
+        guard: Guard {
+            max_change_share: guard.max_change_share,
+            max_clears: guard.max_clears,
+            min_records: guard.min_records,
+        },
+        specific,
+    }
+}
+
+fn fallback_url() -> Url {
+    // Used only to keep collecting errors after a bad `base_url`; the config is rejected anyway.
+    Url::parse("http://invalid.invalid/").expect("a constant URL parses")
+}
+
+fn serde_error(text: &str, file: &str, err: &toml::de::Error) -> ConfigError {
+    let line = err.span().map(|s| line_at(text, s.start));
+    let message = err.message().to_owned();
+    // serde names an unknown key in backticks: report it as the key.
+    let key = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
+        .map(String::from)
+        .or_else(|| {
+            line.and_then(|l| text.lines().nth(l - 1))
+                .and_then(|l| l.split('=').next())
+                .map(|k| k.trim().to_owned())
+        })
+        .unwrap_or_else(|| "(syntax)".into());
+    ConfigError {
+        file: file.to_owned(),
+        key,
+        line,
+        message,
+    }
+}
+
+fn line_at(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|b| *b == b'\n')
+        .count()
+        + 1
+}
+
+/// The line a dotted key is written on, if it is in the file.
+pub fn line_of(text: &str, key: &str) -> Option<usize> {
+    let table = toml::de::DeTable::parse(text).ok()?;
+    let mut parts = key.split('.');
+    let first = parts.next()?;
+    let (mut k, mut v) = table
+        .get_ref()
+        .iter()
+        .find(|(k, _)| k.get_ref().as_ref() == first)?;
+    for part in parts {
+        let Some(t) = v.get_ref().as_table() else {
+            break;
+        };
+        match t.iter().find(|(k, _)| k.get_ref().as_ref() == part) {
+            Some((nk, nv)) => {
+                k = nk;
+                v = nv;
+            }
+            None => break,
+        }
+    }
+    Some(line_at(text, k.span().start))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_is_valid() {
+        let c = Config::parse(EXAMPLE, "contact-sync.example.toml").expect("example validates");
+        assert_eq!(c.providers.len(), 4);
+        assert_eq!(
+            c.provider(ProviderKind::Privy).map(|p| p.rate.per),
+            Some(Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let text = "[state]\npath = \"x.db\"\n\n[providers.privy]\nbase_url = \"http://127.0.0.1:1\"\ntokn_env = \"X\"\n";
+        let err = Config::parse(text, "c.toml").expect_err("unknown key");
+        let e = &err.0[0];
+        assert_eq!(e.key, "tokn_env");
+        assert_eq!(e.line, Some(6));
+        assert!(err.to_string().contains("c.toml:6"), "{err}");
+    }
+
+    #[test]
+    fn every_validation_problem_is_reported_with_its_line() {
+        let text = "[schedule]\ncron = \"*/5 * * *\"\n[providers.privy]\nbase_url = \"not a url\"\ntoken_env = \"P\"\nrate_limit = { requests = 0, per = \"1m\" }\n";
+        let err = Config::parse(text, "c.toml").expect_err("invalid");
+        let keys: Vec<_> = err.0.iter().map(|e| (e.key.as_str(), e.line)).collect();
+        assert!(keys.contains(&("schedule.cron", Some(2))), "{keys:?}");
+        assert!(
+            keys.contains(&("providers.privy.base_url", Some(4))),
+            "{keys:?}"
+        );
+        assert!(
+            keys.contains(&("providers.privy.rate_limit.requests", Some(6))),
+            "{keys:?}"
+        );
+    }
+
+    #[test]
+    fn missing_secret_names_the_key() {
+        let text = "[providers.privy]\nbase_url = \"http://127.0.0.1:1\"\ntoken_env = \"CONTACT_SYNC_SURELY_UNSET_TOKEN\"\n";
+        let c = Config::parse(text, "c.toml").expect("valid");
+        let err = c.resolve_secrets().expect_err("unset");
+        assert_eq!(err.0[0].key, "providers.privy.token_env");
+        assert!(err.0[0].message.contains("CONTACT_SYNC_SURELY_UNSET_TOKEN"));
+    }
+
+    #[test]
+    fn fingerprint_ignores_secrets_but_not_policy() {
+        let a = Config::parse(EXAMPLE, "a").expect("valid");
+        let b = Config::parse(&EXAMPLE.replace("PRIVY_TOKEN", "OTHER_PRIVY_TOKEN"), "b")
+            .expect("valid");
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        let c = Config::parse(
+            &EXAMPLE.replace("propagate_clears = false", "propagate_clears = true"),
+            "c",
+        )
+        .expect("valid");
+        assert_ne!(a.fingerprint(), c.fingerprint());
+    }
+}

@@ -1,0 +1,5 @@
+//! The Privy adapter. (Skeleton: replaced by the full adapter.)
+
+mod client;
+
+pub use client::PrivyClient;

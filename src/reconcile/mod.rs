@@ -1,0 +1,3 @@
+//! Reconciliation: matcher, three-way merge and planning. Pure: no I/O, no clock.
+
+pub mod policy;
