@@ -1,0 +1,105 @@
+//! The plan: what a sync would send, what it would not and why, and what it decided.
+
+use std::collections::BTreeMap;
+
+use super::matcher::{Ambiguity, PersonId};
+use crate::model::{Field, FieldValue, Patch, ProviderKind, RecordId};
+use crate::provider::rules::RuleId;
+
+/// Why a value was chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// One record changed the field since the last sync (or several, agreeing).
+    Changed { by: RecordId },
+    /// Several records changed it differently; the precedence list chose this one.
+    Conflict { winner: RecordId },
+    /// No value was agreed yet: the first non-empty value in precedence order.
+    FirstValue { from: RecordId },
+    /// Nobody changed it: the value agreed at the last sync stands.
+    Agreed,
+    /// A set or map merged element by element.
+    Merged,
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::Changed { by } => write!(f, "changed in {by}"),
+            Reason::Conflict { winner } => write!(f, "conflict, precedence chose {winner}"),
+            Reason::FirstValue { from } => write!(f, "first value, from {from}"),
+            Reason::Agreed => f.write_str("agreed value"),
+            Reason::Merged => f.write_str("merged element-wise"),
+        }
+    }
+}
+
+/// One planned request: every change to one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Update {
+    pub person: PersonId,
+    pub patch: Patch,
+    /// Why each change's value was chosen, in the order of `patch.changes`.
+    pub reasons: Vec<Reason>,
+}
+
+impl Update {
+    pub fn provider(&self) -> ProviderKind {
+        self.patch.record.provider
+    }
+}
+
+/// A change a rule forbids: reported, not sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skip {
+    pub person: PersonId,
+    pub record: RecordId,
+    pub field: Field,
+    pub current: FieldValue,
+    pub wanted: FieldValue,
+    pub rule: RuleId,
+    pub detail: String,
+}
+
+/// Records that changed a field differently since the last sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub person: PersonId,
+    pub field: Field,
+    /// The tag or custom-field key, for sets and maps.
+    pub key: Option<String>,
+    /// Each changer and the value it holds (as shown to people).
+    pub candidates: Vec<(RecordId, String)>,
+    pub winner: RecordId,
+}
+
+/// What the plan decided for one person, persisted after the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonPlan {
+    pub person: PersonId,
+    pub records: Vec<RecordId>,
+    pub agreed: BTreeMap<Field, FieldValue>,
+}
+
+/// The reconciler's output. Every list is sorted, so equal inputs give equal plans.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub updates: Vec<Update>,
+    pub skipped: Vec<Skip>,
+    pub conflicts: Vec<Conflict>,
+    pub ambiguous: Vec<Ambiguity>,
+    pub people: Vec<PersonPlan>,
+}
+
+impl Plan {
+    /// Whether the plan would send nothing.
+    pub fn is_empty(&self) -> bool {
+        self.updates.is_empty()
+    }
+
+    /// Planned updates for one provider.
+    pub fn updates_for(&self, provider: ProviderKind) -> impl Iterator<Item = &Update> {
+        self.updates
+            .iter()
+            .filter(move |u| u.provider() == provider)
+    }
+}

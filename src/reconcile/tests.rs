@@ -1,0 +1,547 @@
+//! Planner tests: table cases for the merge rules, and properties (idempotence, rule safety,
+//! order independence).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use proptest::prelude::*;
+use rstest::rstest;
+
+use super::*;
+use crate::model::{Contact, Field, FieldValue, Name, Normalizer, ProviderKind, RecordId, Value};
+use crate::provider::rules::{FieldRule, FieldRules, Format, NoHolders};
+
+use ProviderKind::*;
+
+/// Rule tables shaped like the real providers' (kept here so planner tests do not depend on
+/// adapters).
+fn book() -> RuleBook {
+    let callbell_tags: BTreeSet<String> = ["vip", "lead"].map(String::from).into();
+    RuleBook::new([
+        FieldRules::new(
+            Protocol,
+            [
+                (Field::Name, FieldRule::writable().not_clearable()),
+                (Field::Phone, FieldRule::writable().not_clearable()),
+                (Field::Username, FieldRule::writable().not_clearable()),
+                (Field::AvatarUrl, FieldRule::writable().not_clearable()),
+            ],
+        ),
+        FieldRules::new(
+            Callbell,
+            [
+                (Field::Name, FieldRule::writable().not_clearable()),
+                (
+                    Field::Phone,
+                    FieldRule::read_only("uuid is the WhatsApp number"),
+                ),
+                (
+                    Field::Tags,
+                    FieldRule::writable().pre_existing(callbell_tags),
+                ),
+                (Field::CustomFields, FieldRule::writable().merge_keys()),
+            ],
+        ),
+        FieldRules::new(
+            Chatwoot,
+            [
+                (Field::Name, FieldRule::writable().not_clearable()),
+                (
+                    Field::Email,
+                    FieldRule::writable()
+                        .unique()
+                        .not_clearable()
+                        .formats(&[Format::Email]),
+                ),
+                (
+                    Field::Phone,
+                    FieldRule::writable()
+                        .unique()
+                        .not_clearable()
+                        .formats(&[Format::E164]),
+                ),
+                (
+                    Field::ExternalId,
+                    FieldRule::read_only("public API ignores identifier"),
+                ),
+                (Field::CustomFields, FieldRule::writable().merge_keys()),
+            ],
+        ),
+        FieldRules::new(
+            Privy,
+            [
+                (Field::Name, FieldRule::writable().not_clearable()),
+                (
+                    Field::Email,
+                    FieldRule::writable().set_once().formats(&[Format::Email]),
+                ),
+                (
+                    Field::Phone,
+                    FieldRule::writable().set_once().formats(&[Format::E164]),
+                ),
+                (Field::Tags, FieldRule::writable()),
+                (Field::CustomFields, FieldRule::writable()),
+            ],
+        ),
+    ])
+}
+
+/// Test builder: `rec(Privy, "a").phone("+1...").named("Ada")`.
+struct R(Contact);
+
+fn rec(p: ProviderKind, id: &str) -> R {
+    R(Contact::new(p, id))
+}
+
+impl R {
+    fn phone(mut self, s: &str) -> Self {
+        self.0.phone = Normalizer::default().phone(s).0;
+        self
+    }
+    fn email(mut self, s: &str) -> Self {
+        self.0.email = Normalizer::default().email(s).0;
+        self
+    }
+    fn named(mut self, s: &str) -> Self {
+        self.0.name = Some(Name::from_display(s));
+        self
+    }
+    fn tags(mut self, t: &[&str]) -> Self {
+        self.0.tags = t.iter().map(|s| s.to_string()).collect();
+        self
+    }
+    fn done(self) -> Contact {
+        self.0
+    }
+}
+
+const PHONE: &str = "+14155550101";
+
+fn name(s: &str) -> FieldValue {
+    FieldValue::Scalar(Some(Value::plain(s)))
+}
+
+/// Memory as a successful sync of `records` would leave it.
+fn synced(records: &[Contact], plan: &Plan) -> Memory {
+    let mut m = Memory::default();
+    for p in &plan.people {
+        for r in &p.records {
+            m.links.insert(r.clone(), p.person.clone());
+        }
+        m.agreed.insert(p.person.clone(), p.agreed.clone());
+    }
+    for r in records {
+        m.baselines.insert(
+            r.id.clone(),
+            Field::ALL.iter().map(|f| (*f, r.get(*f))).collect(),
+        );
+    }
+    m
+}
+
+/// Applies a plan's updates to the records, as the providers would.
+fn apply(records: &mut [Contact], plan: &Plan) {
+    for u in &plan.updates {
+        let r = records
+            .iter_mut()
+            .find(|r| r.id == u.patch.record)
+            .expect("planned record exists");
+        for c in &u.patch.changes {
+            r.set(c.field, c.new.clone());
+        }
+    }
+}
+
+fn field_of(plan: &Plan, record: &str, field: Field) -> Option<FieldValue> {
+    plan.updates
+        .iter()
+        .find(|u| u.patch.record.to_string() == record)
+        .and_then(|u| u.patch.change(field))
+        .map(|c| c.new.clone())
+}
+
+#[rstest]
+#[case::first_run_precedence_picks_chatwoot(None, "Ada C", "Ada P", Some("Ada C"))]
+#[case::only_privy_changed(Some("Ada"), "Ada", "Ada Lovelace", Some("Ada Lovelace"))]
+#[case::only_chatwoot_changed(Some("Ada"), "Ada King", "Ada", Some("Ada King"))]
+#[case::both_changed_precedence_wins(Some("Ada"), "Ada C", "Ada P", Some("Ada C"))]
+#[case::nobody_changed(Some("Ada"), "Ada", "Ada", None)]
+fn scalar_three_way_merge(
+    #[case] baseline: Option<&str>,
+    #[case] chatwoot: &str,
+    #[case] privy: &str,
+    #[case] expected_agreed: Option<&str>,
+) {
+    let records = vec![
+        rec(Chatwoot, "1").phone(PHONE).named(chatwoot).done(),
+        rec(Privy, "a").phone(PHONE).named(privy).done(),
+    ];
+    let mut memory = Memory::default();
+    if let Some(b) = baseline {
+        for r in &records {
+            memory
+                .baselines
+                .insert(r.id.clone(), [(Field::Name, name(b))].into());
+            memory.links.insert(r.id.clone(), "p:1".into());
+        }
+        memory
+            .agreed
+            .insert("p:1".into(), [(Field::Name, name(b))].into());
+    }
+    let plan = plan(&records, &memory, &Policy::default(), &book());
+    let agreed = plan.people[0].agreed.get(&Field::Name).cloned();
+    match expected_agreed {
+        Some(want) => assert_eq!(agreed, Some(name(want)), "{plan:#?}"),
+        None => assert!(plan.updates.is_empty(), "{plan:#?}"),
+    }
+    let conflicts = plan.conflicts.len();
+    let both_changed = baseline.is_some_and(|b| b != chatwoot && b != privy);
+    assert_eq!(conflicts, usize::from(both_changed), "{plan:#?}");
+}
+
+#[test]
+fn set_once_email_is_skipped_and_not_spread_back() {
+    // Privy already holds another e-mail: it is skipped with the rule, and Chatwoot's value is
+    // agreed. After the sync, Privy's lasting difference must not be mistaken for an edit.
+    let mut records = vec![
+        rec(Chatwoot, "1").phone(PHONE).email("ada@new.io").done(),
+        rec(Privy, "a").phone(PHONE).email("ada@old.io").done(),
+    ];
+    let p1 = plan(&records, &Memory::default(), &Policy::default(), &book());
+    let skip = p1
+        .skipped
+        .iter()
+        .find(|s| s.field == Field::Email)
+        .expect("email skipped");
+    assert_eq!(skip.rule, RuleId::SetOnce);
+    assert!(p1
+        .updates
+        .iter()
+        .all(|u| u.patch.change(Field::Email).is_none()));
+    apply(&mut records, &p1);
+    let memory = synced(&records, &p1);
+    let p2 = plan(&records, &memory, &Policy::default(), &book());
+    assert!(p2.updates.is_empty(), "{p2:#?}");
+    assert_eq!(
+        p2.skipped.len(),
+        p1.skipped.len(),
+        "the lasting difference is still reported"
+    );
+}
+
+#[test]
+fn unknown_callbell_tag_is_skipped_known_one_written() {
+    let records = vec![
+        rec(Callbell, "u").phone(PHONE).tags(&["lead"]).done(),
+        rec(Privy, "a")
+            .phone(PHONE)
+            .tags(&["vip", "newsletter"])
+            .done(),
+    ];
+    let p = plan(&records, &Memory::default(), &Policy::default(), &book());
+    let tags = field_of(&p, "callbell:u", Field::Tags).expect("callbell tags written");
+    assert_eq!(
+        tags,
+        FieldValue::Set(["lead", "vip"].map(String::from).into())
+    );
+    let privy = field_of(&p, "privy:a", Field::Tags).expect("privy tags written in full");
+    assert_eq!(
+        privy,
+        FieldValue::Set(["lead", "newsletter", "vip"].map(String::from).into())
+    );
+    assert!(p
+        .skipped
+        .iter()
+        .any(|s| s.rule == RuleId::UnknownTag && s.detail.contains("newsletter")));
+}
+
+#[test]
+fn tag_removed_in_one_provider_is_removed_everywhere() {
+    let mut records = vec![
+        rec(Callbell, "u")
+            .phone(PHONE)
+            .tags(&["lead", "vip"])
+            .done(),
+        rec(Privy, "a").phone(PHONE).tags(&["lead", "vip"]).done(),
+    ];
+    let p1 = plan(&records, &Memory::default(), &Policy::default(), &book());
+    assert!(p1.updates.is_empty());
+    let memory = synced(&records, &p1);
+    records[1].tags.remove("vip");
+    let p2 = plan(&records, &memory, &Policy::default(), &book());
+    assert_eq!(
+        field_of(&p2, "callbell:u", Field::Tags),
+        Some(FieldValue::Set(["lead".to_string()].into()))
+    );
+}
+
+#[test]
+fn chatwoot_never_gets_an_email_another_contact_holds() {
+    let records = vec![
+        rec(Privy, "a").phone(PHONE).email("shared@x.io").done(),
+        rec(Chatwoot, "1").phone(PHONE).done(),
+        rec(Chatwoot, "2")
+            .email("shared@x.io")
+            .phone("+14155550199")
+            .done(),
+    ];
+    // Privy a links to Chatwoot 1 by phone and to Chatwoot 2 by e-mail: ambiguous, left alone.
+    let p = plan(&records, &Memory::default(), &Policy::default(), &book());
+    assert!(p
+        .updates
+        .iter()
+        .all(|u| u.patch.record.provider != Chatwoot || u.patch.change(Field::Email).is_none()));
+
+    // Linked by an earlier run instead: the e-mail write would merge contacts, so it is blocked.
+    let mut memory = Memory::default();
+    memory.links.insert(RecordId::new(Privy, "a"), "p:a".into());
+    memory
+        .links
+        .insert(RecordId::new(Chatwoot, "1"), "p:a".into());
+    let records = vec![
+        rec(Privy, "a")
+            .phone("+14155550111")
+            .email("shared@x.io")
+            .done(),
+        rec(Chatwoot, "1").phone(PHONE).done(),
+        rec(Chatwoot, "2")
+            .email("shared@x.io")
+            .phone("+14155550199")
+            .done(),
+    ];
+    let p = plan(&records, &memory, &Policy::default(), &book());
+    let email_writes: Vec<_> = p
+        .updates
+        .iter()
+        .filter(|u| u.patch.change(Field::Email).is_some())
+        .collect();
+    assert!(
+        email_writes
+            .iter()
+            .all(|u| u.patch.record.provider != Chatwoot),
+        "{p:#?}"
+    );
+}
+
+#[test]
+fn clears_do_not_propagate_by_default() {
+    let mut records = vec![
+        rec(Chatwoot, "1").phone(PHONE).named("Ada").done(),
+        rec(Privy, "a").phone(PHONE).named("Ada").done(),
+        rec(Protocol, "z").phone(PHONE).named("Ada").done(),
+    ];
+    let p1 = plan(&records, &Memory::default(), &Policy::default(), &book());
+    let memory = synced(&records, &p1);
+    records[2].name = None;
+    let p2 = plan(&records, &memory, &Policy::default(), &book());
+    assert!(p2.updates.iter().all(|u| u
+        .patch
+        .change(Field::Name)
+        .and_then(|c| if let FieldValue::Scalar(None) = c.new {
+            Some(())
+        } else {
+            None
+        })
+        .is_none()));
+    // The cleared record is refilled with the agreed value rather than wiping the others.
+    assert_eq!(field_of(&p2, "protocol:z", Field::Name), Some(name("Ada")));
+}
+
+#[test]
+fn invalid_data_is_neither_spread_nor_overwritten() {
+    let records = vec![
+        rec(Protocol, "z").phone("not a phone").named("Ada").done(),
+        rec(Privy, "a").phone(PHONE).named("Ada").done(),
+    ];
+    let p = plan(&records, &Memory::default(), &Policy::default(), &book());
+    assert!(field_of(&p, "protocol:z", Field::Phone).is_none());
+    assert!(p
+        .skipped
+        .iter()
+        .any(|s| s.rule == RuleId::InvalidFormat && s.record.to_string() == "protocol:z"));
+}
+
+#[test]
+fn one_update_per_record_carries_every_field() {
+    let records = vec![
+        rec(Chatwoot, "1")
+            .phone(PHONE)
+            .named("Ada Lovelace")
+            .email("ada@x.io")
+            .done(),
+        rec(Privy, "a").phone(PHONE).done(),
+    ];
+    let p = plan(&records, &Memory::default(), &Policy::default(), &book());
+    let privy: Vec<_> = p
+        .updates
+        .iter()
+        .filter(|u| u.patch.record.provider == Privy)
+        .collect();
+    assert_eq!(privy.len(), 1);
+    let fields: Vec<Field> = privy[0].patch.changes.iter().map(|c| c.field).collect();
+    assert_eq!(fields, [Field::Name, Field::Email]);
+}
+
+// ---- properties ----
+
+fn arb_record(p: ProviderKind, idx: usize) -> impl Strategy<Value = Contact> {
+    let phones = prop::sample::select(vec![
+        None,
+        Some("+14155550101"),
+        Some("+14155550102"),
+        Some("+14155550103"),
+    ]);
+    let emails = prop::sample::select(vec![None, Some("a@x.io"), Some("b@x.io"), Some("A@X.io")]);
+    let names = prop::sample::select(vec![
+        None,
+        Some("Ada"),
+        Some("Ada Lovelace"),
+        Some("Grace Hopper"),
+    ]);
+    let tags = prop::collection::btree_set(
+        prop::sample::select(vec!["vip", "lead", "new", "old"]),
+        0..3,
+    );
+    let fields = prop::collection::btree_map(
+        prop::sample::select(vec!["tier", "city"]),
+        prop::sample::select(vec!["1", "2"]),
+        0..2,
+    );
+    (phones, emails, names, tags, fields).prop_map(move |(ph, em, nm, tg, cf)| {
+        let n = Normalizer::default();
+        let mut c = Contact::new(p, format!("{idx}"));
+        c.phone = ph.and_then(|x| n.phone(x).0);
+        c.email = em.and_then(|x| n.email(x).0);
+        c.name = nm.map(Name::from_display);
+        let rules = book();
+        let table = rules.get(p).expect("table");
+        if table.supports(Field::Tags) {
+            c.tags = tg.into_iter().map(String::from).collect();
+        }
+        if table.supports(Field::CustomFields) {
+            c.custom_fields = cf
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        }
+        if !table.supports(Field::Email) {
+            c.email = None;
+        }
+        c
+    })
+}
+
+fn arb_records() -> impl Strategy<Value = Vec<Contact>> {
+    let per = |p| {
+        prop::collection::vec(Just(()), 0..4).prop_flat_map(move |v| {
+            let n = v.len();
+            (0..n).map(|i| arb_record(p, i)).collect::<Vec<_>>()
+        })
+    };
+    (per(Protocol), per(Callbell), per(Chatwoot), per(Privy))
+        .prop_map(|(a, b, c, d)| [a, b, c, d].concat())
+}
+
+fn policy(propagate_clears: bool) -> Policy {
+    Policy {
+        propagate_clears,
+        ..Policy::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Applying a plan and planning again yields no writes.
+    #[test]
+    fn idempotent(mut records in arb_records(), clears in any::<bool>()) {
+        let policy = policy(clears);
+        let p1 = plan(&records, &Memory::default(), &policy, &book());
+        apply(&mut records, &p1);
+        let memory = synced(&records, &p1);
+        let p2 = plan(&records, &memory, &policy, &book());
+        prop_assert!(p2.updates.is_empty(), "second plan: {:#?}", p2.updates);
+    }
+
+    /// Also idempotent when the second run starts from edited records.
+    #[test]
+    fn idempotent_after_edits(mut records in arb_records(), edits in arb_records()) {
+        let policy = Policy::default();
+        let p1 = plan(&records, &Memory::default(), &policy, &book());
+        apply(&mut records, &p1);
+        let memory = synced(&records, &p1);
+        // Edit: take values from a second random draw for records that exist in both.
+        for e in edits {
+            if let Some(r) = records.iter_mut().find(|r| r.id == e.id) {
+                r.name = e.name;
+                r.tags = e.tags;
+            }
+        }
+        let p2 = plan(&records, &memory, &policy, &book());
+        apply(&mut records, &p2);
+        let memory = synced(&records, &p2);
+        let p3 = plan(&records, &memory, &policy, &book());
+        prop_assert!(p3.updates.is_empty(), "third plan: {:#?}", p3.updates);
+    }
+
+    /// No planned write violates a field rule.
+    #[test]
+    fn writes_respect_rules(records in arb_records()) {
+        let rules = book();
+        let p = plan(&records, &Memory::default(), &Policy::default(), &rules);
+        for u in &p.updates {
+            let r = records.iter().find(|r| r.id == u.patch.record).expect("record");
+            let table = rules.get(r.provider()).expect("rules");
+            for c in &u.patch.changes {
+                prop_assert!(table.can_write(c.field), "{} cannot write {}", r.id, c.field);
+                prop_assert_eq!(&c.old, &r.get(c.field));
+                // Admitting the planned value again must allow exactly it, with nothing blocked
+                // among what is written.
+                let a = table.admit(&r.id, c.field, &c.old, &c.new, &NoHolders);
+                prop_assert_eq!(a.write.as_ref(), Some(&c.new));
+                if let (FieldValue::Scalar(Some(_)), crate::provider::rules::Mutability::SetOnceWhileNull) = (&c.old, &table.rule(c.field).mutability) {
+                    prop_assert!(false, "set-once field overwritten");
+                }
+            }
+        }
+    }
+
+    /// The order records arrive in does not change the plan.
+    #[test]
+    fn order_independent(records in arb_records(), seed in any::<u64>()) {
+        let mut shuffled = records.clone();
+        let n = shuffled.len();
+        if n > 1 {
+            let mut s = seed;
+            for i in (1..n).rev() {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                shuffled.swap(i, (s >> 33) as usize % (i + 1));
+            }
+        }
+        let a = plan(&records, &Memory::default(), &Policy::default(), &book());
+        let b = plan(&shuffled, &Memory::default(), &Policy::default(), &book());
+        prop_assert_eq!(a.updates, b.updates);
+        prop_assert_eq!(a.skipped, b.skipped);
+        prop_assert_eq!(a.conflicts, b.conflicts);
+    }
+}
+
+#[test]
+fn ranks_follow_field_precedence() {
+    let mut policy = Policy::default();
+    policy
+        .field_precedence
+        .insert(Field::Name, vec![Privy, Chatwoot, Callbell, Protocol]);
+    let records = vec![
+        rec(Chatwoot, "1")
+            .phone(PHONE)
+            .named("From Chatwoot")
+            .done(),
+        rec(Privy, "a").phone(PHONE).named("From Privy").done(),
+    ];
+    let p = plan(&records, &Memory::default(), &policy, &book());
+    assert_eq!(
+        p.people[0].agreed.get(&Field::Name),
+        Some(&name("From Privy"))
+    );
+    let _ = (BTreeMap::<u8, u8>::new(), HashMap::<u8, u8>::new());
+}
