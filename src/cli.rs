@@ -5,23 +5,39 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | everything applied, or nothing to do |
-//! | 1 | some records failed (reported), or a guard rail stopped the run |
+//! | 1 | some records or providers failed (reported), or a guard rail stopped the run |
 //! | 2 | usage or configuration error (the message names file, key and line) |
 //! | 3 | `diff --exit-code` only: changes are pending |
 
-use std::path::PathBuf;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::executor::Outcome;
+use crate::planfile::PlanFile;
+use crate::reconcile::Update;
+use crate::report::{Format, RunReport};
+use crate::state::StateStore;
+use crate::sync::{Engine, Progress, RunOptions};
 use crate::telemetry::{self, LogFormat};
 
 /// Keeps the contact lists of Protocol, Callbell, Chatwoot and Privy in agreement.
+///
+/// Every run lists all contacts of every configured provider, links the records that are the
+/// same person (by phone, then e-mail, then links from earlier runs), merges each field three
+/// ways against what the last sync agreed, and sends each provider the smallest set of
+/// rate-limited updates its rules allow. Exit codes: 0 done, 1 some records failed or a guard
+/// rail stopped the run, 2 usage or configuration error, 3 (`diff --exit-code`) changes pending.
 #[derive(Debug, Parser)]
-#[command(name = "contact-sync", version, about, long_about = None)]
+#[command(name = "contact-sync", version, about, long_about)]
 pub struct Cli {
-    /// Config file.
+    /// Config file (TOML). See config/contact-sync.example.toml for every key.
     #[arg(
         long,
         global = true,
@@ -30,7 +46,7 @@ pub struct Cli {
     )]
     pub config: PathBuf,
 
-    /// Log format: human on a terminal and JSON otherwise by default.
+    /// Log format: `auto` is human on a terminal and JSON lines otherwise. Logs go to stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
 
@@ -44,8 +60,84 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Validate the config file and the secrets it references; exit 0 if usable, 2 if not.
+    /// Run as a service: sync on the config's cron schedule until SIGTERM.
+    Daemon(DaemonArgs),
+    /// Sync once: fetch, plan, apply, report.
+    Sync(SyncArgs),
+    /// Dry run: fetch and plan, print what a sync would change, send nothing.
+    Diff(DiffArgs),
+    /// Validate the config file and the secrets it references (exit 0 if usable, 2 if not).
     CheckConfig,
+    /// Run the whole job on built-in provider simulators (no account, token or network).
+    Demo(DemoArgs),
+    /// Show the last runs from the state store, and the next scheduled run.
+    Status(StatusArgs),
+    /// List records whose writes keep failing (the dead-letter view).
+    Failures,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Report format [default: text on a terminal, json otherwise].
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Plan and report only; send nothing (same as `diff`).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write the full report to FILE (format from --format, default text).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub report_args: ReportArgs,
+    /// Apply exactly this plan (from `diff --plan-out`); records changed since are skipped as stale.
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
+    /// Apply even when a guard rail (max_change_share, max_clears) would stop the run.
+    #[arg(long)]
+    pub force: bool,
+    /// Only retry the records listed by `contact-sync failures`.
+    #[arg(long)]
+    pub retry_failed: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    pub report_args: ReportArgs,
+    /// Write the report to FILE instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Exit 3 when changes are pending, 0 when converged (for CI and monitoring).
+    #[arg(long)]
+    pub exit_code: bool,
+    /// Also write an applyable plan to FILE, for `sync --plan FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub plan_out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Run a sync at start, before the first scheduled tick.
+    #[arg(long)]
+    pub run_now: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// How many sample people to seed.
+    #[arg(long, default_value_t = 36)]
+    pub people: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// How many runs to show.
+    #[arg(long, default_value_t = 10)]
+    pub runs: usize,
 }
 
 /// Process exit codes.
@@ -72,7 +164,17 @@ pub fn main() -> ExitCode {
         _ => "trace",
     };
     telemetry::init(cli.log_format, level);
-    match run(cli) {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return Exit::Failures.into();
+        }
+    };
+    match runtime.block_on(run(cli)) {
         Ok(code) => code.into(),
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -81,39 +183,316 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<Exit> {
+async fn run(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         Command::CheckConfig => check_config(&cli.config),
+        Command::Demo(args) => {
+            let out = crate::demo::run(args.people).await?;
+            print!("{out}");
+            Ok(Exit::Ok)
+        }
+        Command::Diff(args) => diff(&cli.config, args).await,
+        Command::Sync(args) => sync(&cli.config, args).await,
+        Command::Status(args) => status(&cli.config, args.runs),
+        Command::Failures => failures(&cli.config),
+        Command::Daemon(args) => {
+            let Some(config) = load(&cli.config) else {
+                return Ok(Exit::Usage);
+            };
+            crate::daemon::run_with_signals(config, cli.config.clone(), args.run_now).await
+        }
     }
 }
 
-fn check_config(path: &std::path::Path) -> anyhow::Result<Exit> {
+/// Loads the config, printing every problem; `None` means exit 2.
+fn load(path: &Path) -> Option<Config> {
     match Config::load(path) {
-        Ok(config) => {
-            println!("{}: OK", path.display());
-            println!("  state: {}", config.state_path.display());
-            println!(
-                "  schedule: {:?} ({})",
-                config.schedule.cron, config.schedule.timezone
-            );
-            for p in &config.providers {
-                println!(
-                    "  {}: {} ({} requests per {:?}, using {:.0}%)",
-                    p.kind,
-                    p.base_url,
-                    p.rate.requests,
-                    p.rate.per,
-                    p.share * 100.0
-                );
-            }
-            if config.providers.is_empty() {
-                println!("  no providers configured: nothing would be synced");
-            }
-            Ok(Exit::Ok)
-        }
+        Ok(c) => Some(c),
         Err(errors) => {
             eprint!("{errors}");
-            Ok(Exit::Usage)
+            None
         }
     }
+}
+
+fn check_config(path: &Path) -> anyhow::Result<Exit> {
+    let Some(config) = load(path) else {
+        return Ok(Exit::Usage);
+    };
+    println!("{}: OK", path.display());
+    println!("  state: {}", config.state_path.display());
+    let next = config
+        .schedule
+        .next_after(chrono::Utc::now())
+        .map_or_else(|| "never".to_string(), |t| t.to_rfc3339());
+    println!(
+        "  schedule: {:?} ({}), next run {next}",
+        config.schedule.cron, config.schedule.timezone
+    );
+    for p in &config.providers {
+        println!(
+            "  {}: {} ({} requests per {:?}, using {:.0}%, timeout {:?})",
+            p.kind,
+            p.base_url,
+            p.rate.requests,
+            p.rate.per,
+            p.share * 100.0,
+            p.http.timeout
+        );
+    }
+    if config.providers.is_empty() {
+        println!("  no providers configured: nothing would be synced");
+    }
+    Ok(Exit::Ok)
+}
+
+fn default_format() -> Format {
+    if std::io::stdout().is_terminal() {
+        Format::Text
+    } else {
+        Format::Json
+    }
+}
+
+fn render(report: &RunReport, format: Format) -> String {
+    match format {
+        Format::Text => report.to_text(false),
+        Format::Markdown => report.to_text(true),
+        Format::Json => report.to_json() + "\n",
+    }
+}
+
+fn build_engine(config: Config) -> anyhow::Result<Engine> {
+    Engine::new(config).context("cannot set up the providers")
+}
+
+async fn diff(path: &Path, args: DiffArgs) -> anyhow::Result<Exit> {
+    let Some(config) = load(path) else {
+        return Ok(Exit::Usage);
+    };
+    let fingerprint = config.fingerprint();
+    let engine = build_engine(config)?;
+    let report = engine
+        .run(
+            RunOptions {
+                diff: true,
+                ..RunOptions::default()
+            },
+            &CancellationToken::new(),
+            &crate::sync::Quiet,
+        )
+        .await?;
+    let text = render(
+        &report,
+        args.report_args.format.unwrap_or_else(default_format),
+    );
+    match &args.output {
+        Some(file) => std::fs::write(file, text)
+            .with_context(|| format!("cannot write {}", file.display()))?,
+        None => print!("{text}"),
+    }
+    if let Some(file) = &args.plan_out {
+        let plan = PlanFile::from_plan(&report.plan, &fingerprint);
+        let json = serde_json::to_string_pretty(&plan)?;
+        std::fs::write(file, json).with_context(|| format!("cannot write {}", file.display()))?;
+        eprintln!(
+            "Plan with {} writes saved to {}; apply it with `contact-sync sync --plan {}`.",
+            plan.writes.len(),
+            file.display(),
+            file.display()
+        );
+    }
+    Ok(if report.failure_count() > 0 {
+        Exit::Failures
+    } else if args.exit_code && !report.plan.updates.is_empty() {
+        Exit::Pending
+    } else {
+        Exit::Ok
+    })
+}
+
+/// A progress bar on a terminal.
+struct Bar(Option<ProgressBar>);
+
+impl Progress for Bar {
+    fn planned(&self, writes: usize) {
+        if let Some(b) = &self.0 {
+            b.set_length(writes as u64);
+            b.set_position(0);
+        }
+    }
+    fn wrote(&self, u: &Update, outcome: &Outcome) {
+        if let Some(b) = &self.0 {
+            b.inc(1);
+            if let Outcome::Failed(e) = outcome {
+                b.println(format!("failed {}: {e}", u.patch.record));
+            }
+        }
+    }
+}
+
+async fn sync(path: &Path, args: SyncArgs) -> anyhow::Result<Exit> {
+    if args.dry_run {
+        return diff(
+            path,
+            DiffArgs {
+                report_args: args.report_args,
+                output: args.report,
+                exit_code: false,
+                plan_out: None,
+            },
+        )
+        .await;
+    }
+    let Some(config) = load(path) else {
+        return Ok(Exit::Usage);
+    };
+    let plan = match &args.plan {
+        Some(file) => match PlanFile::load(file, &config.fingerprint()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(Exit::Usage);
+            }
+        },
+        None => None,
+    };
+    let engine = build_engine(config)?;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = ProgressBar::new(0);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{spinner} writing {pos}/{len} [{bar:30}] {per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b
+    });
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("Interrupted: finishing in-flight requests, sending nothing new.");
+            on_signal.cancel();
+        }
+    });
+    let progress = Bar(bar);
+    let report = engine
+        .run(
+            RunOptions {
+                diff: false,
+                force: args.force,
+                retry_failed: args.retry_failed,
+                plan,
+            },
+            &cancel,
+            &progress,
+        )
+        .await?;
+    if let Some(b) = &progress.0 {
+        b.finish_and_clear();
+    }
+    if let Some(file) = &args.report {
+        let text = render(&report, args.report_args.format.unwrap_or(Format::Text));
+        std::fs::write(file, text).with_context(|| format!("cannot write {}", file.display()))?;
+    } else if let Some(format) = args.report_args.format {
+        print!("{}", render(&report, format));
+    }
+    for g in &report.guard {
+        eprintln!("guard rail: {}", g.message);
+    }
+    for line in report.provider_lines() {
+        println!("{line}");
+    }
+    for p in &report.problems {
+        eprintln!("{} ({}): {}", p.provider, p.stage, p.error);
+    }
+    Ok(
+        if report.failure_count() > 0 || !report.guard.is_empty() || cancel.is_cancelled() {
+            Exit::Failures
+        } else {
+            Exit::Ok
+        },
+    )
+}
+
+fn status(path: &Path, n: usize) -> anyhow::Result<Exit> {
+    let Some(config) = load(path) else {
+        return Ok(Exit::Usage);
+    };
+    let Some(store) = StateStore::open_read_only(&config.state_path)? else {
+        println!("No runs yet (no state at {}).", config.state_path.display());
+        return Ok(Exit::Ok);
+    };
+    println!(
+        "{:>5}  {:<25} {:>9}  {:<11} {:>7} {:>7} {:>6} {:>7}",
+        "run", "started", "duration", "outcome", "planned", "applied", "failed", "skipped"
+    );
+    for r in store.recent_runs(n)? {
+        let duration = match (
+            crate::state::parse_ts(&r.started_at),
+            r.finished_at.as_deref().and_then(crate::state::parse_ts),
+        ) {
+            (Some(a), Some(b)) => format!("{:.1}s", (b - a).num_milliseconds() as f64 / 1000.0),
+            _ => "running".into(),
+        };
+        println!(
+            "{:>5}  {:<25} {:>9}  {:<11} {:>7} {:>7} {:>6} {:>7}{}",
+            r.id,
+            r.started_at,
+            duration,
+            r.outcome.as_deref().unwrap_or("-"),
+            r.planned,
+            r.applied,
+            r.failed,
+            r.skipped,
+            r.message.map(|m| format!("  {m}")).unwrap_or_default()
+        );
+    }
+    if let Some(t) = store.last_success()? {
+        println!("last successful sync: {t}");
+    }
+    let next = config
+        .schedule
+        .next_after(chrono::Utc::now())
+        .map_or_else(|| "never".into(), |t| t.to_rfc3339());
+    println!(
+        "next scheduled run (daemon, {:?} {}): {next}",
+        config.schedule.cron, config.schedule.timezone
+    );
+    let dead = store.failures()?.len();
+    if dead > 0 {
+        println!("{dead} records keep failing: see `contact-sync failures`");
+    }
+    Ok(Exit::Ok)
+}
+
+fn failures(path: &Path) -> anyhow::Result<Exit> {
+    let Some(config) = load(path) else {
+        return Ok(Exit::Usage);
+    };
+    let rows = match StateStore::open_read_only(&config.state_path)? {
+        Some(s) => s.failures()?,
+        None => Vec::new(),
+    };
+    if rows.is_empty() {
+        println!("No failing records.");
+        return Ok(Exit::Ok);
+    }
+    println!(
+        "{:<40} {:>8}  {:<25} {:<16} last error",
+        "record", "attempts", "last failed", "kind"
+    );
+    for f in rows {
+        println!(
+            "{:<40} {:>8}  {:<25} {:<16} {}",
+            f.record.to_string(),
+            f.attempts,
+            f.last_failed_at,
+            f.error_kind,
+            f.last_error
+        );
+    }
+    println!("Retry just these with `contact-sync sync --retry-failed`.");
+    Ok(Exit::Ok)
 }

@@ -14,8 +14,15 @@
 pub mod budget;
 pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod executor;
 pub mod model;
+pub mod planfile;
 pub mod provider;
 pub mod reconcile;
+pub mod report;
 pub mod sim;
+pub mod state;
+pub mod sync;
 pub mod telemetry;

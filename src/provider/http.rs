@@ -171,7 +171,7 @@ impl ProviderHttp {
         operation: &'static str,
         build: impl Fn() -> RequestBuilder,
     ) -> Result<Response, ProviderError> {
-        self.send_with(operation, build, |r| Ok(r)).await
+        self.send_with(operation, build, Ok).await
     }
 
     /// Like [`send`](Self::send), then decodes the body as JSON. A body that does not decode

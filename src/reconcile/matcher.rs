@@ -206,12 +206,11 @@ pub fn match_records(records: &[Contact], links: &HashMap<RecordId, PersonId>) -
     }
 
     let mut groups_by_root: HashMap<u32, Vec<usize>> = HashMap::with_capacity(n);
-    for i in 0..n {
-        if ambiguous_at[i].is_some() {
-            continue;
+    for (i, amb) in ambiguous_at.iter().enumerate() {
+        if amb.is_none() {
+            let root = dsu.find(i as u32);
+            groups_by_root.entry(root).or_default().push(i);
         }
-        let root = dsu.find(i as u32);
-        groups_by_root.entry(root).or_default().push(i);
     }
     let mut groups: Vec<Group> = groups_by_root
         .into_values()

@@ -19,6 +19,8 @@ pub enum Reason {
     Agreed,
     /// A set or map merged element by element.
     Merged,
+    /// Read from a plan file; the text is the reason recorded when the plan was made.
+    FromPlan(String),
 }
 
 impl std::fmt::Display for Reason {
@@ -29,6 +31,7 @@ impl std::fmt::Display for Reason {
             Reason::FirstValue { from } => write!(f, "first value, from {from}"),
             Reason::Agreed => f.write_str("agreed value"),
             Reason::Merged => f.write_str("merged element-wise"),
+            Reason::FromPlan(why) => write!(f, "plan file: {why}"),
         }
     }
 }

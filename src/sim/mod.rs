@@ -838,3 +838,145 @@ pub fn reformat_phone(e164: &str) -> String {
         format!("+{cc} {rest}")
     }
 }
+
+/// A fleet of the four simulators, plus the config that points contact-sync at them.
+pub struct Fleet {
+    pub sims: Vec<Sim>,
+}
+
+impl Fleet {
+    /// Starts one simulator per provider with `opts(kind)`.
+    pub async fn start(opts: impl Fn(ProviderKind) -> SimOptions) -> std::io::Result<Fleet> {
+        let mut sims = Vec::new();
+        for kind in ProviderKind::ALL {
+            sims.push(Sim::start(kind, opts(kind)).await?);
+        }
+        Ok(Fleet { sims })
+    }
+
+    /// The simulator of `kind`.
+    ///
+    /// # Panics
+    /// If the fleet has no simulator of that kind (a fleet always has all four).
+    pub fn sim(&self, kind: ProviderKind) -> &Sim {
+        self.sims
+            .iter()
+            .find(|s| s.kind == kind)
+            .expect("a fleet has every provider")
+    }
+
+    /// A validated config for these simulators, with state at `state_path`.
+    pub fn config(&self, state_path: &std::path::Path) -> crate::config::Config {
+        config_for(&self.sims, state_path)
+    }
+}
+
+/// The provider settings that point contact-sync at a running simulator.
+pub fn provider_config(sim: &Sim) -> crate::config::ProviderConfig {
+    use crate::config::{Guard, ProviderConfig, ProviderSpecific, Secret, SecretSource};
+    let opts = sim.shared.options();
+    let specific = match sim.kind {
+        ProviderKind::Protocol => ProviderSpecific::Protocol {
+            legacy_put: false,
+            page_size: 100,
+        },
+        ProviderKind::Callbell => ProviderSpecific::Callbell {
+            known_tags: opts.callbell_tags.clone(),
+            known_custom_fields: opts.callbell_custom_fields.clone(),
+        },
+        ProviderKind::Chatwoot => ProviderSpecific::Chatwoot {
+            account_id: opts.chatwoot.account_id,
+            inbox_id: opts.chatwoot.inbox_id,
+            inbox_identifier: SecretSource::Literal(Secret::new(
+                opts.chatwoot.inbox_identifier.clone(),
+            )),
+            hmac_token: opts
+                .chatwoot
+                .hmac_token
+                .clone()
+                .map(|t| SecretSource::Literal(Secret::new(t))),
+            sort: "name".into(),
+        },
+        ProviderKind::Privy => ProviderSpecific::Privy {
+            daily_limit: Some(10_000),
+            page_size: 100,
+        },
+    };
+    // The simulator's own quota, when it has a short one, is what we are configured with.
+    let rate = opts
+        .quotas
+        .iter()
+        .filter(|q| q.period <= Duration::from_secs(60))
+        .min_by_key(|q| q.period)
+        .and_then(|q| {
+            std::num::NonZeroU32::new(q.limit).map(|requests| crate::budget::Rate {
+                requests,
+                per: q.period,
+            })
+        })
+        .unwrap_or_else(|| crate::budget::Rate {
+            requests: std::num::NonZeroU32::new(1000).unwrap_or(std::num::NonZeroU32::MIN),
+            per: Duration::from_secs(1),
+        });
+    let http = crate::provider::http::HttpSettings {
+        timeout: Duration::from_secs(5),
+        backoff_base: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(500),
+        ..Default::default()
+    };
+    ProviderConfig {
+        kind: sim.kind,
+        base_url: sim.base_url(),
+        token: SecretSource::Literal(Secret::new(opts.token.clone())),
+        rate,
+        share: 1.0,
+        http,
+        max_concurrency: 4,
+        guard: Guard {
+            max_change_share: 1.0,
+            max_clears: u64::MAX,
+            min_records: 0,
+        },
+        specific,
+    }
+}
+
+/// A validated config for `sims`, with state at `state_path` and default policy.
+pub fn config_for(sims: &[Sim], state_path: &std::path::Path) -> crate::config::Config {
+    use crate::config::{Config, DaemonSettings, Schedule};
+    let mut providers: Vec<_> = sims.iter().map(provider_config).collect();
+    providers.sort_by_key(|p| p.kind);
+    Config {
+        source: "(simulators)".into(),
+        state_path: state_path.to_path_buf(),
+        schedule: Schedule {
+            cron: "*/1 * * * * *".into(),
+            timezone: chrono_tz::UTC,
+        },
+        normalizer: crate::model::Normalizer::default(),
+        policy: crate::reconcile::Policy::default(),
+        daemon: DaemonSettings {
+            listen: None,
+            shutdown_grace: Duration::from_secs(5),
+        },
+        providers,
+    }
+}
+
+impl Sim {
+    /// Seeds (or re-seeds, replacing) the person with sequence number `seq`: the same `seq`
+    /// always gives the same provider id.
+    pub fn seed_person_at(&self, seq: u64, p: &SeedPerson) -> String {
+        let opts = self.shared.options();
+        let v = match self.kind {
+            ProviderKind::Protocol => protocol::from_seed(p, seq),
+            ProviderKind::Callbell => callbell::from_seed(p, seq),
+            ProviderKind::Chatwoot => chatwoot::from_seed(p, seq, &opts),
+            ProviderKind::Privy => privy::from_seed(p, seq),
+        };
+        let mut store = self.shared.store();
+        let id = store.id_of(&v).unwrap_or_default();
+        store.upsert(v);
+        id
+    }
+}

@@ -1,0 +1,545 @@
+//! Run reports: what a run planned, sent, skipped and could not do, rendered as text (a table
+//! grouped per person), markdown, or JSON with a stable, documented schema (`README.md`,
+//! "Report schema").
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use serde_json::Value as Json;
+
+use crate::executor::Outcome;
+use crate::model::{FieldValue, ProviderKind};
+use crate::reconcile::Plan;
+use crate::state::codec::encode_value;
+
+/// The JSON schema identifier; bumped only for incompatible changes.
+pub const SCHEMA: &str = "contact-sync/report/v1";
+
+/// How a report is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Markdown,
+}
+
+/// The status of one planned change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChangeStatus {
+    Planned,
+    Applied,
+    Failed,
+    NotAttempted,
+    Stale,
+}
+
+/// A provider-level problem (listing failed, guard rail tripped, ...).
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderProblem {
+    pub provider: String,
+    pub stage: String,
+    pub error: String,
+}
+
+/// A guard rail that stopped a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct GuardTrip {
+    pub provider: String,
+    pub threshold: String,
+    pub limit: String,
+    pub actual: String,
+    pub message: String,
+}
+
+/// Everything about one run.
+#[derive(Debug)]
+pub struct RunReport {
+    pub mode: &'static str,
+    pub run_id: Option<i64>,
+    pub plan: Plan,
+    /// One per plan update, in order; `None` when nothing was sent (diff).
+    pub outcomes: Option<Vec<Outcome>>,
+    /// Per update: stale because the record changed since the plan file was made.
+    pub stale: Vec<(usize, String)>,
+    pub listed: BTreeMap<ProviderKind, usize>,
+    pub problems: Vec<ProviderProblem>,
+    pub guard: Vec<GuardTrip>,
+    pub warnings: Vec<String>,
+    /// Writes left unconfirmed by an earlier process: (verified as applied, not applied).
+    pub pending_checked: (usize, usize),
+    pub duration_ms: u128,
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    schema: &'static str,
+    mode: &'a str,
+    run_id: Option<i64>,
+    changes: Vec<JsonChange>,
+    skipped: Vec<JsonSkip>,
+    conflicts: Vec<JsonConflict>,
+    ambiguous: Vec<JsonAmbiguous>,
+    failures: Vec<JsonFailure>,
+    guard: &'a [GuardTrip],
+    warnings: &'a [String],
+    summary: JsonSummary,
+}
+
+#[derive(Serialize)]
+struct JsonChange {
+    person: String,
+    provider: String,
+    record: String,
+    field: String,
+    old: Json,
+    new: Json,
+    reason: String,
+    status: ChangeStatus,
+}
+
+#[derive(Serialize)]
+struct JsonSkip {
+    person: String,
+    provider: String,
+    record: String,
+    field: String,
+    current: Json,
+    wanted: Json,
+    rule: String,
+    detail: String,
+}
+
+#[derive(Serialize)]
+struct JsonCandidate {
+    provider: String,
+    record: String,
+    value: String,
+}
+
+#[derive(Serialize)]
+struct JsonConflict {
+    person: String,
+    field: String,
+    key: Option<String>,
+    candidates: Vec<JsonCandidate>,
+    winner: String,
+}
+
+#[derive(Serialize)]
+struct JsonAmbiguous {
+    records: Vec<String>,
+    reason: String,
+}
+
+#[derive(Serialize)]
+struct JsonFailure {
+    provider: String,
+    record: Option<String>,
+    stage: String,
+    kind: String,
+    error: String,
+}
+
+#[derive(Serialize, Default)]
+struct JsonProviderSummary {
+    listed: usize,
+    planned_writes: usize,
+    applied: usize,
+    failed: usize,
+    skipped: usize,
+}
+
+#[derive(Serialize)]
+struct JsonSummary {
+    people: usize,
+    planned_writes: usize,
+    applied: usize,
+    failed: usize,
+    not_attempted: usize,
+    stale: usize,
+    skipped: usize,
+    conflicts: usize,
+    ambiguous: usize,
+    pending_writes_verified: usize,
+    pending_writes_not_applied: usize,
+    duration_ms: u128,
+    providers: BTreeMap<String, JsonProviderSummary>,
+}
+
+impl RunReport {
+    fn status(&self, i: usize) -> ChangeStatus {
+        if self.stale.iter().any(|(s, _)| *s == i) {
+            return ChangeStatus::Stale;
+        }
+        match self.outcomes.as_ref().and_then(|o| o.get(i)) {
+            None => ChangeStatus::Planned,
+            Some(Outcome::Applied(_)) => ChangeStatus::Applied,
+            Some(Outcome::Failed(_)) => ChangeStatus::Failed,
+            Some(Outcome::NotAttempted(_)) => ChangeStatus::NotAttempted,
+        }
+    }
+
+    /// Writes that failed, plus provider-level problems.
+    pub fn failure_count(&self) -> usize {
+        self.record_failures().count() + self.problems.len()
+    }
+
+    fn record_failures(&self) -> impl Iterator<Item = (usize, String, &'static str)> + '_ {
+        self.outcomes
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, o)| match o {
+                Outcome::Failed(e) => Some((i, e.to_string(), e.metric_label())),
+                Outcome::NotAttempted(why) => Some((i, why.clone(), "not_attempted")),
+                Outcome::Applied(_) => None,
+            })
+    }
+
+    /// Count of applied writes.
+    pub fn applied(&self) -> usize {
+        self.outcomes
+            .iter()
+            .flatten()
+            .filter(|o| o.is_applied())
+            .count()
+    }
+
+    fn summary(&self) -> JsonSummary {
+        let mut providers: BTreeMap<String, JsonProviderSummary> = self
+            .listed
+            .iter()
+            .map(|(p, n)| {
+                (
+                    p.to_string(),
+                    JsonProviderSummary {
+                        listed: *n,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        for (i, u) in self.plan.updates.iter().enumerate() {
+            let e = providers.entry(u.provider().to_string()).or_default();
+            e.planned_writes += 1;
+            match self.status(i) {
+                ChangeStatus::Applied => e.applied += 1,
+                ChangeStatus::Failed | ChangeStatus::NotAttempted => e.failed += 1,
+                _ => {}
+            }
+        }
+        for s in &self.plan.skipped {
+            providers
+                .entry(s.record.provider.to_string())
+                .or_default()
+                .skipped += 1;
+        }
+        let outcomes = self.outcomes.iter().flatten();
+        JsonSummary {
+            people: self.plan.people.len(),
+            planned_writes: self.plan.updates.len(),
+            applied: self.applied(),
+            failed: outcomes
+                .clone()
+                .filter(|o| matches!(o, Outcome::Failed(_)))
+                .count(),
+            not_attempted: outcomes
+                .filter(|o| matches!(o, Outcome::NotAttempted(_)))
+                .count(),
+            stale: self.stale.len(),
+            skipped: self.plan.skipped.len(),
+            conflicts: self.plan.conflicts.len(),
+            ambiguous: self.plan.ambiguous.len(),
+            pending_writes_verified: self.pending_checked.0,
+            pending_writes_not_applied: self.pending_checked.1,
+            duration_ms: self.duration_ms,
+            providers,
+        }
+    }
+
+    /// The report as JSON (schema [`SCHEMA`]).
+    pub fn to_json(&self) -> String {
+        let mut changes = Vec::new();
+        for (i, u) in self.plan.updates.iter().enumerate() {
+            for (c, reason) in u.patch.changes.iter().zip(&u.reasons) {
+                changes.push(JsonChange {
+                    person: u.person.clone(),
+                    provider: u.provider().to_string(),
+                    record: u.patch.record.native.clone(),
+                    field: c.field.to_string(),
+                    old: shown(&c.old),
+                    new: shown(&c.new),
+                    reason: reason.to_string(),
+                    status: self.status(i),
+                });
+            }
+        }
+        let skipped = self
+            .plan
+            .skipped
+            .iter()
+            .map(|s| JsonSkip {
+                person: s.person.clone(),
+                provider: s.record.provider.to_string(),
+                record: s.record.native.clone(),
+                field: s.field.to_string(),
+                current: shown(&s.current),
+                wanted: shown(&s.wanted),
+                rule: s.rule.to_string(),
+                detail: s.detail.clone(),
+            })
+            .collect();
+        let conflicts = self
+            .plan
+            .conflicts
+            .iter()
+            .map(|c| JsonConflict {
+                person: c.person.clone(),
+                field: c.field.to_string(),
+                key: c.key.clone(),
+                candidates: c
+                    .candidates
+                    .iter()
+                    .map(|(id, v)| JsonCandidate {
+                        provider: id.provider.to_string(),
+                        record: id.native.clone(),
+                        value: v.clone(),
+                    })
+                    .collect(),
+                winner: c.winner.to_string(),
+            })
+            .collect();
+        let ambiguous = self
+            .plan
+            .ambiguous
+            .iter()
+            .map(|a| JsonAmbiguous {
+                records: a.records.iter().map(ToString::to_string).collect(),
+                reason: a.reason.clone(),
+            })
+            .collect();
+        let mut failures: Vec<JsonFailure> = self
+            .problems
+            .iter()
+            .map(|p| JsonFailure {
+                provider: p.provider.clone(),
+                record: None,
+                stage: p.stage.clone(),
+                kind: "provider".into(),
+                error: p.error.clone(),
+            })
+            .collect();
+        for (i, error, kind) in self.record_failures() {
+            let u = &self.plan.updates[i];
+            failures.push(JsonFailure {
+                provider: u.provider().to_string(),
+                record: Some(u.patch.record.native.clone()),
+                stage: "write".into(),
+                kind: kind.into(),
+                error,
+            });
+        }
+        for (i, why) in &self.stale {
+            let u = &self.plan.updates[*i];
+            failures.push(JsonFailure {
+                provider: u.provider().to_string(),
+                record: Some(u.patch.record.native.clone()),
+                stage: "plan".into(),
+                kind: "stale".into(),
+                error: why.clone(),
+            });
+        }
+        let report = JsonReport {
+            schema: SCHEMA,
+            mode: self.mode,
+            run_id: self.run_id,
+            changes,
+            skipped,
+            conflicts,
+            ambiguous,
+            failures,
+            guard: &self.guard,
+            warnings: &self.warnings,
+            summary: self.summary(),
+        };
+        serde_json::to_string_pretty(&report)
+            .unwrap_or_else(|e| format!("{{\"error\": \"cannot render report: {e}\"}}"))
+    }
+
+    /// A one-line summary per provider, for the end of a sync.
+    pub fn provider_lines(&self) -> Vec<String> {
+        self.summary()
+            .providers
+            .iter()
+            .map(|(p, s)| {
+                format!(
+                    "{p:<9} listed {:>6}  planned {:>5}  applied {:>5}  failed {:>3}  skipped {:>4}",
+                    s.listed, s.planned_writes, s.applied, s.failed, s.skipped
+                )
+            })
+            .collect()
+    }
+
+    /// The report as a human-readable table grouped per person (or markdown).
+    pub fn to_text(&self, markdown: bool) -> String {
+        let mut out = String::new();
+        let h = |level: usize, s: &str| {
+            if markdown {
+                format!("{} {s}\n\n", "#".repeat(level))
+            } else {
+                format!("{s}\n")
+            }
+        };
+        let title = match self.mode {
+            "diff" => "contact-sync diff (dry run: nothing sent)",
+            _ => "contact-sync sync",
+        };
+        out.push_str(&h(1, title));
+        let mut people: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (i, u) in self.plan.updates.iter().enumerate() {
+            let status = match self.status(i) {
+                ChangeStatus::Planned => "",
+                ChangeStatus::Applied => " [applied]",
+                ChangeStatus::Failed => " [FAILED]",
+                ChangeStatus::NotAttempted => " [not sent]",
+                ChangeStatus::Stale => " [stale: skipped]",
+            };
+            for (c, reason) in u.patch.changes.iter().zip(&u.reasons) {
+                people.entry(&u.person).or_default().push(row(
+                    markdown,
+                    "change",
+                    &u.patch.record.to_string(),
+                    c.field.as_str(),
+                    &format!("{} → {}", c.old, c.new),
+                    &format!("{reason}{status}"),
+                ));
+            }
+        }
+        for s in &self.plan.skipped {
+            people.entry(&s.person).or_default().push(row(
+                markdown,
+                "skip",
+                &s.record.to_string(),
+                s.field.as_str(),
+                &format!("{} → {}", s.current, s.wanted),
+                &format!("[{}] {}", s.rule, s.detail),
+            ));
+        }
+        for c in &self.plan.conflicts {
+            let cands: Vec<String> = c
+                .candidates
+                .iter()
+                .map(|(id, v)| format!("{id}={v:?}"))
+                .collect();
+            let field = match &c.key {
+                Some(k) => format!("{}[{k}]", c.field),
+                None => c.field.to_string(),
+            };
+            people.entry(&c.person).or_default().push(row(
+                markdown,
+                "conflict",
+                &c.winner.to_string(),
+                &field,
+                &cands.join(" vs "),
+                "precedence chose the first",
+            ));
+        }
+        if people.is_empty() {
+            out.push_str("No changes: every provider agrees.\n");
+        }
+        for (person, rows) in &people {
+            if markdown {
+                out.push_str(&format!(
+                    "### {person}\n\n| | record | field | value | why |\n|---|---|---|---|---|\n"
+                ));
+            } else {
+                out.push_str(&format!("\n{person}\n"));
+            }
+            for r in rows {
+                out.push_str(r);
+            }
+            if markdown {
+                out.push('\n');
+            }
+        }
+        if !self.plan.ambiguous.is_empty() {
+            out.push_str(&format!("\n{}", h(2, "Ambiguous (left alone)")));
+            for a in &self.plan.ambiguous {
+                let ids: Vec<String> = a.records.iter().map(ToString::to_string).collect();
+                let _ = writeln!(
+                    out,
+                    "{}{}: {}",
+                    if markdown { "- " } else { "  " },
+                    ids.join(", "),
+                    a.reason
+                );
+            }
+        }
+        let failures: Vec<String> =
+            self.problems
+                .iter()
+                .map(|p| format!("{} ({}): {}", p.provider, p.stage, p.error))
+                .chain(
+                    self.record_failures()
+                        .map(|(i, e, _)| format!("{}: {e}", self.plan.updates[i].patch.record)),
+                )
+                .chain(self.stale.iter().map(|(i, why)| {
+                    format!("{}: stale: {why}", self.plan.updates[*i].patch.record)
+                }))
+                .collect();
+        if !failures.is_empty() {
+            out.push_str(&format!("\n{}", h(2, "Failures")));
+            for f in failures {
+                let _ = writeln!(out, "{}{f}", if markdown { "- " } else { "  " });
+            }
+        }
+        if !self.guard.is_empty() {
+            out.push_str(&format!(
+                "\n{}",
+                h(
+                    2,
+                    "Stopped by guard rails (nothing was sent; --force overrides)"
+                )
+            ));
+            for g in &self.guard {
+                let _ = writeln!(out, "{}{}", if markdown { "- " } else { "  " }, g.message);
+            }
+        }
+        let s = self.summary();
+        out.push_str(&format!("\n{}", h(2, "Summary")));
+        let _ = writeln!(
+            out,
+            "{} people; {} writes planned, {} applied, {} failed; {} skipped by rules; {} conflicts; {} ambiguous",
+            s.people, s.planned_writes, s.applied, s.failed + s.not_attempted, s.skipped, s.conflicts, s.ambiguous
+        );
+        for line in self.provider_lines() {
+            let _ = writeln!(out, "{}{line}", if markdown { "    " } else { "  " });
+        }
+        out
+    }
+}
+
+fn row(markdown: bool, kind: &str, record: &str, field: &str, value: &str, why: &str) -> String {
+    if markdown {
+        let esc = |s: &str| s.replace('|', "\\|");
+        format!(
+            "| {kind} | {} | {field} | {} | {} |\n",
+            esc(record),
+            esc(value),
+            esc(why)
+        )
+    } else {
+        format!("  {kind:<8} {record:<28} {field:<13} {value}  ({why})\n")
+    }
+}
+
+/// A field value as shown in reports: scalars as strings (the value written), sets as arrays,
+/// maps as objects.
+pub fn shown(v: &FieldValue) -> Json {
+    match v {
+        FieldValue::Scalar(Some(v)) => Json::String(v.raw.clone()),
+        other => encode_value(other),
+    }
+}

@@ -1,0 +1,98 @@
+//! How field values are stored: compact JSON, decoded by the field's shape.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{json, Map, Value as Json};
+
+use crate::model::{Field, FieldValue, Value};
+use crate::reconcile::Baseline;
+
+/// Encodes one field value.
+pub fn encode_value(v: &FieldValue) -> Json {
+    match v {
+        FieldValue::Scalar(None) => Json::Null,
+        FieldValue::Scalar(Some(v)) if v.valid && v.raw == v.key => Json::String(v.raw.clone()),
+        FieldValue::Scalar(Some(v)) => json!({"raw": v.raw, "key": v.key, "valid": v.valid}),
+        FieldValue::Set(s) => Json::Array(s.iter().cloned().map(Json::String).collect()),
+        FieldValue::Map(m) => Json::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), Json::String(v.clone())))
+                .collect(),
+        ),
+    }
+}
+
+/// Decodes one field value; `None` when the stored JSON does not fit the field's shape.
+pub fn decode_value(field: Field, j: &Json) -> Option<FieldValue> {
+    Some(match (field.is_scalar(), field, j) {
+        (true, _, Json::Null) => FieldValue::Scalar(None),
+        (true, _, Json::String(s)) => FieldValue::Scalar(Some(Value::plain(s.clone()))),
+        (true, _, Json::Object(o)) => FieldValue::Scalar(Some(Value {
+            raw: o.get("raw")?.as_str()?.to_owned(),
+            key: o.get("key")?.as_str()?.to_owned(),
+            valid: o.get("valid")?.as_bool()?,
+        })),
+        (false, Field::Tags, Json::Array(a)) => FieldValue::Set(
+            a.iter()
+                .filter_map(|t| t.as_str().map(String::from))
+                .collect::<BTreeSet<_>>(),
+        ),
+        (false, Field::CustomFields, Json::Object(o)) => FieldValue::Map(
+            o.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+        _ => return None,
+    })
+}
+
+/// Encodes a field map (baseline or agreed values).
+pub fn encode_fields(fields: &BTreeMap<Field, FieldValue>) -> String {
+    let obj: Map<String, Json> = fields
+        .iter()
+        .map(|(f, v)| (f.as_str().to_owned(), encode_value(v)))
+        .collect();
+    Json::Object(obj).to_string()
+}
+
+/// Decodes a field map; unknown fields and values of the wrong shape are left out (so a
+/// damaged row reads as "no baseline" for that field, never as a wrong one).
+pub fn decode_fields(text: &str) -> Baseline {
+    let Ok(Json::Object(obj)) = serde_json::from_str::<Json>(text) else {
+        return Baseline::new();
+    };
+    obj.iter()
+        .filter_map(|(k, v)| {
+            let field = k.parse::<Field>().ok()?;
+            Some((field, decode_value(field, v)?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let mut b = Baseline::new();
+        b.insert(Field::Name, FieldValue::Scalar(Some(Value::plain("Ada"))));
+        b.insert(
+            Field::Email,
+            FieldValue::Scalar(Some(Value {
+                raw: "A@x.io".into(),
+                key: "a@x.io".into(),
+                valid: true,
+            })),
+        );
+        b.insert(Field::Phone, FieldValue::Scalar(None));
+        b.insert(Field::Tags, FieldValue::Set(["vip".to_string()].into()));
+        b.insert(
+            Field::CustomFields,
+            FieldValue::Map([("k".to_string(), "v".to_string())].into()),
+        );
+        assert_eq!(decode_fields(&encode_fields(&b)), b);
+        assert!(decode_fields("not json").is_empty());
+        assert!(decode_fields(r#"{"tags": "oops", "nope": 1}"#).is_empty());
+    }
+}

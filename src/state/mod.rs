@@ -1,0 +1,780 @@
+//! The state store: one SQLite file holding what contact-sync remembers between runs.
+//!
+//! - `records`: one row per provider record: the person it is linked to and its baseline (each
+//!   field's value when the last sync finished).
+//! - `people`: one row per person: the agreed value of each field.
+//! - `runs`: run history (start, end, mode, outcome, counts).
+//! - `writes`: the write log and audit trail. Every write is recorded as `intended` before it is
+//!   sent, then `confirmed` (with the value the provider holds) or `failed` (with the error).
+//! - `failures`: dead letters: records whose writes keep failing, with the last error.
+//!
+//! WAL mode, versioned schema (`PRAGMA user_version`), every multi-row change in one
+//! transaction. A lock file next to the database stops a second process from syncing the same
+//! state at the same time.
+
+pub mod codec;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+pub use codec::{decode_fields, encode_fields};
+
+use crate::model::{Field, FieldValue, ProviderKind, RecordId};
+use crate::reconcile::{Baseline, Memory, PersonId, PersonPlan, Update};
+
+/// State store errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state file {path}: {source}")]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("state file {path} is in use by another contact-sync process (lock {lock}); wait for it to finish or stop it")]
+    Locked { path: PathBuf, lock: PathBuf },
+    #[error("state file {path}: {message}")]
+    Io { path: PathBuf, message: String },
+    #[error("state file {path} has schema version {found}, newer than this contact-sync understands ({supported}); upgrade contact-sync")]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+}
+
+const MIGRATIONS: &[&str] = &[
+    // 1: initial schema.
+    "CREATE TABLE records (
+        provider TEXT NOT NULL,
+        native TEXT NOT NULL,
+        person TEXT NOT NULL,
+        baseline TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (provider, native)
+    ) WITHOUT ROWID;
+    CREATE INDEX records_person ON records(person);
+    CREATE TABLE people (
+        person TEXT PRIMARY KEY,
+        agreed TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        mode TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        outcome TEXT,
+        planned INTEGER NOT NULL DEFAULT 0,
+        applied INTEGER NOT NULL DEFAULT 0,
+        failed INTEGER NOT NULL DEFAULT 0,
+        skipped INTEGER NOT NULL DEFAULT 0,
+        conflicts INTEGER NOT NULL DEFAULT 0,
+        message TEXT
+    );
+    CREATE TABLE writes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id INTEGER NOT NULL REFERENCES runs(id),
+        provider TEXT NOT NULL,
+        native TEXT NOT NULL,
+        person TEXT NOT NULL,
+        changes TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('intended', 'confirmed', 'failed', 'verified', 'not-applied')),
+        http_status INTEGER,
+        error TEXT,
+        created_at TEXT NOT NULL,
+        finished_at TEXT
+    );
+    CREATE INDEX writes_state ON writes(state);
+    CREATE TABLE failures (
+        provider TEXT NOT NULL,
+        native TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        last_error TEXT NOT NULL,
+        error_kind TEXT NOT NULL,
+        first_failed_at TEXT NOT NULL,
+        last_failed_at TEXT NOT NULL,
+        last_run INTEGER NOT NULL,
+        PRIMARY KEY (provider, native)
+    ) WITHOUT ROWID;",
+];
+
+/// One row of run history.
+#[derive(Debug, Clone)]
+pub struct RunRow {
+    pub id: i64,
+    pub mode: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub outcome: Option<String>,
+    pub planned: i64,
+    pub applied: i64,
+    pub failed: i64,
+    pub skipped: i64,
+    pub conflicts: i64,
+    pub message: Option<String>,
+}
+
+/// Counts recorded when a run finishes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunCounts {
+    pub planned: usize,
+    pub applied: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub conflicts: usize,
+}
+
+/// A record in the dead-letter view.
+#[derive(Debug, Clone)]
+pub struct FailureRow {
+    pub record: RecordId,
+    pub attempts: i64,
+    pub last_error: String,
+    pub error_kind: String,
+    pub first_failed_at: String,
+    pub last_failed_at: String,
+    pub last_run: i64,
+}
+
+/// A write recorded as intended whose outcome is unknown (the process stopped mid-write).
+#[derive(Debug, Clone)]
+pub struct PendingWrite {
+    pub id: i64,
+    pub record: RecordId,
+    /// The values the write would have set.
+    pub after: BTreeMap<Field, FieldValue>,
+}
+
+/// The open state store.
+pub struct StateStore {
+    path: PathBuf,
+    conn: Connection,
+    _lock: Option<File>,
+}
+
+impl std::fmt::Debug for StateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+impl StateStore {
+    /// Opens (creating if needed) the state for a sync, holding its lock until dropped.
+    ///
+    /// # Errors
+    /// [`StateError::Locked`] when another process holds the lock.
+    pub fn open(path: &Path) -> Result<Self, StateError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StateError::Io {
+                path: path.into(),
+                message: format!("cannot create directory {}: {e}", dir.display()),
+            })?;
+        }
+        let lock_path = lock_path(path);
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StateError::Io {
+                path: path.into(),
+                message: format!("cannot open lock file {}: {e}", lock_path.display()),
+            })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StateError::Locked {
+                    path: path.into(),
+                    lock: lock_path,
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StateError::Io {
+                    path: path.into(),
+                    message: format!("cannot lock {}: {e}", lock_path.display()),
+                })
+            }
+        }
+        let conn = Connection::open(path).map_err(|e| sql(path, e))?;
+        let mut store = StateStore {
+            path: path.into(),
+            conn,
+            _lock: Some(lock),
+        };
+        store.configure()?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Opens existing state read-only, without the lock (for `diff`, `status`, `failures`).
+    /// `Ok(None)` when there is no state yet.
+    pub fn open_read_only(path: &Path) -> Result<Option<Self>, StateError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| sql(path, e))?;
+        let store = StateStore {
+            path: path.into(),
+            conn,
+            _lock: None,
+        };
+        store
+            .conn
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| sql(path, e))?;
+        let version: i64 = store
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| sql(path, e))?;
+        if version > MIGRATIONS.len() as i64 {
+            return Err(StateError::TooNew {
+                path: path.into(),
+                found: version,
+                supported: MIGRATIONS.len() as i64,
+            });
+        }
+        if version < MIGRATIONS.len() as i64 {
+            // An older or empty file: nothing useful to read without migrating, which needs
+            // write access. Behave as if there were no state.
+            return Ok(None);
+        }
+        Ok(Some(store))
+    }
+
+    /// The database path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn configure(&mut self) -> Result<(), StateError> {
+        self.conn
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| sql(&self.path, e))?;
+        self.conn
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+            )
+            .map_err(|e| sql(&self.path, e))
+    }
+
+    fn migrate(&mut self) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| sql(&path, e))?;
+        let supported = MIGRATIONS.len() as i64;
+        if version > supported {
+            return Err(StateError::TooNew {
+                path,
+                found: version,
+                supported,
+            });
+        }
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = self.conn.transaction().map_err(|e| sql(&path, e))?;
+            tx.execute_batch(m).map_err(|e| sql(&path, e))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(|e| sql(&path, e))?;
+            tx.commit().map_err(|e| sql(&path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Everything the reconciler needs from earlier runs.
+    pub fn load_memory(&self) -> Result<Memory, StateError> {
+        let p = &self.path;
+        let mut memory = Memory::default();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT provider, native, person, baseline FROM records")
+            .map_err(|e| sql(p, e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })
+            .map_err(|e| sql(p, e))?;
+        for row in rows {
+            let (provider, native, person, baseline) = row.map_err(|e| sql(p, e))?;
+            let Ok(provider) = provider.parse::<ProviderKind>() else {
+                continue;
+            };
+            let id = RecordId::new(provider, native);
+            memory
+                .baselines
+                .insert(id.clone(), decode_fields(&baseline));
+            memory.links.insert(id, person);
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT person, agreed FROM people")
+            .map_err(|e| sql(p, e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(|e| sql(p, e))?;
+        for row in rows {
+            let (person, agreed) = row.map_err(|e| sql(p, e))?;
+            memory.agreed.insert(person, decode_fields(&agreed));
+        }
+        Ok(memory)
+    }
+
+    /// Starts a run in the history; returns its id.
+    pub fn begin_run(&self, mode: &str) -> Result<i64, StateError> {
+        self.conn
+            .execute(
+                "INSERT INTO runs (mode, started_at) VALUES (?1, ?2)",
+                params![mode, now()],
+            )
+            .map_err(|e| sql(&self.path, e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Finishes a run in the history.
+    pub fn finish_run(
+        &self,
+        run: i64,
+        outcome: &str,
+        counts: RunCounts,
+        message: Option<&str>,
+    ) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET finished_at = ?2, outcome = ?3, planned = ?4, applied = ?5, failed = ?6, skipped = ?7, conflicts = ?8, message = ?9 WHERE id = ?1",
+                params![run, now(), outcome, counts.planned as i64, counts.applied as i64, counts.failed as i64, counts.skipped as i64, counts.conflicts as i64, message],
+            )
+            .map_err(|e| sql(&self.path, e))?;
+        Ok(())
+    }
+
+    /// Saves the agreed values and links the plan decided, in one transaction.
+    pub fn save_people(
+        &mut self,
+        people: &[PersonPlan],
+        memory: &Memory,
+    ) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| sql(&path, e))?;
+        {
+            let ts = now();
+            let mut upsert = tx
+                .prepare("INSERT INTO people (person, agreed, updated_at) VALUES (?1, ?2, ?3) ON CONFLICT(person) DO UPDATE SET agreed = excluded.agreed, updated_at = excluded.updated_at")
+                .map_err(|e| sql(&path, e))?;
+            for p in people {
+                if memory.agreed.get(&p.person) == Some(&p.agreed) {
+                    continue;
+                }
+                upsert
+                    .execute(params![p.person, encode_fields(&p.agreed), ts])
+                    .map_err(|e| sql(&path, e))?;
+            }
+        }
+        tx.commit().map_err(|e| sql(&path, e))
+    }
+
+    /// Saves record rows (person link and baseline) that differ from `memory`, in one
+    /// transaction.
+    pub fn save_records<'a>(
+        &mut self,
+        rows: impl IntoIterator<Item = (&'a RecordId, &'a PersonId, &'a Baseline)>,
+        memory: &Memory,
+    ) -> Result<usize, StateError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| sql(&path, e))?;
+        let mut n = 0;
+        {
+            let ts = now();
+            let mut upsert = tx
+                .prepare("INSERT INTO records (provider, native, person, baseline, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(provider, native) DO UPDATE SET person = excluded.person, baseline = excluded.baseline, updated_at = excluded.updated_at")
+                .map_err(|e| sql(&path, e))?;
+            for (id, person, baseline) in rows {
+                if memory.links.get(id) == Some(person)
+                    && memory.baselines.get(id) == Some(baseline)
+                {
+                    continue;
+                }
+                upsert
+                    .execute(params![
+                        id.provider.as_str(),
+                        id.native,
+                        person,
+                        encode_fields(baseline),
+                        ts
+                    ])
+                    .map_err(|e| sql(&path, e))?;
+                n += 1;
+            }
+        }
+        tx.commit().map_err(|e| sql(&path, e))?;
+        Ok(n)
+    }
+
+    /// Records a write as intended, before it is sent.
+    pub fn write_intended(&self, run: i64, update: &Update) -> Result<i64, StateError> {
+        let changes: serde_json::Map<String, serde_json::Value> = update
+            .patch
+            .changes
+            .iter()
+            .map(|c| {
+                (c.field.as_str().to_owned(), serde_json::json!({"old": codec::encode_value(&c.old), "new": codec::encode_value(&c.new)}))
+            })
+            .collect();
+        let r = &update.patch.record;
+        self.conn
+            .execute(
+                "INSERT INTO writes (run_id, provider, native, person, changes, state, created_at) VALUES (?1, ?2, ?3, ?4, ?5, 'intended', ?6)",
+                params![run, r.provider.as_str(), r.native, update.person, serde_json::Value::Object(changes).to_string(), now()],
+            )
+            .map_err(|e| sql(&self.path, e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Records a write as confirmed and makes the provider's answer the record's baseline, in
+    /// one transaction, so a crash right after leaves the state exact.
+    pub fn write_confirmed(
+        &mut self,
+        write: i64,
+        record: &RecordId,
+        person: &PersonId,
+        baseline: &Baseline,
+    ) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| sql(&path, e))?;
+        let ts = now();
+        tx.execute("UPDATE writes SET state = 'confirmed', http_status = 200, finished_at = ?2 WHERE id = ?1", params![write, ts])
+            .map_err(|e| sql(&path, e))?;
+        tx.execute(
+            "INSERT INTO records (provider, native, person, baseline, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(provider, native) DO UPDATE SET person = excluded.person, baseline = excluded.baseline, updated_at = excluded.updated_at",
+            params![record.provider.as_str(), record.native, person, encode_fields(baseline), ts],
+        )
+        .map_err(|e| sql(&path, e))?;
+        tx.execute(
+            "DELETE FROM failures WHERE provider = ?1 AND native = ?2",
+            params![record.provider.as_str(), record.native],
+        )
+        .map_err(|e| sql(&path, e))?;
+        tx.commit().map_err(|e| sql(&path, e))
+    }
+
+    /// Records a write as failed and counts it in the dead-letter view.
+    pub fn write_failed(
+        &mut self,
+        run: i64,
+        write: i64,
+        record: &RecordId,
+        status: Option<u16>,
+        kind: &str,
+        error: &str,
+    ) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| sql(&path, e))?;
+        let ts = now();
+        tx.execute(
+            "UPDATE writes SET state = 'failed', http_status = ?2, error = ?3, finished_at = ?4 WHERE id = ?1",
+            params![write, status.map(i64::from), error, ts],
+        )
+        .map_err(|e| sql(&path, e))?;
+        tx.execute(
+            "INSERT INTO failures (provider, native, attempts, last_error, error_kind, first_failed_at, last_failed_at, last_run) VALUES (?1, ?2, 1, ?3, ?4, ?5, ?5, ?6)
+             ON CONFLICT(provider, native) DO UPDATE SET attempts = attempts + 1, last_error = excluded.last_error, error_kind = excluded.error_kind, last_failed_at = excluded.last_failed_at, last_run = excluded.last_run",
+            params![record.provider.as_str(), record.native, error, kind, ts, run],
+        )
+        .map_err(|e| sql(&path, e))?;
+        tx.commit().map_err(|e| sql(&path, e))
+    }
+
+    /// Writes left `intended` by an earlier process that stopped mid-write.
+    pub fn pending_writes(&self) -> Result<Vec<PendingWrite>, StateError> {
+        let p = &self.path;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, provider, native, changes FROM writes WHERE state = 'intended' ORDER BY id")
+            .map_err(|e| sql(p, e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })
+            .map_err(|e| sql(p, e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, provider, native, changes) = row.map_err(|e| sql(p, e))?;
+            let Ok(provider) = provider.parse::<ProviderKind>() else {
+                continue;
+            };
+            let parsed: serde_json::Value = serde_json::from_str(&changes).unwrap_or_default();
+            let mut after = BTreeMap::new();
+            if let Some(obj) = parsed.as_object() {
+                for (k, v) in obj {
+                    if let (Ok(field), Some(new)) = (k.parse::<Field>(), v.get("new")) {
+                        if let Some(value) = codec::decode_value(field, new) {
+                            after.insert(field, value);
+                        }
+                    }
+                }
+            }
+            out.push(PendingWrite {
+                id,
+                record: RecordId::new(provider, native),
+                after,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Settles a pending write after checking the provider: `verified` (the record holds the
+    /// intended values) or `not-applied`.
+    pub fn settle_pending(&self, write: i64, applied: bool) -> Result<(), StateError> {
+        let state = if applied { "verified" } else { "not-applied" };
+        self.conn
+            .execute(
+                "UPDATE writes SET state = ?2, finished_at = ?3 WHERE id = ?1",
+                params![write, state, now()],
+            )
+            .map_err(|e| sql(&self.path, e))?;
+        Ok(())
+    }
+
+    /// The most recent runs, newest first.
+    pub fn recent_runs(&self, limit: usize) -> Result<Vec<RunRow>, StateError> {
+        let p = &self.path;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, mode, started_at, finished_at, outcome, planned, applied, failed, skipped, conflicts, message FROM runs ORDER BY id DESC LIMIT ?1")
+            .map_err(|e| sql(p, e))?;
+        let rows = stmt
+            .query_map([limit as i64], |r| {
+                Ok(RunRow {
+                    id: r.get(0)?,
+                    mode: r.get(1)?,
+                    started_at: r.get(2)?,
+                    finished_at: r.get(3)?,
+                    outcome: r.get(4)?,
+                    planned: r.get(5)?,
+                    applied: r.get(6)?,
+                    failed: r.get(7)?,
+                    skipped: r.get(8)?,
+                    conflicts: r.get(9)?,
+                    message: r.get(10)?,
+                })
+            })
+            .map_err(|e| sql(p, e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| sql(p, e))
+    }
+
+    /// Records whose writes failed, most recent first.
+    pub fn failures(&self) -> Result<Vec<FailureRow>, StateError> {
+        let p = &self.path;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT provider, native, attempts, last_error, error_kind, first_failed_at, last_failed_at, last_run FROM failures ORDER BY last_failed_at DESC, provider, native")
+            .map_err(|e| sql(p, e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, i64>(7)?,
+                ))
+            })
+            .map_err(|e| sql(p, e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (
+                provider,
+                native,
+                attempts,
+                last_error,
+                error_kind,
+                first_failed_at,
+                last_failed_at,
+                last_run,
+            ) = row.map_err(|e| sql(p, e))?;
+            let Ok(provider) = provider.parse::<ProviderKind>() else {
+                continue;
+            };
+            out.push(FailureRow {
+                record: RecordId::new(provider, native),
+                attempts,
+                last_error,
+                error_kind,
+                first_failed_at,
+                last_failed_at,
+                last_run,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Counts of the write log by state (for status and tests).
+    pub fn write_counts(&self) -> Result<HashMap<String, i64>, StateError> {
+        let p = &self.path;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT state, COUNT(*) FROM writes GROUP BY state")
+            .map_err(|e| sql(p, e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(|e| sql(p, e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| sql(p, e))
+    }
+
+    /// SQLite's own integrity check: `"ok"` when the file is sound.
+    pub fn integrity_check(&self) -> Result<String, StateError> {
+        self.conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .map_err(|e| sql(&self.path, e))
+    }
+
+    /// The last finished run of `mode` that succeeded, if any.
+    pub fn last_success(&self) -> Result<Option<String>, StateError> {
+        self.conn
+            .query_row("SELECT finished_at FROM runs WHERE outcome = 'ok' AND mode != 'diff' ORDER BY id DESC LIMIT 1", [], |r| r.get(0))
+            .optional()
+            .map_err(|e| sql(&self.path, e))
+    }
+}
+
+/// The lock file guarding a state file.
+pub fn lock_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+fn sql(path: &Path, source: rusqlite::Error) -> StateError {
+    StateError::Sqlite {
+        path: path.into(),
+        source,
+    }
+}
+
+/// When a timestamp string was written, for display.
+pub fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Patch, Value};
+
+    #[test]
+    fn second_opener_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.db");
+        let _first = StateStore::open(&path).expect("first open");
+        let err = StateStore::open(&path).expect_err("second open");
+        assert!(matches!(err, StateError::Locked { .. }), "{err}");
+        assert!(err.to_string().contains("another contact-sync process"));
+    }
+
+    #[test]
+    fn memory_round_trips_and_write_log_settles() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("nested/s.db");
+        let mut store = StateStore::open(&path).expect("open");
+        let id = RecordId::new(ProviderKind::Privy, "a");
+        let person: PersonId = "p:1".into();
+        let baseline: Baseline =
+            [(Field::Name, FieldValue::Scalar(Some(Value::plain("Ada"))))].into();
+        let empty = Memory::default();
+        assert_eq!(
+            store
+                .save_records([(&id, &person, &baseline)], &empty)
+                .expect("save"),
+            1
+        );
+        store
+            .save_people(
+                &[PersonPlan {
+                    person: person.clone(),
+                    records: vec![id.clone()],
+                    agreed: baseline.clone(),
+                }],
+                &empty,
+            )
+            .expect("people");
+        let m = store.load_memory().expect("load");
+        assert_eq!(m.baselines.get(&id), Some(&baseline));
+        assert_eq!(m.links.get(&id), Some(&person));
+        assert_eq!(m.agreed.get(&person), Some(&baseline));
+        assert_eq!(
+            store
+                .save_records([(&id, &person, &baseline)], &m)
+                .expect("save"),
+            0,
+            "unchanged rows are not rewritten"
+        );
+
+        let run = store.begin_run("sync").expect("run");
+        let update = Update {
+            person: person.clone(),
+            patch: Patch {
+                record: id.clone(),
+                update_ref: "a".into(),
+                changes: vec![],
+            },
+            reasons: vec![],
+        };
+        let w = store.write_intended(run, &update).expect("intended");
+        assert_eq!(store.pending_writes().expect("pending").len(), 1);
+        store
+            .write_failed(run, w, &id, Some(503), "server", "boom")
+            .expect("failed");
+        assert_eq!(store.failures().expect("failures")[0].attempts, 1);
+        let w2 = store.write_intended(run, &update).expect("intended");
+        store
+            .write_confirmed(w2, &id, &person, &baseline)
+            .expect("confirmed");
+        assert!(
+            store.failures().expect("failures").is_empty(),
+            "success clears the dead letter"
+        );
+        assert!(store.pending_writes().expect("pending").is_empty());
+        store
+            .finish_run(run, "ok", RunCounts::default(), None)
+            .expect("finish");
+        assert_eq!(
+            store.recent_runs(5).expect("runs")[0].outcome.as_deref(),
+            Some("ok")
+        );
+        assert_eq!(store.integrity_check().expect("check"), "ok");
+        drop(store);
+        let ro = StateStore::open_read_only(&path)
+            .expect("ro")
+            .expect("exists");
+        assert_eq!(ro.load_memory().expect("load").baselines.len(), 1);
+    }
+}

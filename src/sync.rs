@@ -1,0 +1,486 @@
+//! One sync pass, used by the CLI (`sync`, `diff`, `demo`) and the daemon alike:
+//! list every provider → match and plan → check guard rails → apply (or just report).
+//!
+//! Persistence order makes a crash at any point safe: agreed values are saved before any write;
+//! each write is journaled as intended before it is sent and confirmed (with the record's new
+//! baseline) in one transaction after; the other baselines are saved at the end. Writes left
+//! intended by a crashed process are checked against what the provider now holds at the start
+//! of the next run.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::executor::{self, baseline_of, Journal, Lane, Outcome};
+use crate::model::{Contact, FieldValue, ProviderKind, RecordId};
+use crate::planfile::{PlanFile, PlanFileError};
+use crate::provider::{self, AnyProvider, ProviderError};
+use crate::reconcile::{self, Memory, Plan, RuleBook, Update};
+use crate::report::{GuardTrip, ProviderProblem, RunReport};
+use crate::state::{RunCounts, StateError, StateStore};
+
+/// What a run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Fetch, plan, report; send no write and change no state.
+    Diff,
+    /// Fetch, plan, apply.
+    Sync,
+}
+
+/// How a run is done.
+#[derive(Debug, Default)]
+pub struct RunOptions {
+    pub diff: bool,
+    /// Apply even when a guard rail trips.
+    pub force: bool,
+    /// Only retry records in the dead-letter view.
+    pub retry_failed: bool,
+    /// Apply exactly this plan instead of planning.
+    pub plan: Option<PlanFile>,
+}
+
+impl RunOptions {
+    fn mode(&self) -> Mode {
+        if self.diff {
+            Mode::Diff
+        } else {
+            Mode::Sync
+        }
+    }
+}
+
+/// Errors that stop a whole run (a provider failing does not: it is reported).
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    PlanFile(#[from] PlanFileError),
+    #[error("{0}")]
+    Provider(#[from] ProviderError),
+}
+
+/// Progress callbacks (a progress bar on a terminal, nothing otherwise).
+pub trait Progress: Sync {
+    fn planned(&self, _writes: usize) {}
+    fn wrote(&self, _update: &Update, _outcome: &Outcome) {}
+}
+
+/// No progress display.
+pub struct Quiet;
+impl Progress for Quiet {}
+
+/// The providers of a config, built once and kept (a daemon keeps them across runs, so their
+/// rate budgets are shared by every run of the process).
+pub struct Engine {
+    pub config: Config,
+    providers: BTreeMap<ProviderKind, Arc<AnyProvider>>,
+    rules: RuleBook,
+}
+
+impl Engine {
+    /// Builds the adapters of a config whose secrets are resolved.
+    pub fn new(config: Config) -> Result<Engine, ProviderError> {
+        let mut providers = BTreeMap::new();
+        for p in &config.providers {
+            providers.insert(p.kind, Arc::new(AnyProvider::build(p, config.normalizer)?));
+        }
+        let rules = RuleBook::new(providers.values().map(|p| p.rules().clone()));
+        Ok(Engine {
+            config,
+            providers,
+            rules,
+        })
+    }
+
+    /// The adapters.
+    pub fn providers(&self) -> &BTreeMap<ProviderKind, Arc<AnyProvider>> {
+        &self.providers
+    }
+
+    /// One run. Every log line it writes carries the run id.
+    pub async fn run(
+        &self,
+        opts: RunOptions,
+        cancel: &CancellationToken,
+        progress: &dyn Progress,
+    ) -> Result<RunReport, SyncError> {
+        let span = tracing::info_span!("run", id = %RUN_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed), mode = if opts.diff { "diff" } else { "sync" }, state_run = tracing::field::Empty);
+        self.run_inner(opts, cancel, progress)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_inner(
+        &self,
+        opts: RunOptions,
+        cancel: &CancellationToken,
+        progress: &dyn Progress,
+    ) -> Result<RunReport, SyncError> {
+        let started = Instant::now();
+        let mode = opts.mode();
+        let state_path = self.config.state_path.as_path();
+        // A diff reads state without locking or changing it.
+        let (store, memory) = match mode {
+            Mode::Diff => match StateStore::open_read_only(state_path)? {
+                Some(s) => {
+                    let m = s.load_memory()?;
+                    (None, m)
+                }
+                None => (None, Memory::default()),
+            },
+            Mode::Sync => {
+                let s = StateStore::open(state_path)?;
+                let m = s.load_memory()?;
+                (Some(s), m)
+            }
+        };
+        let run_id = store.as_ref().map(|s| s.begin_run("sync")).transpose()?;
+        if let Some(id) = run_id {
+            tracing::Span::current().record("state_run", id);
+        }
+
+        // 1. List every provider at once.
+        let listings = futures::future::join_all(
+            self.providers
+                .values()
+                .map(|p| async move { (p.kind(), provider::list_all(p).await) }),
+        )
+        .await;
+        let mut records: Vec<Contact> = Vec::new();
+        let mut listed = BTreeMap::new();
+        let mut problems = Vec::new();
+        for (kind, result) in listings {
+            match result {
+                Ok(l) => {
+                    tracing::info!(provider = %kind, records = l.contacts.len(), pages = l.pages, "Listed contacts.");
+                    listed.insert(kind, l.contacts.len());
+                    records.extend(l.contacts);
+                }
+                Err(e) => {
+                    tracing::error!(provider = %kind, error = %e, "Listing failed; this provider is left out of this run.");
+                    problems.push(ProviderProblem {
+                        provider: kind.to_string(),
+                        stage: "list".into(),
+                        error: e.to_string(),
+                    });
+                }
+            }
+        }
+        let warnings: Vec<String> = records
+            .iter()
+            .flat_map(|r| r.warnings.iter().map(move |w| format!("{}: {w}", r.id)))
+            .collect();
+        for w in &warnings {
+            tracing::warn!(warning = %w, "Provider data kept as-is.");
+        }
+        let by_id: HashMap<&RecordId, &Contact> = records.iter().map(|r| (&r.id, r)).collect();
+
+        // 2. Settle writes a crashed process left unconfirmed: does the record hold them now?
+        let mut pending_checked = (0, 0);
+        if let Some(s) = &store {
+            for p in s.pending_writes()? {
+                let Some(r) = by_id.get(&p.record) else {
+                    continue;
+                };
+                let applied = p.after.iter().all(|(f, v)| r.get(*f).same_as(v));
+                s.settle_pending(p.id, applied)?;
+                if applied {
+                    pending_checked.0 += 1;
+                } else {
+                    pending_checked.1 += 1;
+                }
+                tracing::info!(record = %p.record, applied, "Checked a write left unconfirmed by an earlier run.");
+            }
+        }
+
+        // 3. Plan (or take the plan file's writes, minus stale ones).
+        let mut plan = reconcile::plan(&records, &memory, &self.config.policy, &self.rules);
+        let mut stale = Vec::new();
+        if let Some(file) = &opts.plan {
+            let updates = file.updates().map_err(|message| PlanFileError::Invalid {
+                path: "plan".into(),
+                message,
+            })?;
+            let agreed = file.agreed();
+            plan.updates = updates;
+            for (i, u) in plan.updates.iter_mut().enumerate() {
+                match by_id.get(&u.patch.record) {
+                    None => stale.push((i, "the record no longer exists".to_string())),
+                    Some(r) => {
+                        let changed: Vec<String> = u
+                            .patch
+                            .changes
+                            .iter()
+                            .filter(|c| !r.get(c.field).same_as(&c.old))
+                            .map(|c| c.field.to_string())
+                            .collect();
+                        if changed.is_empty() {
+                            u.patch.update_ref = r.update_ref.clone().unwrap_or_default();
+                        } else {
+                            stale.push((
+                                i,
+                                format!(
+                                    "changed since the plan was made ({}); not overwritten",
+                                    changed.join(", ")
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+            for p in &mut plan.people {
+                if let Some(a) = agreed.get(&p.person) {
+                    p.agreed = a.clone();
+                }
+            }
+        }
+        if opts.retry_failed {
+            let failed: HashSet<RecordId> = match &store {
+                Some(s) => s.failures()?.into_iter().map(|f| f.record).collect(),
+                None => StateStore::open_read_only(state_path)?
+                    .map(|s| s.failures())
+                    .transpose()?
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|f| f.record)
+                    .collect(),
+            };
+            plan.updates.retain(|u| failed.contains(&u.patch.record));
+        }
+
+        // 4. Guard rails.
+        let guard = if opts.force {
+            Vec::new()
+        } else {
+            self.guard_rails(&plan, &listed, &stale)
+        };
+        for g in &guard {
+            tracing::error!(provider = %g.provider, threshold = %g.threshold, "{}", g.message);
+        }
+
+        let mut report = RunReport {
+            mode: if mode == Mode::Diff { "diff" } else { "sync" },
+            run_id,
+            plan,
+            outcomes: None,
+            stale,
+            listed,
+            problems,
+            guard,
+            warnings,
+            pending_checked,
+            duration_ms: 0,
+        };
+        let Some(mut store) = store else {
+            report.duration_ms = started.elapsed().as_millis();
+            return Ok(report);
+        };
+        let Some(run) = run_id else {
+            report.duration_ms = started.elapsed().as_millis();
+            return Ok(report);
+        };
+        if !report.guard.is_empty() {
+            let msg = report
+                .guard
+                .iter()
+                .map(|g| g.message.clone())
+                .collect::<Vec<_>>()
+                .join("; ");
+            store.finish_run(run, "guard", counts(&report), Some(&msg))?;
+            report.duration_ms = started.elapsed().as_millis();
+            return Ok(report);
+        }
+
+        // 5. Persist the decision, then apply.
+        store.save_people(&report.plan.people, &memory)?;
+        let stale_idx: HashSet<usize> = report.stale.iter().map(|(i, _)| *i).collect();
+        let to_send: Vec<Update> = report
+            .plan
+            .updates
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !stale_idx.contains(i))
+            .map(|(_, u)| u.clone())
+            .collect();
+        progress.planned(to_send.len());
+        let lanes: BTreeMap<ProviderKind, Lane> = self
+            .config
+            .providers
+            .iter()
+            .map(|p| {
+                (
+                    p.kind,
+                    Lane {
+                        max_concurrency: p.max_concurrency,
+                    },
+                )
+            })
+            .collect();
+        let journal = Journal {
+            store: Arc::new(Mutex::new(store)),
+            run,
+        };
+        let listed_baseline = |u: &Update| by_id.get(&u.patch.record).map(|r| baseline_of(r));
+        let sent = executor::execute(
+            &to_send,
+            &self.providers,
+            &lanes,
+            &listed_baseline,
+            Some(&journal),
+            cancel,
+            &|u, o| progress.wrote(u, o),
+        )
+        .await;
+        let mut sent = sent.into_iter();
+        let outcomes: Vec<Outcome> = (0..report.plan.updates.len())
+            .map(|i| {
+                if stale_idx.contains(&i) {
+                    Outcome::NotAttempted("stale".into())
+                } else {
+                    sent.next()
+                        .unwrap_or(Outcome::NotAttempted("not sent".into()))
+                }
+            })
+            .collect();
+        let written: HashSet<&RecordId> = report
+            .plan
+            .updates
+            .iter()
+            .zip(&outcomes)
+            .filter(|(_, o)| o.is_applied())
+            .map(|(u, _)| &u.patch.record)
+            .collect();
+
+        // 6. Baselines of everything not written (written ones were saved with their confirmation).
+        let mut rows: Vec<(RecordId, String, reconcile::Baseline)> = Vec::new();
+        for p in &report.plan.people {
+            for id in &p.records {
+                if written.contains(id) {
+                    continue;
+                }
+                if let Some(r) = by_id.get(id) {
+                    rows.push((id.clone(), p.person.clone(), baseline_of(r)));
+                }
+            }
+        }
+        let mut store = Arc::try_unwrap(journal.store)
+            .map_err(|_| StateError::Io {
+                path: state_path.into(),
+                message: "state store still in use".into(),
+            })?
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+        store.save_records(rows.iter().map(|(a, b, c)| (a, b, c)), &memory)?;
+        report.outcomes = Some(outcomes);
+        let failed = report.failure_count();
+        let outcome = if cancel.is_cancelled() {
+            "interrupted"
+        } else if failed > 0 {
+            "failed"
+        } else {
+            "ok"
+        };
+        store.finish_run(run, outcome, counts(&report), None)?;
+        report.duration_ms = started.elapsed().as_millis();
+        tracing::info!(
+            planned = report.plan.updates.len(),
+            applied = report.applied(),
+            failed,
+            duration_ms = report.duration_ms as u64,
+            "Run finished."
+        );
+        Ok(report)
+    }
+
+    fn guard_rails(
+        &self,
+        plan: &Plan,
+        listed: &BTreeMap<ProviderKind, usize>,
+        stale: &[(usize, String)],
+    ) -> Vec<GuardTrip> {
+        let stale: HashSet<usize> = stale.iter().map(|(i, _)| *i).collect();
+        let mut trips = Vec::new();
+        for p in &self.config.providers {
+            let updates: Vec<&Update> = plan
+                .updates
+                .iter()
+                .enumerate()
+                .filter(|(i, u)| u.provider() == p.kind && !stale.contains(i))
+                .map(|(_, u)| u)
+                .collect();
+            if updates.is_empty() {
+                continue;
+            }
+            let total = listed.get(&p.kind).copied().unwrap_or(0).max(1);
+            let share = updates.len() as f64 / total as f64;
+            if updates.len() as u64 >= p.guard.min_records && share > p.guard.max_change_share {
+                trips.push(GuardTrip {
+                    provider: p.kind.to_string(),
+                    threshold: "max_change_share".into(),
+                    limit: format!("{:.0}%", p.guard.max_change_share * 100.0),
+                    actual: format!("{:.0}%", share * 100.0),
+                    message: format!(
+                        "{}: this run would change {} of {} contacts ({:.0}%), over `max_change_share` = {:.0}% by {:.0} points",
+                        p.kind,
+                        updates.len(),
+                        total,
+                        share * 100.0,
+                        p.guard.max_change_share * 100.0,
+                        (share - p.guard.max_change_share) * 100.0
+                    ),
+                });
+            }
+            let clears: u64 = updates
+                .iter()
+                .flat_map(|u| &u.patch.changes)
+                .map(|c| clears_in(&c.old, &c.new))
+                .sum();
+            if clears > p.guard.max_clears {
+                trips.push(GuardTrip {
+                    provider: p.kind.to_string(),
+                    threshold: "max_clears".into(),
+                    limit: p.guard.max_clears.to_string(),
+                    actual: clears.to_string(),
+                    message: format!(
+                        "{}: this run would clear {clears} values, over `max_clears` = {} by {}",
+                        p.kind,
+                        p.guard.max_clears,
+                        clears - p.guard.max_clears
+                    ),
+                });
+            }
+        }
+        trips
+    }
+}
+
+/// How many values a change removes: a cleared scalar, each dropped tag or custom-field key.
+pub fn clears_in(old: &FieldValue, new: &FieldValue) -> u64 {
+    match (old, new) {
+        (FieldValue::Scalar(Some(_)), FieldValue::Scalar(None)) => 1,
+        (FieldValue::Set(a), FieldValue::Set(b)) => a.difference(b).count() as u64,
+        (FieldValue::Map(a), FieldValue::Map(b)) => {
+            a.keys().filter(|k| !b.contains_key(*k)).count() as u64
+        }
+        _ => 0,
+    }
+}
+
+fn counts(r: &RunReport) -> RunCounts {
+    RunCounts {
+        planned: r.plan.updates.len(),
+        applied: r.applied(),
+        failed: r.failure_count(),
+        skipped: r.plan.skipped.len(),
+        conflicts: r.plan.conflicts.len(),
+    }
+}
+
+/// Process-wide run counter for log spans (the state store's run id is logged too).
+static RUN_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
