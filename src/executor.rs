@@ -68,7 +68,7 @@ pub async fn execute(
     updates: &[Update],
     providers: &BTreeMap<ProviderKind, Arc<AnyProvider>>,
     lanes: &BTreeMap<ProviderKind, Lane>,
-    listed: &dyn Fn(&Update) -> Option<Baseline>,
+    listed: &(dyn Fn(&Update) -> Option<Baseline> + Sync),
     journal: Option<&Journal>,
     cancel: &CancellationToken,
     on_done: &(dyn Fn(&Update, &Outcome) + Sync),
@@ -111,7 +111,7 @@ pub async fn execute(
 async fn apply_one(
     u: &Update,
     provider: Option<&AnyProvider>,
-    listed: &dyn Fn(&Update) -> Option<Baseline>,
+    listed: &(dyn Fn(&Update) -> Option<Baseline> + Sync),
     journal: Option<&Journal>,
     cancel: &CancellationToken,
     stopped: &AtomicBool,

@@ -1,0 +1,139 @@
+//! Shared test setup: the four simulators on loopback, seeded with people, and a config that
+//! points contact-sync at them.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use contact_sync::config::Config;
+use contact_sync::model::ProviderKind;
+use contact_sync::report::RunReport;
+use contact_sync::sim::{Fleet, SeedPerson, SimOptions};
+use contact_sync::sync::{Engine, Quiet, RunOptions};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+pub use ProviderKind::{Callbell, Chatwoot, Privy, Protocol};
+
+/// A running fleet with a temporary state directory.
+pub struct World {
+    pub fleet: Fleet,
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+}
+
+/// A person seeded into some providers.
+pub fn person(name: &str, phone: &str, email: &str) -> SeedPerson {
+    SeedPerson {
+        name: Some(name.into()),
+        phone: Some(phone.into()),
+        email: Some(email.into()),
+        username: Some(name.split(' ').next().unwrap_or("user").to_lowercase()),
+        ..SeedPerson::default()
+    }
+}
+
+/// What a provider stores of a person (no e-mail in Protocol and Callbell, ...).
+pub fn stored(kind: ProviderKind, p: &SeedPerson) -> SeedPerson {
+    let mut p = p.clone();
+    match kind {
+        Protocol => {
+            p.email = None;
+            p.tags.clear();
+            p.custom_fields.clear();
+        }
+        Callbell => {
+            p.email = None;
+            p.username = None;
+        }
+        Chatwoot => {
+            p.tags.clear();
+            p.username = None;
+        }
+        Privy => p.username = None,
+    }
+    p
+}
+
+impl World {
+    /// Starts the fleet with `opts` per provider.
+    pub async fn start_with(opts: impl Fn(ProviderKind) -> SimOptions) -> World {
+        let fleet = Fleet::start(opts).await.expect("simulators start");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = fleet.config(&dir.path().join("state.db"));
+        World { fleet, dir, config }
+    }
+
+    /// Starts the fleet without quotas.
+    pub async fn start() -> World {
+        Self::start_with(|k| SimOptions::for_provider(k).unlimited()).await
+    }
+
+    /// Seeds person `seq` (1-based) into `kinds`, as each provider stores it.
+    pub fn seed(&self, seq: u64, p: &SeedPerson, kinds: &[ProviderKind]) -> Vec<String> {
+        kinds
+            .iter()
+            .map(|k| self.fleet.sim(*k).seed_person_at(seq, &stored(*k, p)))
+            .collect()
+    }
+
+    /// Replaces person `seq` in one provider (an edit made by a user there).
+    pub fn edit(&self, kind: ProviderKind, seq: u64, p: &SeedPerson) -> String {
+        self.fleet.sim(kind).seed_person_at(seq, &stored(kind, p))
+    }
+
+    pub fn engine(&self) -> Engine {
+        Engine::new(self.config.clone()).expect("engine builds")
+    }
+
+    pub async fn sync(&self) -> RunReport {
+        self.engine()
+            .run(RunOptions::default(), &CancellationToken::new(), &Quiet)
+            .await
+            .expect("sync runs")
+    }
+
+    pub async fn diff(&self) -> RunReport {
+        self.engine()
+            .run(
+                RunOptions {
+                    diff: true,
+                    ..RunOptions::default()
+                },
+                &CancellationToken::new(),
+                &Quiet,
+            )
+            .await
+            .expect("diff runs")
+    }
+
+    /// Total write requests (anything but GET) the simulators received.
+    pub fn writes(&self) -> usize {
+        self.fleet.sims.iter().map(|s| s.writes().len()).sum()
+    }
+
+    pub fn clear_requests(&self) {
+        self.fleet.sims.iter().for_each(|s| s.clear_requests());
+    }
+
+    /// The stored JSON of the contact with `id` in `kind`.
+    pub fn contact(&self, kind: ProviderKind, id: &str) -> Value {
+        self.fleet
+            .sim(kind)
+            .contact(id)
+            .unwrap_or_else(|| panic!("{kind} contact {id} exists"))
+    }
+
+    pub fn state_path(&self) -> PathBuf {
+        self.config.state_path.clone()
+    }
+}
+
+/// A string field of a JSON object.
+pub fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+/// The report as parsed JSON.
+pub fn json(report: &RunReport) -> Value {
+    serde_json::from_str(&report.to_json()).expect("report JSON parses")
+}

@@ -1,0 +1,252 @@
+//! The daemon binary against the simulators: scheduled runs, propagation between runs, metrics,
+//! graceful SIGTERM; and runs that never overlap when a run is slower than the schedule.
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use contact_sync::daemon::{self, Control, DaemonOptions};
+use contact_sync::sim::{Fault, FaultRule};
+use contact_sync::state::StateStore;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn config_file(w: &World, dir: &Path, listen: &str) -> String {
+    let mut body = format!(
+        "[state]\npath = \"{}\"\n[schedule]\ncron = \"* * * * * *\"\n[daemon]\nlisten = \"{listen}\"\nshutdown_grace = \"5s\"\n",
+        dir.join("state.db").display()
+    );
+    for sim in &w.fleet.sims {
+        let token_file = dir.join(format!("{}.token", sim.kind));
+        std::fs::write(&token_file, sim.token()).expect("token");
+        body.push_str(&format!(
+            "[providers.{}]\nbase_url = \"{}\"\ntoken_file = \"{}\"\n",
+            sim.kind,
+            sim.base_url(),
+            token_file.display()
+        ));
+        match sim.kind {
+            Chatwoot => {
+                let o = sim.shared().options();
+                let f = dir.join("inbox");
+                std::fs::write(&f, &o.chatwoot.inbox_identifier).expect("inbox");
+                body.push_str(&format!("account_id = {}\ninbox_id = {}\ninbox_identifier_file = \"{}\"\n", o.chatwoot.account_id, o.chatwoot.inbox_id, f.display()));
+            }
+            Callbell => body.push_str("known_tags = [\"vip\", \"wholesale\", \"lead\"]\nknown_custom_fields = [\"loyalty_tier\", \"city\"]\n"),
+            _ => {}
+        }
+    }
+    let path = dir.join("daemon.toml");
+    std::fs::write(&path, body).expect("config");
+    path.display().to_string()
+}
+
+async fn get(url: &str) -> Option<String> {
+    reqwest::get(url).await.ok()?.text().await.ok()
+}
+
+fn metric(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+struct Daemon(Child);
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scheduled_runs_propagate_and_sigterm_exits_cleanly() {
+    let w = World::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    w.seed(
+        1,
+        &person("Ada Lovelace", "+14155550101", "ada@example.com"),
+        &[Protocol, Callbell, Chatwoot, Privy],
+    );
+    let port = free_port();
+    let config = config_file(&w, dir.path(), &format!("127.0.0.1:{port}"));
+    let child = Command::new(env!("CARGO_BIN_EXE_contact-sync"))
+        .args(["daemon", "--config", &config, "--log-format", "json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("daemon starts");
+    let mut daemon = Daemon(child);
+    let metrics_url = format!("http://127.0.0.1:{port}/metrics");
+
+    // At least two completed runs, seen through /metrics.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut runs = 0.0;
+    while Instant::now() < deadline {
+        if let Some(m) = get(&metrics_url).await {
+            runs = metric(&m, "contact_sync_runs_total", "outcome=\"ok\"");
+            if runs >= 2.0 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(runs >= 2.0, "two runs completed (saw {runs})");
+    assert!(
+        w.fleet
+            .sim(Privy)
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET")
+            .count()
+            >= 2,
+        "each run listed Privy"
+    );
+    let health = get(&format!("http://127.0.0.1:{port}/healthz"))
+        .await
+        .expect("healthz answers");
+    assert!(health.contains("\"ok\""), "{health}");
+
+    // A change made between runs is propagated by the next run.
+    let id = w.edit(
+        Chatwoot,
+        1,
+        &person("Ada King", "+14155550101", "ada@example.com"),
+    );
+    let _ = id;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let privy_id = w.fleet.sim(Privy).contacts()[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    loop {
+        let c = w.contact(Privy, &privy_id);
+        if s(&c, "last_name") == Some("King") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "change not propagated: {c}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let m = get(&metrics_url).await.expect("metrics");
+    assert!(
+        metric(&m, "contact_sync_writes_total", "result=\"applied\"") >= 3.0,
+        "{m}"
+    );
+    assert!(
+        m.contains("contact_sync_request_duration_seconds_bucket"),
+        "latency histogram exported"
+    );
+    assert!(
+        m.contains("contact_sync_last_success_timestamp_seconds"),
+        "last success exported"
+    );
+
+    // SIGTERM: exit 0, state consistent.
+    let pid = daemon.0.id().to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = daemon.0.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "daemon did not stop");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut logs = String::new();
+    daemon
+        .0
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut logs)
+        .expect("logs");
+    assert_eq!(status.code(), Some(0), "{logs}");
+    for sim in &w.fleet.sims {
+        assert!(!logs.contains(&sim.token()), "a token reached the logs");
+    }
+    assert!(
+        logs.contains("\"run\"") || logs.contains("span"),
+        "log lines carry the run span: {}",
+        &logs[..logs.len().min(2000)]
+    );
+    let store = StateStore::open(&dir.path().join("state.db"))
+        .expect("state opens after exit (lock released)");
+    assert_eq!(store.integrity_check().expect("check"), "ok");
+    assert!(
+        store
+            .recent_runs(100)
+            .expect("runs")
+            .iter()
+            .all(|r| r.finished_at.is_some()),
+        "no run left unfinished"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_runs_never_overlap() {
+    let w = World::start().await;
+    w.seed(
+        1,
+        &person("Ada Lovelace", "+14155550101", "ada@example.com"),
+        &[Protocol, Chatwoot, Privy],
+    );
+    // Every listing of Privy takes 1.5 s; the schedule ticks every second.
+    w.fleet.sim(Privy).inject(
+        FaultRule::always(Fault::Delay(Duration::from_millis(1500))).on(axum::http::Method::GET),
+    );
+    let mut config = w.config.clone();
+    config.schedule.cron = "* * * * * *".into();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let stopper = tx.clone();
+    let handle = tokio::spawn(daemon::run(
+        config,
+        DaemonOptions {
+            config_path: None,
+            run_now: true,
+        },
+        tx,
+        rx,
+    ));
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    stopper.send(Control::Shutdown).await.expect("send");
+    let exit = handle.await.expect("join").expect("daemon ok");
+    assert_eq!(exit as u8, 0);
+
+    let store = StateStore::open(&w.state_path()).expect("state");
+    let mut runs = store.recent_runs(100).expect("runs");
+    runs.reverse();
+    assert!(runs.len() >= 2, "several runs happened: {}", runs.len());
+    assert!(
+        runs.len() <= 4,
+        "ticks during a run were skipped, not queued: {}",
+        runs.len()
+    );
+    for pair in runs.windows(2) {
+        let end = pair[0]
+            .finished_at
+            .as_deref()
+            .and_then(contact_sync::state::parse_ts)
+            .expect("finished");
+        let next = contact_sync::state::parse_ts(&pair[1].started_at).expect("started");
+        assert!(
+            next >= end,
+            "run {} started before run {} finished",
+            pair[1].id,
+            pair[0].id
+        );
+    }
+}
