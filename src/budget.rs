@@ -70,7 +70,10 @@ pub struct RateBudget {
     /// The rate we aim for: the configured quota times (1 - headroom).
     target: Rate,
     burst: NonZeroU32,
+    /// Our share of the daily quota (the quota times the share).
     daily_limit: Option<u64>,
+    /// Requests per day left for other users of the key: the quota times (1 - share).
+    daily_reserve: u64,
     state: Mutex<Adaptive>,
 }
 
@@ -101,11 +104,13 @@ impl RateBudget {
         let per_sec = target.per_second();
         let burst = NonZeroU32::new((per_sec.ceil() as u32).clamp(1, requests.get()))
             .unwrap_or(NonZeroU32::MIN);
+        let daily_reserve = daily_limit.map_or(0, |d| d - ((d as f64) * share).floor() as u64);
         let daily_limit = daily_limit.map(|d| ((d as f64) * share).floor() as u64);
         Arc::new(RateBudget {
             target,
             burst,
             daily_limit,
+            daily_reserve,
             state: Mutex::new(Adaptive {
                 limiter: Arc::new(limiter_for(target, burst, 1.0)),
                 factor: 1.0,
@@ -213,13 +218,9 @@ impl RateBudget {
         }
         if let Some(left) = report.day_remaining {
             let ours = st.day_remaining.unwrap_or(u64::MAX);
-            // Keep the headroom share of the provider's remaining count for other users.
-            let reserve = self
-                .daily_limit
-                .map(|d| d / 10)
-                .unwrap_or(0)
-                .min(u64::from(left));
-            st.day_remaining = Some(ours.min(u64::from(left).saturating_sub(reserve)));
+            // The provider counts every user of the key: leave the headroom share of its
+            // remaining count to the others.
+            st.day_remaining = Some(ours.min(u64::from(left).saturating_sub(self.daily_reserve)));
             if let Some(reset) = report.day_reset {
                 st.day_reset_at = Some(now + reset);
             }
@@ -281,6 +282,29 @@ mod tests {
             b.acquire().await,
             Err(Refusal::DailyQuotaExhausted(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn reported_daily_remaining_keeps_only_the_headroom_reserve() {
+        let full = RateBudget::new(rate(1000, 1000), 1.0, Some(10_000));
+        full.observe(&QuotaReport {
+            day_remaining: Some(997),
+            ..QuotaReport::default()
+        });
+        assert!(
+            full.acquire().await.is_ok(),
+            "no headroom configured: all 997 are ours"
+        );
+        let shared = RateBudget::new(rate(1000, 1000), 0.8, Some(10_000));
+        shared.observe(&QuotaReport {
+            day_remaining: Some(2001),
+            ..QuotaReport::default()
+        });
+        assert!(
+            shared.acquire().await.is_ok(),
+            "2001 left, 2000 reserved: one is ours"
+        );
+        assert!(shared.acquire().await.is_err());
     }
 
     #[tokio::test]

@@ -60,6 +60,15 @@ pub struct Lane {
     pub max_concurrency: usize,
 }
 
+/// The result of applying a batch.
+#[derive(Debug, Default)]
+pub struct Executed {
+    /// One per update, in the same order.
+    pub outcomes: Vec<Outcome>,
+    /// How long each provider's lane took, from the start of the apply phase.
+    pub lanes: BTreeMap<ProviderKind, std::time::Duration>,
+}
+
 /// Applies `updates`; returns one outcome per update, in the same order.
 ///
 /// `listed` gives the values each record held when listed, so a confirmed write's baseline is
@@ -72,7 +81,8 @@ pub async fn execute(
     journal: Option<&Journal>,
     cancel: &CancellationToken,
     on_done: &(dyn Fn(&Update, &Outcome) + Sync),
-) -> Vec<Outcome> {
+) -> Executed {
+    let started = std::time::Instant::now();
     let mut by_provider: BTreeMap<ProviderKind, Vec<usize>> = BTreeMap::new();
     for (i, u) in updates.iter().enumerate() {
         by_provider.entry(u.provider()).or_default().push(i);
@@ -86,7 +96,7 @@ pub async fn execute(
             let stopped = &stopped;
             let fatal = &fatal;
             let provider = provider.as_deref();
-            futures::stream::iter(idxs)
+            let done = futures::stream::iter(idxs)
                 .map(|i| async move {
                     let u = &updates[i];
                     let outcome =
@@ -96,16 +106,21 @@ pub async fn execute(
                 })
                 .buffer_unordered(concurrency)
                 .collect::<Vec<_>>()
-                .await
+                .await;
+            (kind, started.elapsed(), done)
         }
     });
-    let mut results: Vec<(usize, Outcome)> = futures::future::join_all(lanes_futs)
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
+    let mut lanes = BTreeMap::new();
+    let mut results: Vec<(usize, Outcome)> = Vec::new();
+    for (kind, took, done) in futures::future::join_all(lanes_futs).await {
+        lanes.insert(kind, took);
+        results.extend(done);
+    }
     results.sort_by_key(|(i, _)| *i);
-    results.into_iter().map(|(_, o)| o).collect()
+    Executed {
+        outcomes: results.into_iter().map(|(_, o)| o).collect(),
+        lanes,
+    }
 }
 
 async fn apply_one(

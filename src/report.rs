@@ -70,6 +70,12 @@ pub struct RunReport {
     /// Writes left unconfirmed by an earlier process: (verified as applied, not applied).
     pub pending_checked: (usize, usize),
     pub duration_ms: u128,
+    /// Time spent listing (all providers in parallel).
+    pub list_ms: u128,
+    /// Time spent applying (all providers in parallel).
+    pub apply_ms: u128,
+    /// Per provider: time from the start of the apply phase to its last write.
+    pub lanes: BTreeMap<ProviderKind, std::time::Duration>,
 }
 
 #[derive(Serialize)]

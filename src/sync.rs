@@ -146,6 +146,7 @@ impl Engine {
         }
 
         // 1. List every provider at once.
+        let list_started = Instant::now();
         let listings = futures::future::join_all(
             self.providers
                 .values()
@@ -172,6 +173,7 @@ impl Engine {
                 }
             }
         }
+        let list_ms = list_started.elapsed().as_millis();
         let warnings: Vec<String> = records
             .iter()
             .flat_map(|r| r.warnings.iter().map(move |w| format!("{}: {w}", r.id)))
@@ -276,6 +278,9 @@ impl Engine {
             warnings,
             pending_checked,
             duration_ms: 0,
+            list_ms,
+            apply_ms: 0,
+            lanes: BTreeMap::new(),
         };
         let Some(mut store) = store else {
             report.duration_ms = started.elapsed().as_millis();
@@ -327,7 +332,8 @@ impl Engine {
             run,
         };
         let listed_baseline = |u: &Update| by_id.get(&u.patch.record).map(|r| baseline_of(r));
-        let sent = executor::execute(
+        let apply_started = Instant::now();
+        let executed = executor::execute(
             &to_send,
             &self.providers,
             &lanes,
@@ -337,7 +343,9 @@ impl Engine {
             &|u, o| progress.wrote(u, o),
         )
         .await;
-        let mut sent = sent.into_iter();
+        report.apply_ms = apply_started.elapsed().as_millis();
+        report.lanes = executed.lanes;
+        let mut sent = executed.outcomes.into_iter();
         let outcomes: Vec<Outcome> = (0..report.plan.updates.len())
             .map(|i| {
                 if stale_idx.contains(&i) {

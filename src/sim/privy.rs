@@ -1,38 +1,380 @@
-//! Privy simulator (skeleton: replaced by the full simulator).
+//! Privy simulator, written from Privy's update page and the facts in SPEC section 9.
+//!
+//! Endpoints (Bearer auth on all of them):
+//!
+//! - `GET /v1/contacts?page=N&per_page=M`: `page` ≥ 1, `per_page` 1..=100 (default 20, or
+//!   `SimOptions::page_size`), anything else is a 422. Answers
+//!   `{"data":[…],"pagination":{"page","per_page","total_count","total_pages"}}`; a page past
+//!   the end has no data and the true pagination.
+//! - `GET /v1/contacts/{id}` → `{"data":{…}}`.
+//! - `PATCH /v1/contacts/{id}`: the six mutable fields only. `email` and `phone_number` only
+//!   while the contact's value is null (E.164 phone, well-formed e-mail); `tags` (strings) and
+//!   `custom_fields` (a flat object of scalars) replace the whole value; names are strings or
+//!   null. Any problem rejects the whole request with a 422 naming each field, and changes
+//!   nothing. Sets `updated_at`.
+//!
+//! Errors use Privy's envelope `{"error":{"code","message","details":[{"field","message"}]}}`;
+//! every response carries `X-RateLimit-{Limit,Remaining,Reset}-{Minute,Day}` (added by the
+//! shared middleware from the quotas named `Minute` and `Day`), and a 429 carries
+//! `Retry-After`. Contacts carry the consent fields under their current names
+//! (`email_consent`, `sms_consent`, renamed from `email_permission`/`phone_permission` on
+//! 2026-05-12); they are not writable.
 
 use std::sync::Arc;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
+use axum::routing::get;
 use axum::Router;
-use serde_json::{json, Value};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{json, Map, Value};
 
 use super::{json_response, Flavor, SeedPerson, SimOptions, SimShared};
 
+/// Privy's answers for the shared middleware.
 pub struct PrivyFlavor;
 
 impl Flavor for PrivyFlavor {
     fn authorize(&self, headers: &HeaderMap, _path: &str, opts: &SimOptions) -> bool {
         super::bearer_token(headers) == Some(opts.token.as_str())
     }
+
     fn unauthorized(&self) -> Response {
-        json_response(StatusCode::UNAUTHORIZED, json!({"error": "unauthorized"}))
+        error_response(StatusCode::UNAUTHORIZED, "Invalid API token", Vec::new())
     }
-    fn rate_limited(&self, _retry_after_secs: u64) -> Response {
-        json_response(
+
+    fn rate_limited(&self, retry_after_secs: u64) -> Response {
+        let mut r = error_response(
             StatusCode::TOO_MANY_REQUESTS,
-            json!({"error": "rate limited"}),
-        )
+            "Rate limit exceeded",
+            Vec::new(),
+        );
+        r.headers_mut()
+            .insert("retry-after", HeaderValue::from(retry_after_secs));
+        r
     }
+
     fn error(&self, status: StatusCode, message: &str) -> Response {
-        json_response(status, json!({"error": message}))
+        error_response(status, message, Vec::new())
+    }
+
+    fn quota_headers(&self) -> bool {
+        true
     }
 }
 
+/// The error code Privy uses for a status.
+fn code_for(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "insufficient_scope",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        409 => "conflict",
+        422 => "validation_failed",
+        429 => "rate_limited",
+        500..=599 => "internal_error",
+        _ => "error",
+    }
+}
+
+/// Privy's error envelope; `details` (field, problem) is included when there are any.
+fn error_response(status: StatusCode, message: &str, details: Vec<(String, String)>) -> Response {
+    let mut error = json!({"code": code_for(status), "message": message});
+    if !details.is_empty() {
+        error["details"] = details
+            .into_iter()
+            .map(|(field, message)| json!({"field": field, "message": message}))
+            .collect();
+    }
+    json_response(status, json!({ "error": error }))
+}
+
+fn validation_failed(message: &str, details: Vec<(String, String)>) -> Response {
+    error_response(StatusCode::UNPROCESSABLE_ENTITY, message, details)
+}
+
+fn not_found() -> Response {
+    error_response(StatusCode::NOT_FOUND, "Contact not found", Vec::new())
+}
+
+/// The routes, below the base URL `http://<addr>`.
 pub fn router() -> Router<Arc<SimShared>> {
     Router::new()
+        .route("/v1/contacts", get(list))
+        .route("/v1/contacts/{id}", get(show).patch(update))
+        .fallback(|| async {
+            error_response(StatusCode::NOT_FOUND, "Resource not found", Vec::new())
+        })
+        .method_not_allowed_fallback(|| async {
+            error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Method not allowed",
+                Vec::new(),
+            )
+        })
 }
 
+/// Page size when the request names none.
+const DEFAULT_PER_PAGE: u64 = 20;
+/// Largest page size served.
+const MAX_PER_PAGE: u64 = 100;
+
+async fn list(State(shared): State<Arc<SimShared>>, RawQuery(query): RawQuery) -> Response {
+    let default_per_page = shared
+        .options()
+        .page_size
+        .map_or(DEFAULT_PER_PAGE, |n| n as u64)
+        .clamp(1, MAX_PER_PAGE);
+    let mut page = 1u64;
+    let mut per_page = default_per_page;
+    let mut details = Vec::new();
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match key.as_ref() {
+            "page" => match value.parse::<u64>() {
+                Ok(n) if n >= 1 => page = n,
+                _ => details.push(("page".into(), "must be an integer of at least 1".into())),
+            },
+            "per_page" => match value.parse::<u64>() {
+                Ok(n) if (1..=MAX_PER_PAGE).contains(&n) => per_page = n,
+                _ => details.push((
+                    "per_page".into(),
+                    format!("must be an integer between 1 and {MAX_PER_PAGE}"),
+                )),
+            },
+            _ => {}
+        }
+    }
+    if !details.is_empty() {
+        return validation_failed("Invalid pagination parameters", details);
+    }
+    let store = shared.store();
+    let total = store.len() as u64;
+    let start = usize::try_from((page - 1).saturating_mul(per_page)).unwrap_or(usize::MAX);
+    let data: Vec<Value> = store
+        .iter()
+        .skip(start)
+        .take(per_page as usize)
+        .cloned()
+        .collect();
+    json_response(
+        StatusCode::OK,
+        json!({
+            "data": data,
+            "pagination": {
+                "page": page,
+                "per_page": per_page,
+                "total_count": total,
+                "total_pages": total.div_ceil(per_page),
+            }
+        }),
+    )
+}
+
+async fn show(State(shared): State<Arc<SimShared>>, Path(id): Path<String>) -> Response {
+    match shared.store().get(&id) {
+        Some(c) => json_response(StatusCode::OK, json!({ "data": c })),
+        None => not_found(),
+    }
+}
+
+async fn update(
+    State(shared): State<Arc<SimShared>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let reformat = shared.options().reformat_on_write;
+    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(&body) else {
+        return validation_failed(
+            "The request body must be a JSON object",
+            vec![("body".into(), "must be a JSON object".into())],
+        );
+    };
+    let mut store = shared.store();
+    let Some(current) = store.get_mut(&id) else {
+        return not_found();
+    };
+    if fields.is_empty() {
+        return validation_failed(
+            "Include one or more mutable fields to update",
+            vec![(
+                "body".into(),
+                "must include at least one of first_name, last_name, email, phone_number, tags, custom_fields".into(),
+            )],
+        );
+    }
+    let details = problems(current, &fields);
+    if !details.is_empty() {
+        return validation_failed("The contact could not be updated", details);
+    }
+    for (key, value) in fields {
+        let value = match (key.as_str(), value) {
+            ("email", Value::String(e)) if reformat => Value::String(recase_domain(&e)),
+            ("tags", Value::Array(mut tags)) if reformat => {
+                tags.reverse();
+                Value::Array(tags)
+            }
+            (_, v) => v,
+        };
+        current[key.as_str()] = value;
+    }
+    current["updated_at"] = Value::String(Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true));
+    json_response(StatusCode::OK, json!({ "data": current }))
+}
+
+/// Every problem with an update of `current`, as (field, message); empty when it is valid.
+fn problems(current: &Value, fields: &Map<String, Value>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut problem = |field: &str, message: &str| out.push((field.to_owned(), message.to_owned()));
+    for (key, value) in fields {
+        match key.as_str() {
+            "first_name" | "last_name" => {
+                if !(value.is_string() || value.is_null()) {
+                    problem(key, "must be a string");
+                }
+            }
+            "email" | "phone_number" => {
+                if !current[key.as_str()].is_null() {
+                    problem(key, "can only be set while empty");
+                    continue;
+                }
+                let ok = match value {
+                    Value::Null => true,
+                    Value::String(s) if key == "email" => looks_like_email(s),
+                    Value::String(s) => is_e164(s),
+                    _ => false,
+                };
+                if !ok && key == "email" {
+                    problem(key, "must be a valid email address");
+                } else if !ok {
+                    problem(key, "must be a phone number in E.164 format");
+                }
+            }
+            "tags" => {
+                let ok = value
+                    .as_array()
+                    .is_some_and(|tags| tags.iter().all(Value::is_string));
+                if !ok {
+                    problem(key, "must be an array of strings");
+                }
+            }
+            "custom_fields" => {
+                let ok = value
+                    .as_object()
+                    .is_some_and(|m| m.values().all(|v| !(v.is_object() || v.is_array())));
+                if !ok {
+                    problem(key, "must be a flat key-value object");
+                }
+            }
+            _ => problem(key, "is not a mutable field"),
+        }
+    }
+    out
+}
+
+/// `^\+[1-9]\d{1,14}$`.
+fn is_e164(s: &str) -> bool {
+    let Some(digits) = s.strip_prefix('+') else {
+        return false;
+    };
+    (2..=15).contains(&digits.len())
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0')
+}
+
+/// `local@domain.tld` without whitespace.
+fn looks_like_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    let clean = |p: &str| !p.is_empty() && !p.chars().any(|c| c == '@' || c.is_whitespace());
+    clean(local)
+        && clean(domain)
+        && domain
+            .split_once('.')
+            .is_some_and(|(a, b)| !a.is_empty() && !b.is_empty() && !b.ends_with('.'))
+}
+
+/// The e-mail with its domain upper-cased, the way some services store it.
+fn recase_domain(email: &str) -> String {
+    match email.split_once('@') {
+        Some((local, domain)) => format!("{local}@{}", domain.to_uppercase()),
+        None => email.to_owned(),
+    }
+}
+
+/// A Privy contact for a seed person. The phone is stored as given, even when it is not
+/// E.164: seeds may hold invalid data on purpose (imported records).
 pub fn from_seed(p: &SeedPerson, seq: u64) -> Value {
-    json!({"id": seq.to_string(), "uuid": seq.to_string(), "name": p.name})
+    let words: Vec<&str> = p
+        .name
+        .as_deref()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let (first, last) = match words.split_last() {
+        None => (None, None),
+        Some((only, [])) => (Some((*only).to_owned()), None),
+        Some((last, rest)) => (Some(rest.join(" ")), Some((*last).to_owned())),
+    };
+    // 2025-01-15T10:30:00Z, one minute apart per record.
+    let at = DateTime::from_timestamp(1_736_937_000 + (seq as i64).saturating_mul(60), 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Secs, true);
+    json!({
+        "id": format!("cus_{seq:016x}"),
+        "first_name": first,
+        "last_name": last,
+        "email": p.email,
+        "email_consent": "subscribed",
+        "phone_number": p.phone,
+        "sms_consent": "subscribed",
+        "tags": p.tags,
+        "custom_fields": p.custom_fields,
+        "created_at": at,
+        "updated_at": at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert!(is_e164("+14155550101"));
+        assert!(!is_e164("+0123"));
+        assert!(!is_e164("14155550101"));
+        assert!(!is_e164("+1 415 555 0101"));
+        assert!(looks_like_email("a@b.io"));
+        assert!(!looks_like_email("a@b"));
+        assert!(!looks_like_email("a b@c.io"));
+        assert_eq!(recase_domain("ada@example.com"), "ada@EXAMPLE.COM");
+    }
+
+    #[test]
+    fn seeds_split_names_on_the_last_word() {
+        let p = SeedPerson {
+            name: Some("Ada King Lovelace".into()),
+            phone: Some("555-0101".into()),
+            ..SeedPerson::default()
+        };
+        let v = from_seed(&p, 255);
+        assert_eq!(v["id"], "cus_00000000000000ff");
+        assert_eq!(v["first_name"], "Ada King");
+        assert_eq!(v["last_name"], "Lovelace");
+        assert_eq!(v["phone_number"], "555-0101");
+        let one = from_seed(
+            &SeedPerson {
+                name: Some("Cher".into()),
+                ..SeedPerson::default()
+            },
+            1,
+        );
+        assert_eq!(one["first_name"], "Cher");
+        assert!(one["last_name"].is_null());
+    }
 }
