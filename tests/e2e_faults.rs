@@ -123,7 +123,7 @@ async fn a_provider_that_is_down_is_reported_and_completed_next_run() {
         assert!(
             privy
                 .iter()
-                .any(|c| c["first_name"] == format!("Renamed") && c["last_name"] == format!("{i}")),
+                .any(|c| c["first_name"] == "Renamed" && c["last_name"] == format!("{i}")),
             "privy has Renamed {i}"
         );
     }

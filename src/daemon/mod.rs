@@ -27,6 +27,9 @@ use crate::config::Config;
 use crate::report::RunReport;
 use crate::sync::{Engine, Quiet, RunOptions, SyncError};
 
+/// A sync in progress: its task, the token that stops it sending, and when it started.
+type Running = (JoinHandle<Result<RunReport, SyncError>>, CancellationToken, Instant);
+
 /// Options the command line sets.
 #[derive(Debug, Clone)]
 pub struct DaemonOptions {
@@ -128,11 +131,7 @@ pub async fn run(
         let _ = tx.try_send(Control::SyncNow);
     }
 
-    let mut running: Option<(
-        JoinHandle<Result<RunReport, SyncError>>,
-        CancellationToken,
-        Instant,
-    )> = None;
+    let mut running: Option<Running> = None;
     let mut pending_reload: Option<Config> = None;
     loop {
         let finished = async {
