@@ -28,7 +28,11 @@ use crate::report::RunReport;
 use crate::sync::{Engine, Quiet, RunOptions, SyncError};
 
 /// A sync in progress: its task, the token that stops it sending, and when it started.
-type Running = (JoinHandle<Result<RunReport, SyncError>>, CancellationToken, Instant);
+type Running = (
+    JoinHandle<Result<RunReport, SyncError>>,
+    CancellationToken,
+    Instant,
+);
 
 /// Options the command line sets.
 #[derive(Debug, Clone)]

@@ -1,64 +1,250 @@
+//! The Callbell client: listing, updates and the health check over the shared HTTP layer.
+
 use std::sync::Arc;
 
+use reqwest::header::{HeaderValue, AUTHORIZATION};
+use reqwest::{Method, StatusCode};
+
+use super::api::{self, ContactEnvelope, ContactsPage, ErrorBody};
+use super::map;
 use crate::budget::RateBudget;
-use crate::config::ProviderConfig;
+use crate::config::{ProviderConfig, ProviderSpecific};
 use crate::model::{Contact, Normalizer, Patch, ProviderKind};
-use crate::provider::http::{HttpSettings, ProviderHttp};
+use crate::provider::http::{self, ProviderHttp};
 use crate::provider::{FieldRules, Page, Provider, ProviderError};
 
-/// Callbell client (skeleton).
-#[derive(Debug)]
+const KIND: ProviderKind = ProviderKind::Callbell;
+
+/// Callbell adapter: `GET /contacts?page=N` to list, `PATCH /contacts/{uuid}` to update, Bearer
+/// authentication. Callbell sends no rate-limit headers and no `Retry-After`, so the budget
+/// relies on the configured quota (300 requests/s) and backs off on 429.
 pub struct CallbellClient {
     http: ProviderHttp,
     rules: FieldRules,
+    normalizer: Normalizer,
+    /// `Bearer <token>`, marked sensitive so it is never logged.
+    auth: HeaderValue,
+}
+
+impl std::fmt::Debug for CallbellClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallbellClient")
+            .field("http", &self.http)
+            .field("rules", &self.rules)
+            .finish_non_exhaustive()
+    }
 }
 
 impl CallbellClient {
+    /// Builds the client from a validated config whose token is resolved.
+    ///
+    /// # Errors
+    /// The token cannot be read or cannot be sent in a header, or the config is not a Callbell
+    /// section.
     pub fn new(
         config: &ProviderConfig,
-        _normalizer: Normalizer,
+        normalizer: Normalizer,
         budget: Arc<RateBudget>,
     ) -> Result<Self, ProviderError> {
+        let ProviderSpecific::Callbell {
+            known_tags,
+            known_custom_fields,
+        } = &config.specific
+        else {
+            return Err(ProviderError::Protocol {
+                provider: KIND,
+                message: "the configuration given is not a [providers.callbell] section".into(),
+            });
+        };
+        let token = config
+            .token
+            .resolve()
+            .map_err(|message| ProviderError::Protocol {
+                provider: KIND,
+                message: format!("cannot read the token: {message}"),
+            })?;
+        // `http::bearer` reports its (secret-free) error under another provider; name ours.
+        let auth = http::bearer(&token).map_err(|_| ProviderError::Protocol {
+            provider: KIND,
+            message: "the configured token holds characters that cannot be sent in an HTTP header"
+                .into(),
+        })?;
         let http = ProviderHttp::new(
-            ProviderKind::Callbell,
+            KIND,
             config.base_url.clone(),
             budget,
-            HttpSettings::default(),
-            |_, _| String::new(),
+            config.http.clone(),
+            parse_error,
         )?;
         Ok(CallbellClient {
             http,
-            rules: FieldRules::new(ProviderKind::Callbell, []),
+            rules: map::rules(known_tags.clone(), known_custom_fields.clone()),
+            normalizer,
+            auth,
         })
+    }
+
+    /// One page of the listing, as the API returns it.
+    async fn fetch_page(
+        &self,
+        operation: &'static str,
+        page: u64,
+    ) -> Result<ContactsPage, ProviderError> {
+        let url = self.http.url(&[api::CONTACTS])?;
+        self.http
+            .send_json(operation, || {
+                self.http
+                    .request(Method::GET, url.clone())
+                    .header(AUTHORIZATION, self.auth.clone())
+                    .query(&[(api::PAGE_PARAM, page)])
+            })
+            .await
     }
 }
 
 impl Provider for CallbellClient {
     fn kind(&self) -> ProviderKind {
-        ProviderKind::Callbell
+        KIND
     }
+
     fn rules(&self) -> &FieldRules {
         &self.rules
     }
+
     fn http(&self) -> &ProviderHttp {
         &self.http
     }
+
     async fn healthcheck(&self) -> Result<(), ProviderError> {
-        Err(ProviderError::Protocol {
-            provider: ProviderKind::Callbell,
-            message: "adapter not built yet".into(),
+        // Callbell has no page-size parameter: the first page is the cheapest list call.
+        self.fetch_page("healthcheck", 1).await.map(|_| ())
+    }
+
+    /// The cursor is `<page>:<uuid>`: the page number to fetch (1-based) and the last uuid of
+    /// the page before it. Callbell states no total and no page size, so the listing ends at the
+    /// first empty page; a page that ends on the same record as the one before means the
+    /// `page` parameter is being ignored, which would otherwise list forever.
+    async fn list_page(&self, cursor: Option<&str>) -> Result<Page, ProviderError> {
+        let (page, previous_last) = match cursor {
+            None => (1, None),
+            Some(c) => parse_cursor(c).ok_or_else(|| ProviderError::Protocol {
+                provider: KIND,
+                message: format!("invalid list cursor {c:?} (expected `<page>:<uuid>`)"),
+            })?,
+        };
+        let body = self.fetch_page("list contacts", page).await?;
+        let last = body.contacts.last().map(|c| c.uuid.clone());
+        if let (Some(last), Some(previous)) = (&last, previous_last) {
+            if last == previous {
+                return Err(ProviderError::Protocol {
+                    provider: KIND,
+                    message: format!(
+                        "page {page} repeats the previous page (the `page` parameter seems ignored); listing stopped"
+                    ),
+                });
+            }
+        }
+        let next = last.map(|uuid| format!("{}:{uuid}", page + 1));
+        let contacts = body
+            .contacts
+            .into_iter()
+            .map(|dto| map::to_contact(dto, &self.normalizer))
+            .collect();
+        Ok(Page {
+            contacts,
+            next,
+            total: None,
         })
     }
-    async fn list_page(&self, _cursor: Option<&str>) -> Result<Page, ProviderError> {
-        Err(ProviderError::Protocol {
-            provider: ProviderKind::Callbell,
-            message: "adapter not built yet".into(),
-        })
+
+    async fn apply(&self, patch: &Patch) -> Result<Contact, ProviderError> {
+        let body = map::to_update(patch).map_err(|message| ProviderError::Protocol {
+            provider: KIND,
+            message: format!("not sent to {}: {message}", patch.record),
+        })?;
+        let url = self.http.url(&[api::CONTACTS, &patch.update_ref])?;
+        let envelope: ContactEnvelope = self
+            .http
+            .send_json("update contact", || {
+                self.http
+                    .request(Method::PATCH, url.clone())
+                    .header(AUTHORIZATION, self.auth.clone())
+                    .json(&body)
+            })
+            .await?;
+        let dto = envelope
+            .into_contact()
+            .map_err(|message| ProviderError::Decode {
+                provider: KIND,
+                operation: "update contact",
+                message,
+            })?;
+        Ok(map::to_contact(dto, &self.normalizer))
     }
-    async fn apply(&self, _patch: &Patch) -> Result<Contact, ProviderError> {
-        Err(ProviderError::Protocol {
-            provider: ProviderKind::Callbell,
-            message: "adapter not built yet".into(),
-        })
+}
+
+/// Splits a `<page>:<uuid>` cursor (the uuid may itself hold `:`).
+fn parse_cursor(cursor: &str) -> Option<(u64, Option<&str>)> {
+    let (page, uuid) = cursor.split_once(':')?;
+    let page = page.parse::<u64>().ok().filter(|n| *n >= 2)?;
+    Some((page, Some(uuid)))
+}
+
+/// Longest provider error text kept in a message.
+const MAX_ERROR_CHARS: usize = 300;
+
+/// Callbell documents status classes only: use the body's `error`/`message` text when it has
+/// one, otherwise the status reason. Raw bodies (possibly HTML) are never echoed.
+fn parse_error(status: StatusCode, body: &[u8]) -> String {
+    let text = serde_json::from_slice::<ErrorBody>(body)
+        .ok()
+        .and_then(|b| b.message())
+        .unwrap_or_else(|| {
+            status
+                .canonical_reason()
+                .unwrap_or("unexpected status")
+                .to_owned()
+        });
+    if text.chars().count() > MAX_ERROR_CHARS {
+        let cut: String = text.chars().take(MAX_ERROR_CHARS).collect();
+        format!("{cut}…")
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_carry_page_and_previous_uuid() {
+        assert_eq!(parse_cursor("2:abc"), Some((2, Some("abc"))));
+        assert_eq!(parse_cursor("3:a:b"), Some((3, Some("a:b"))));
+        assert_eq!(parse_cursor("2"), None);
+        assert_eq!(parse_cursor("1:abc"), None);
+        assert_eq!(parse_cursor("x:abc"), None);
+    }
+
+    #[test]
+    fn error_text_prefers_the_body_then_the_status() {
+        assert_eq!(
+            parse_error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                br#"{"error":"Tag 'x' does not exist"}"#
+            ),
+            "Tag 'x' does not exist"
+        );
+        assert_eq!(
+            parse_error(StatusCode::BAD_GATEWAY, b"<html>oops</html>"),
+            "Bad Gateway"
+        );
+        let long = format!(r#"{{"error":"{}"}}"#, "x".repeat(1000));
+        assert!(
+            parse_error(StatusCode::BAD_REQUEST, long.as_bytes())
+                .chars()
+                .count()
+                <= 301
+        );
     }
 }

@@ -1,64 +1,288 @@
+//! The Protocol client: listing with `limit`/`starting_after`, one `PATCH` (or legacy `PUT`) per
+//! record, and the field rules of the configured update endpoint.
+
 use std::sync::Arc;
 
+use reqwest::header::{HeaderValue, AUTHORIZATION};
+use reqwest::Method;
+
+use super::api::{self, ContactDto, ListResponse};
+use super::map::{self, UpdateMode};
 use crate::budget::RateBudget;
-use crate::config::ProviderConfig;
-use crate::model::{Contact, Normalizer, Patch, ProviderKind};
-use crate::provider::http::{HttpSettings, ProviderHttp};
+use crate::config::{ProviderConfig, ProviderSpecific};
+use crate::model::{Contact, Field, Normalizer, Patch, ProviderKind};
+use crate::provider::http::{bearer, ProviderHttp};
+use crate::provider::rules::{FieldRule, Format};
 use crate::provider::{FieldRules, Page, Provider, ProviderError};
 
-/// Protocol client (skeleton).
+const KIND: ProviderKind = ProviderKind::Protocol;
+
+/// Why legacy mode cannot write a field, shown in reports.
+const LEGACY_READ_ONLY: &str = "legacy PUT mode writes display_name only";
+
+/// The Protocol adapter.
 #[derive(Debug)]
 pub struct ProtocolClient {
     http: ProviderHttp,
     rules: FieldRules,
+    normalizer: Normalizer,
+    /// `Authorization: Bearer …`, marked sensitive so it is never logged.
+    auth: HeaderValue,
+    mode: UpdateMode,
+    /// Records per list page (1..=100; validated in config).
+    page_size: u32,
 }
 
 impl ProtocolClient {
+    /// Builds the adapter from a validated config whose token is resolved.
+    ///
+    /// # Errors
+    /// The config is not a Protocol section, its token cannot be read or put in a header, or
+    /// the HTTP client cannot be built.
     pub fn new(
         config: &ProviderConfig,
-        _normalizer: Normalizer,
+        normalizer: Normalizer,
         budget: Arc<RateBudget>,
     ) -> Result<Self, ProviderError> {
+        let ProviderSpecific::Protocol {
+            legacy_put,
+            page_size,
+        } = &config.specific
+        else {
+            return Err(ProviderError::Protocol {
+                provider: KIND,
+                message:
+                    "internal error: the Protocol adapter was given another provider's settings"
+                        .into(),
+            });
+        };
+        let token = config
+            .token
+            .resolve()
+            .map_err(|message| ProviderError::Protocol {
+                provider: KIND,
+                message: format!("cannot read the API token: {message}"),
+            })?;
+        let auth = bearer(&token)?;
         let http = ProviderHttp::new(
-            ProviderKind::Protocol,
+            KIND,
             config.base_url.clone(),
             budget,
-            HttpSettings::default(),
-            |_, _| String::new(),
+            config.http.clone(),
+            api::parse_error,
         )?;
+        let mode = if *legacy_put {
+            UpdateMode::LegacyPut
+        } else {
+            UpdateMode::Patch
+        };
         Ok(ProtocolClient {
             http,
-            rules: FieldRules::new(ProviderKind::Protocol, []),
+            rules: field_rules(mode),
+            normalizer,
+            auth,
+            mode,
+            page_size: (*page_size).clamp(1, api::MAX_LIMIT),
         })
     }
+
+    /// `GET /v1/contacts?limit=N[&starting_after=ID]`.
+    async fn fetch_page(
+        &self,
+        limit: u32,
+        starting_after: Option<&str>,
+        operation: &'static str,
+    ) -> Result<ListResponse, ProviderError> {
+        let url = self.http.url(&api::CONTACTS)?;
+        let mut query = vec![(api::LIMIT, limit.to_string())];
+        if let Some(after) = starting_after {
+            query.push((api::STARTING_AFTER, after.to_owned()));
+        }
+        self.http
+            .send_json(operation, || {
+                self.http
+                    .request(Method::GET, url.clone())
+                    .header(AUTHORIZATION, self.auth.clone())
+                    .query(&query)
+            })
+            .await
+    }
+}
+
+/// What the configured update endpoint may write.
+///
+/// `PATCH` writes display_name, username, phone_number and avatar_url; none of them can be
+/// cleared (the page documents no way to, so a `null` is never sent). Phones are written as
+/// E.164 (Protocol accepts any format; E.164 is unambiguous). Legacy `PUT` writes display_name
+/// only; the other three are read and matched on but never written. Protocol has no e-mail,
+/// tags, custom fields or external id.
+fn field_rules(mode: UpdateMode) -> FieldRules {
+    let name = (
+        Field::Name,
+        FieldRule::writable()
+            .not_clearable()
+            .formats(&[Format::MaxLen(255)]),
+    );
+    let others = match mode {
+        UpdateMode::Patch => [
+            (Field::Username, FieldRule::writable().not_clearable()),
+            (
+                Field::Phone,
+                FieldRule::writable()
+                    .not_clearable()
+                    .formats(&[Format::E164]),
+            ),
+            (Field::AvatarUrl, FieldRule::writable().not_clearable()),
+        ],
+        UpdateMode::LegacyPut => [
+            (Field::Username, FieldRule::read_only(LEGACY_READ_ONLY)),
+            (Field::Phone, FieldRule::read_only(LEGACY_READ_ONLY)),
+            (Field::AvatarUrl, FieldRule::read_only(LEGACY_READ_ONLY)),
+        ],
+    };
+    FieldRules::new(KIND, std::iter::once(name).chain(others))
 }
 
 impl Provider for ProtocolClient {
     fn kind(&self) -> ProviderKind {
-        ProviderKind::Protocol
+        KIND
     }
+
     fn rules(&self) -> &FieldRules {
         &self.rules
     }
+
     fn http(&self) -> &ProviderHttp {
         &self.http
     }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(provider = %KIND), err(level = "debug"))]
     async fn healthcheck(&self) -> Result<(), ProviderError> {
-        Err(ProviderError::Protocol {
-            provider: ProviderKind::Protocol,
-            message: "adapter not built yet".into(),
+        self.fetch_page(1, None, "healthcheck").await.map(|_| ())
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(provider = %KIND, cursor = ?cursor), err(level = "debug"))]
+    async fn list_page(&self, cursor: Option<&str>) -> Result<Page, ProviderError> {
+        let page = self
+            .fetch_page(self.page_size, cursor, "list contacts")
+            .await?;
+        let next = match (page.has_more, page.data.last()) {
+            (false, _) => None,
+            (true, Some(last)) => Some(last.id.clone()),
+            (true, None) => {
+                return Err(ProviderError::Protocol {
+                    provider: KIND,
+                    message: "the contact list says it has more records but returned an empty page; the listing cannot continue".into(),
+                })
+            }
+        };
+        let contacts = page
+            .data
+            .iter()
+            .map(|dto| map::to_contact(dto, &self.normalizer))
+            .collect();
+        Ok(Page {
+            contacts,
+            next,
+            total: None,
         })
     }
-    async fn list_page(&self, _cursor: Option<&str>) -> Result<Page, ProviderError> {
-        Err(ProviderError::Protocol {
-            provider: ProviderKind::Protocol,
-            message: "adapter not built yet".into(),
-        })
+
+    #[tracing::instrument(level = "debug", skip_all, fields(provider = %KIND, record = %patch.update_ref), err(level = "debug"))]
+    async fn apply(&self, patch: &Patch) -> Result<Contact, ProviderError> {
+        let body = map::update_body(patch, self.mode).map_err(|why| ProviderError::Protocol {
+            provider: KIND,
+            message: format!("not sending the update of {}: {why}", patch.record),
+        })?;
+        let url = self
+            .http
+            .url(&[api::CONTACTS[0], api::CONTACTS[1], &patch.update_ref])?;
+        let dto: ContactDto = if body.is_empty() {
+            // Nothing to change: read the record instead of sending an empty write.
+            self.http
+                .send_json("retrieve contact", || {
+                    self.http
+                        .request(Method::GET, url.clone())
+                        .header(AUTHORIZATION, self.auth.clone())
+                })
+                .await?
+        } else {
+            let (method, operation) = match self.mode {
+                UpdateMode::Patch => (Method::PATCH, "update contact"),
+                UpdateMode::LegacyPut => (Method::PUT, "update contact (legacy PUT)"),
+            };
+            self.http
+                .send_json(operation, || {
+                    self.http
+                        .request(method.clone(), url.clone())
+                        .header(AUTHORIZATION, self.auth.clone())
+                        .json(&body)
+                })
+                .await?
+        };
+        Ok(map::to_contact(&dto, &self.normalizer))
     }
-    async fn apply(&self, _patch: &Patch) -> Result<Contact, ProviderError> {
-        Err(ProviderError::Protocol {
-            provider: ProviderKind::Protocol,
-            message: "adapter not built yet".into(),
-        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{FieldValue, RecordId, Value};
+    use crate::provider::rules::{Mutability, NoHolders, RuleId};
+
+    fn s(v: &str) -> FieldValue {
+        FieldValue::Scalar(Some(Value::plain(v)))
+    }
+
+    #[test]
+    fn patch_mode_writes_four_fields_and_clears_none() {
+        let rules = field_rules(UpdateMode::Patch);
+        let id = RecordId::new(KIND, "c1");
+        for f in [Field::Name, Field::Username, Field::Phone, Field::AvatarUrl] {
+            assert!(rules.can_write(f), "{f}");
+            let a = rules.admit(
+                &id,
+                f,
+                &s("+14155550101"),
+                &FieldValue::Scalar(None),
+                &NoHolders,
+            );
+            assert_eq!(a.blocked[0].rule, RuleId::NotClearable, "{f}");
+        }
+        for f in [
+            Field::Email,
+            Field::ExternalId,
+            Field::Tags,
+            Field::CustomFields,
+        ] {
+            assert_eq!(rules.rule(f).mutability, Mutability::Unsupported, "{f}");
+        }
+        let national = rules.admit(
+            &id,
+            Field::Phone,
+            &FieldValue::Scalar(None),
+            &s("(415) 555-0101"),
+            &NoHolders,
+        );
+        assert_eq!(national.blocked[0].rule, RuleId::InvalidFormat);
+    }
+
+    #[test]
+    fn legacy_mode_writes_display_name_only() {
+        let rules = field_rules(UpdateMode::LegacyPut);
+        let id = RecordId::new(KIND, "c1");
+        assert!(rules.can_write(Field::Name));
+        for f in [Field::Username, Field::Phone, Field::AvatarUrl] {
+            assert!(rules.supports(f) && !rules.can_write(f), "{f}");
+            let a = rules.admit(
+                &id,
+                f,
+                &FieldValue::Scalar(None),
+                &s("+14155550101"),
+                &NoHolders,
+            );
+            assert_eq!(a.blocked[0].rule, RuleId::ReadOnly, "{f}");
+            assert!(a.blocked[0].detail.contains(LEGACY_READ_ONLY));
+        }
     }
 }

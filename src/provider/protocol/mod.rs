@@ -1,5 +1,16 @@
-//! The Protocol adapter. (Skeleton: replaced by the full adapter.)
+//! The Protocol adapter (`https://api.protocol.chat`, `Authorization: Bearer`).
+//!
+//! - [`api`]: wire DTOs, endpoint paths and the `{"error":{"code","message"}}` envelope.
+//! - [`map`]: contact object → common model; patch → update body (pure).
+//! - `client`: [`ProtocolClient`]: cursor listing (`limit` up to 100, `starting_after=<last
+//!   id>`, no total), one `PATCH /v1/contacts/{id}` per record, or the older display-name-only
+//!   `PUT` when `legacy_put = true`, and the field rules of whichever endpoint is configured.
+//!
+//! Two documentation pages describe Protocol; the newer `PATCH` page wins where they disagree,
+//! and the older overview still defines the list endpoint and the contact model.
 
+pub mod api;
 mod client;
+pub mod map;
 
 pub use client::ProtocolClient;

@@ -1,0 +1,253 @@
+//! Planning throughput and memory: match + reconcile for N people × 4 providers, generated
+//! deterministically. Each size runs in a fresh child process so its peak RSS is its own.
+//!
+//! `cargo bench --bench planning` (all sizes) or `cargo bench --bench planning -- 10000 100000`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use contact_sync::model::{Contact, Field, Name, Normalizer, ProviderKind};
+use contact_sync::provider::rules::{FieldRule, FieldRules, Format};
+use contact_sync::reconcile::{plan, Memory, Policy, RuleBook};
+
+fn rules() -> RuleBook {
+    use ProviderKind::*;
+    let known: std::collections::BTreeSet<String> = ["vip", "lead"].map(String::from).into();
+    RuleBook::new([
+        FieldRules::new(
+            Protocol,
+            [
+                (Field::Name, FieldRule::writable().not_clearable()),
+                (Field::Phone, FieldRule::writable().not_clearable()),
+                (Field::Username, FieldRule::writable().not_clearable()),
+            ],
+        ),
+        FieldRules::new(
+            Callbell,
+            [
+                (Field::Name, FieldRule::writable().not_clearable()),
+                (Field::Phone, FieldRule::read_only("uuid")),
+                (Field::Tags, FieldRule::writable().pre_existing(known)),
+                (Field::CustomFields, FieldRule::writable().merge_keys()),
+            ],
+        ),
+        FieldRules::new(
+            Chatwoot,
+            [
+                (Field::Name, FieldRule::writable().not_clearable()),
+                (
+                    Field::Email,
+                    FieldRule::writable()
+                        .unique()
+                        .not_clearable()
+                        .formats(&[Format::Email]),
+                ),
+                (
+                    Field::Phone,
+                    FieldRule::writable()
+                        .unique()
+                        .not_clearable()
+                        .formats(&[Format::E164]),
+                ),
+                (Field::CustomFields, FieldRule::writable().merge_keys()),
+            ],
+        ),
+        FieldRules::new(
+            Privy,
+            [
+                (Field::Name, FieldRule::writable().not_clearable()),
+                (
+                    Field::Email,
+                    FieldRule::writable().set_once().formats(&[Format::Email]),
+                ),
+                (
+                    Field::Phone,
+                    FieldRule::writable().set_once().formats(&[Format::E164]),
+                ),
+                (Field::Tags, FieldRule::writable()),
+                (Field::CustomFields, FieldRule::writable()),
+            ],
+        ),
+    ])
+}
+
+/// N people in each of the four providers; one in ten disagree on the name.
+fn generate(n: usize) -> Vec<Contact> {
+    let norm = Normalizer::default();
+    let mut out = Vec::with_capacity(n * 4);
+    for i in 0..n {
+        let phone = format!("+1{:03}555{:04}", 201 + (i / 10_000) % 700, i % 10_000);
+        let email = format!("person{i}@example.com");
+        for (k, p) in ProviderKind::ALL.into_iter().enumerate() {
+            let mut c = Contact::new(p, format!("{}{i}", &p.as_str()[..2]));
+            let name = if i % 10 == 0 && k == 3 {
+                format!("Person Renamed {i}")
+            } else {
+                format!("Person {i}")
+            };
+            c.name = Some(Name::from_display(&name));
+            c.phone = norm.phone(&phone).0;
+            if matches!(p, ProviderKind::Chatwoot | ProviderKind::Privy) {
+                c.email = norm.email(&email).0;
+            }
+            if matches!(p, ProviderKind::Callbell | ProviderKind::Privy) && i % 4 == 0 {
+                c.tags.insert("vip".into());
+            }
+            if p != ProviderKind::Protocol && i % 3 == 0 {
+                c.custom_fields.insert("tier".into(), "gold".into());
+            }
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn rss_kib(key: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Runs one size and prints one machine-readable line.
+fn child(n: usize) {
+    let base = rss_kib("VmRSS:");
+    let records = generate(n);
+    let input_kib = rss_kib("VmRSS:").saturating_sub(base);
+    let policy = Policy::default();
+    let rules = rules();
+    let reps = if n <= 10_000 {
+        7
+    } else if n <= 100_000 {
+        3
+    } else {
+        1
+    };
+    let mut first_times = Vec::new();
+    let mut first = None;
+    for _ in 0..reps {
+        let t = Instant::now();
+        let p = plan(&records, &Memory::default(), &policy, &rules);
+        first_times.push(t.elapsed());
+        first = Some(p);
+    }
+    let first = first.expect("at least one repetition");
+    // The converged state a successful sync leaves: links, agreed values, baselines.
+    let mut memory = Memory::default();
+    let mut synced = records.clone();
+    let index: HashMap<_, _> = synced
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.id.clone(), i))
+        .collect();
+    for u in &first.updates {
+        let r = &mut synced[index[&u.patch.record]];
+        for c in &u.patch.changes {
+            r.set(c.field, c.new.clone());
+        }
+    }
+    drop(records);
+    for p in &first.people {
+        for r in &p.records {
+            memory.links.insert(r.clone(), p.person.clone());
+        }
+        memory.agreed.insert(p.person.clone(), p.agreed.clone());
+    }
+    for r in &synced {
+        memory.baselines.insert(
+            r.id.clone(),
+            Field::ALL
+                .iter()
+                .map(|f| (*f, r.get(*f)))
+                .collect::<BTreeMap<_, _>>(),
+        );
+    }
+    let writes_first = first.updates.len();
+    drop(first);
+    let mut steady_times = Vec::new();
+    let mut steady_writes = 0;
+    for _ in 0..reps {
+        let t = Instant::now();
+        let p = plan(&synced, &memory, &policy, &rules);
+        steady_times.push(t.elapsed());
+        steady_writes = p.updates.len();
+    }
+    let peak = rss_kib("VmHWM:");
+    println!(
+        "RESULT {n} {} {} {} {writes_first} {steady_writes} {input_kib} {peak} {reps}",
+        n * 4,
+        median(first_times).as_secs_f64(),
+        median(steady_times).as_secs_f64(),
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    if let Some(n) = std::env::var("CONTACT_SYNC_BENCH_CHILD")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        child(n);
+        return;
+    }
+    let sizes: Vec<usize> = if args.is_empty() {
+        vec![10_000, 100_000, 1_000_000]
+    } else {
+        args.iter().filter_map(|a| a.parse().ok()).collect()
+    };
+    println!(
+        "Planning (match + reconcile), one core, {} people sizes; median of repetitions",
+        sizes.len()
+    );
+    println!("| people | records | first run: time | records/s | steady state: time | records/s | writes (first / steady) | peak RSS | bytes/record | reps |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let exe = std::env::current_exe().expect("own path");
+    for n in sizes {
+        let out = Command::new(&exe)
+            .env("CONTACT_SYNC_BENCH_CHILD", n.to_string())
+            .output()
+            .expect("child runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let Some(line) = text.lines().find(|l| l.starts_with("RESULT")) else {
+            println!(
+                "| {n} | child failed: {} |",
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            );
+            continue;
+        };
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let records: f64 = f[2].parse().unwrap_or(0.0);
+        let t1: f64 = f[3].parse().unwrap_or(0.0);
+        let t2: f64 = f[4].parse().unwrap_or(0.0);
+        let peak_kib: f64 = f[8].parse().unwrap_or(0.0);
+        println!(
+            "| {n} | {} | {:.3} s | {:.0} | {:.3} s | {:.0} | {} / {} | {:.0} MiB | {:.0} | {} |",
+            f[2],
+            t1,
+            records / t1,
+            t2,
+            records / t2,
+            f[5],
+            f[6],
+            peak_kib / 1024.0,
+            peak_kib * 1024.0 / records,
+            f[9]
+        );
+    }
+}

@@ -1,0 +1,2 @@
+//! Rate-limit utilisation and request economy (filled in once the simulators are complete).
+fn main() {}
