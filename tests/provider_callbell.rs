@@ -74,14 +74,14 @@ fn person(i: usize) -> SeedPerson {
         _ => Some(format!("+1 415 555 {:04}", 100 + i)),
     };
     let mut tags = Vec::new();
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         tags.push("vip".to_string());
     }
-    if i % 5 == 0 {
+    if i.is_multiple_of(5) {
         tags.extend(["lead".to_string(), "wholesale".to_string()]);
     }
     let mut custom_fields = BTreeMap::new();
-    if i % 4 == 0 {
+    if i.is_multiple_of(4) {
         custom_fields.insert("loyalty_tier".to_string(), format!("tier-{}", i % 3));
     }
     SeedPerson {
