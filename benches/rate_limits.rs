@@ -1,2 +1,143 @@
-//! Rate-limit utilisation and request economy (filled in once the simulators are complete).
-fn main() {}
+//! Rate-limit utilisation and request economy, measured against the simulators on loopback.
+//!
+//! `cargo bench --bench rate_limits` prints two tables:
+//! - utilisation: with a provider quota of Q requests/s and N writes due, (measured apply time) /
+//!   (N / Q) and the 429s received, per provider and all four in parallel;
+//! - economy: requests sent / minimum requests needed (list pages + one write per changed
+//!   record), and the writes a converged system costs (must be 0).
+
+use std::time::Duration;
+
+use contact_sync::model::ProviderKind;
+use contact_sync::sim::{Fleet, SeedPerson, SimOptions, SimQuota};
+use contact_sync::sync::{Engine, Quiet, RunOptions};
+use tokio_util::sync::CancellationToken;
+
+const Q: u32 = 50;
+const N: usize = 150;
+
+fn person(i: usize, renamed: bool) -> SeedPerson {
+    SeedPerson {
+        name: Some(if renamed { format!("Renamed Person{i}") } else { format!("Person{i} Example") }),
+        email: Some(format!("p{i}@example.com")),
+        phone: Some(format!("+1415{:07}", 1_000_000 + i)),
+        username: Some(format!("user{i}")),
+        ..SeedPerson::default()
+    }
+}
+
+fn stored(kind: ProviderKind, p: &SeedPerson) -> SeedPerson {
+    let mut p = p.clone();
+    if matches!(kind, ProviderKind::Protocol | ProviderKind::Callbell) {
+        p.email = None;
+    }
+    if kind != ProviderKind::Protocol {
+        p.username = None;
+    }
+    p
+}
+
+fn seed(fleet: &Fleet, n: usize) {
+    for i in 0..n {
+        for kind in ProviderKind::ALL {
+            fleet.sim(kind).seed_person_at(i as u64 + 1, &stored(kind, &person(i, false)));
+        }
+    }
+}
+
+async fn sync(fleet: &Fleet, dir: &std::path::Path) -> contact_sync::report::RunReport {
+    let mut config = fleet.config(&dir.join("state.db"));
+    for p in &mut config.providers {
+        p.max_concurrency = 8;
+    }
+    let engine = Engine::new(config).expect("engine");
+    engine.run(RunOptions::default(), &CancellationToken::new(), &Quiet).await.expect("run")
+}
+
+/// Utilisation with `limited` providers at Q requests/s.
+async fn utilisation(limited: &[ProviderKind]) -> Vec<(ProviderKind, usize, f64, usize)> {
+    let fleet = Fleet::start(|k| {
+        let mut o = SimOptions::for_provider(k).unlimited();
+        if limited.contains(&k) {
+            o.quotas = vec![SimQuota { name: "Second", limit: Q, period: Duration::from_secs(1) }];
+        }
+        o
+    })
+    .await
+    .expect("simulators");
+    seed(&fleet, N);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = sync(&fleet, dir.path()).await;
+    assert_eq!(first.failure_count(), 0, "{}", first.to_text(false));
+    // Renames in Chatwoot reach Protocol, Callbell and Privy; renames in Privy reach Chatwoot.
+    let chatwoot_only = limited == [ProviderKind::Chatwoot];
+    let both = limited.len() > 1;
+    for i in 0..N {
+        let source = if chatwoot_only || (both && i % 2 == 1) { ProviderKind::Privy } else { ProviderKind::Chatwoot };
+        fleet.sim(source).seed_person_at(i as u64 + 1, &stored(source, &person(i, true)));
+    }
+    fleet.sims.iter().for_each(|s| s.clear_requests());
+    let report = sync(&fleet, dir.path()).await;
+    assert_eq!(report.failure_count(), 0, "{}", report.to_text(false));
+    limited
+        .iter()
+        .map(|k| {
+            let n = report.plan.updates_for(*k).count();
+            let took = report.lanes.get(k).copied().unwrap_or_default().as_secs_f64();
+            let throttled = fleet.sim(*k).requests().iter().filter(|r| r.status == 429).count();
+            (*k, n, took / (n as f64 / f64::from(Q)), throttled)
+        })
+        .collect()
+}
+
+async fn economy() {
+    let n = 1000;
+    let fleet = Fleet::start(|k| SimOptions::for_provider(k).unlimited()).await.expect("simulators");
+    seed(&fleet, n);
+    let dir = tempfile::tempdir().expect("tempdir");
+    sync(&fleet, dir.path()).await;
+    // A tenth renamed in Chatwoot: 100 writes each to Protocol, Callbell and Privy.
+    for i in (0..n).step_by(10) {
+        fleet.sim(ProviderKind::Chatwoot).seed_person_at(i as u64 + 1, &stored(ProviderKind::Chatwoot, &person(i, true)));
+    }
+    fleet.sims.iter().for_each(|s| s.clear_requests());
+    let report = sync(&fleet, dir.path()).await;
+    println!("\nRequest economy: {n} people in each provider, 100 renamed in Chatwoot (`cargo bench --bench rate_limits`)");
+    println!("| provider | list pages (sent / minimum) | writes (sent / changed records) | requests sent / minimum |");
+    println!("|---|---:|---:|---:|");
+    let page_size = |k: ProviderKind| match k {
+        ProviderKind::Protocol | ProviderKind::Privy => 100,
+        ProviderKind::Callbell => 20,
+        ProviderKind::Chatwoot => 15,
+    };
+    for k in ProviderKind::ALL {
+        let reqs = fleet.sim(k).requests();
+        let gets = reqs.iter().filter(|r| r.method == "GET").count();
+        let writes = reqs.len() - gets;
+        let min_pages = n.div_ceil(page_size(k));
+        let changed = report.plan.updates_for(k).count();
+        println!("| {k} | {gets} / {min_pages} | {writes} / {changed} | {:.3} |", reqs.len() as f64 / (min_pages + changed) as f64);
+    }
+    fleet.sims.iter().for_each(|s| s.clear_requests());
+    let converged = sync(&fleet, dir.path()).await;
+    let writes: usize = fleet.sims.iter().map(|s| s.writes().len()).sum();
+    println!("Converged system: {} writes planned, {writes} write requests sent.", converged.plan.updates.len());
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        println!("Rate-limit utilisation: quota Q = {Q} requests/s (simulator and config agree), N ≈ {N} writes per provider");
+        println!("| providers limited | provider | writes N | apply time / (N/Q) | 429s received |");
+        println!("|---|---|---:|---:|---:|");
+        for k in ProviderKind::ALL {
+            for (kind, n, ratio, throttled) in utilisation(&[k]).await {
+                println!("| {k} alone | {kind} | {n} | {ratio:.3} | {throttled} |");
+            }
+        }
+        for (kind, n, ratio, throttled) in utilisation(&ProviderKind::ALL).await {
+            println!("| all four in parallel | {kind} | {n} | {ratio:.3} | {throttled} |");
+        }
+        economy().await;
+    });
+}

@@ -49,8 +49,12 @@ impl Recorded {
     }
 }
 
+/// Changes the store the way concurrent users of a provider would (used to make a listing's
+/// pages repeat or skip records between calls).
+pub type StoreHook = Arc<dyn Fn(&mut Store) + Send + Sync>;
+
 /// A fault to inject.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone)]
 pub enum Fault {
     /// Answer with this status and the provider's error body.
     Status(u16),
@@ -70,6 +74,25 @@ pub enum Fault {
     WrongShape,
     /// Send 200 with a body of this many bytes.
     Oversized(usize),
+    /// Change the store, then handle the request normally.
+    Mutate(StoreHook),
+}
+
+impl std::fmt::Debug for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::Status(s) => write!(f, "Status({s})"),
+            Fault::RateLimited { retry_after } => write!(f, "RateLimited({retry_after:?})"),
+            Fault::Delay(d) => write!(f, "Delay({d:?})"),
+            Fault::Drop => f.write_str("Drop"),
+            Fault::ResetMidBody => f.write_str("ResetMidBody"),
+            Fault::Truncated => f.write_str("Truncated"),
+            Fault::Malformed => f.write_str("Malformed"),
+            Fault::WrongShape => f.write_str("WrongShape"),
+            Fault::Oversized(n) => write!(f, "Oversized({n})"),
+            Fault::Mutate(_) => f.write_str("Mutate"),
+        }
+    }
 }
 
 /// When to inject a fault: matching requests, after letting `skip` of them through, `times`
@@ -246,9 +269,10 @@ pub struct SeedPerson {
 /// Contacts in insertion order, addressable by id.
 #[derive(Debug, Default)]
 pub struct Store {
-    items: BTreeMap<u64, Value>,
-    index: HashMap<String, u64>,
-    next_seq: u64,
+    items: BTreeMap<i64, Value>,
+    index: HashMap<String, i64>,
+    next_seq: i64,
+    first_seq: i64,
     id_field: &'static str,
 }
 
@@ -279,6 +303,31 @@ impl Store {
             self.items.insert(self.next_seq, v);
             self.index.insert(id, self.next_seq);
         }
+    }
+
+    /// Inserts a new contact before all others (as if it sorted first), so offset-paged
+    /// listings in progress see a record repeat.
+    pub fn insert_front(&mut self, v: Value) {
+        let Some(id) = self.id_of(&v) else { return };
+        if self.index.contains_key(&id) {
+            return self.upsert(v);
+        }
+        self.first_seq -= 1;
+        self.items.insert(self.first_seq, v);
+        self.index.insert(id, self.first_seq);
+    }
+
+    /// Removes the first contact (so offset-paged listings in progress skip one).
+    pub fn remove_first(&mut self) -> Option<Value> {
+        let (seq, v) = self.items.pop_first()?;
+        self.index.retain(|_, s| *s != seq);
+        Some(v)
+    }
+
+    /// Contacts after the one with id `after`, in order (for cursor paging).
+    pub fn iter_after<'a>(&'a self, after: &str) -> Option<impl Iterator<Item = &'a Value> + 'a> {
+        let seq = *self.index.get(after)?;
+        Some(self.items.range(seq + 1..).map(|(_, v)| v))
     }
 
     pub fn get(&self, id: &str) -> Option<&Value> {
@@ -653,6 +702,10 @@ async fn middleware(State(shared): State<Arc<SimShared>>, req: Request, next: Ne
         None => handle(&shared, req, next).await,
         Some(Fault::Delay(d)) => {
             tokio::time::sleep(d).await;
+            handle(&shared, req, next).await
+        }
+        Some(Fault::Mutate(hook)) => {
+            hook(&mut shared.store());
             handle(&shared, req, next).await
         }
         Some(Fault::Status(code)) => {
