@@ -18,7 +18,11 @@ const N: usize = 150;
 
 fn person(i: usize, renamed: bool) -> SeedPerson {
     SeedPerson {
-        name: Some(if renamed { format!("Renamed Person{i}") } else { format!("Person{i} Example") }),
+        name: Some(if renamed {
+            format!("Renamed Person{i}")
+        } else {
+            format!("Person{i} Example")
+        }),
         email: Some(format!("p{i}@example.com")),
         phone: Some(format!("+1415{:07}", 1_000_000 + i)),
         username: Some(format!("user{i}")),
@@ -40,7 +44,9 @@ fn stored(kind: ProviderKind, p: &SeedPerson) -> SeedPerson {
 fn seed(fleet: &Fleet, n: usize) {
     for i in 0..n {
         for kind in ProviderKind::ALL {
-            fleet.sim(kind).seed_person_at(i as u64 + 1, &stored(kind, &person(i, false)));
+            fleet
+                .sim(kind)
+                .seed_person_at(i as u64 + 1, &stored(kind, &person(i, false)));
         }
     }
 }
@@ -51,7 +57,10 @@ async fn sync(fleet: &Fleet, dir: &std::path::Path) -> contact_sync::report::Run
         p.max_concurrency = 8;
     }
     let engine = Engine::new(config).expect("engine");
-    engine.run(RunOptions::default(), &CancellationToken::new(), &Quiet).await.expect("run")
+    engine
+        .run(RunOptions::default(), &CancellationToken::new(), &Quiet)
+        .await
+        .expect("run")
 }
 
 /// Utilisation with `limited` providers at Q requests/s.
@@ -59,7 +68,11 @@ async fn utilisation(limited: &[ProviderKind]) -> Vec<(ProviderKind, usize, f64,
     let fleet = Fleet::start(|k| {
         let mut o = SimOptions::for_provider(k).unlimited();
         if limited.contains(&k) {
-            o.quotas = vec![SimQuota { name: "Second", limit: Q, period: Duration::from_secs(1) }];
+            o.quotas = vec![SimQuota {
+                name: "Second",
+                limit: Q,
+                period: Duration::from_secs(1),
+            }];
         }
         o
     })
@@ -73,8 +86,14 @@ async fn utilisation(limited: &[ProviderKind]) -> Vec<(ProviderKind, usize, f64,
     let chatwoot_only = limited == [ProviderKind::Chatwoot];
     let both = limited.len() > 1;
     for i in 0..N {
-        let source = if chatwoot_only || (both && i % 2 == 1) { ProviderKind::Privy } else { ProviderKind::Chatwoot };
-        fleet.sim(source).seed_person_at(i as u64 + 1, &stored(source, &person(i, true)));
+        let source = if chatwoot_only || (both && i % 2 == 1) {
+            ProviderKind::Privy
+        } else {
+            ProviderKind::Chatwoot
+        };
+        fleet
+            .sim(source)
+            .seed_person_at(i as u64 + 1, &stored(source, &person(i, true)));
     }
     fleet.sims.iter().for_each(|s| s.clear_requests());
     let report = sync(&fleet, dir.path()).await;
@@ -83,8 +102,18 @@ async fn utilisation(limited: &[ProviderKind]) -> Vec<(ProviderKind, usize, f64,
         .iter()
         .map(|k| {
             let n = report.plan.updates_for(*k).count();
-            let took = report.lanes.get(k).copied().unwrap_or_default().as_secs_f64();
-            let throttled = fleet.sim(*k).requests().iter().filter(|r| r.status == 429).count();
+            let took = report
+                .lanes
+                .get(k)
+                .copied()
+                .unwrap_or_default()
+                .as_secs_f64();
+            let throttled = fleet
+                .sim(*k)
+                .requests()
+                .iter()
+                .filter(|r| r.status == 429)
+                .count();
             (*k, n, took / (n as f64 / f64::from(Q)), throttled)
         })
         .collect()
@@ -92,13 +121,18 @@ async fn utilisation(limited: &[ProviderKind]) -> Vec<(ProviderKind, usize, f64,
 
 async fn economy() {
     let n = 1000;
-    let fleet = Fleet::start(|k| SimOptions::for_provider(k).unlimited()).await.expect("simulators");
+    let fleet = Fleet::start(|k| SimOptions::for_provider(k).unlimited())
+        .await
+        .expect("simulators");
     seed(&fleet, n);
     let dir = tempfile::tempdir().expect("tempdir");
     sync(&fleet, dir.path()).await;
     // A tenth renamed in Chatwoot: 100 writes each to Protocol, Callbell and Privy.
     for i in (0..n).step_by(10) {
-        fleet.sim(ProviderKind::Chatwoot).seed_person_at(i as u64 + 1, &stored(ProviderKind::Chatwoot, &person(i, true)));
+        fleet.sim(ProviderKind::Chatwoot).seed_person_at(
+            i as u64 + 1,
+            &stored(ProviderKind::Chatwoot, &person(i, true)),
+        );
     }
     fleet.sims.iter().for_each(|s| s.clear_requests());
     let report = sync(&fleet, dir.path()).await;
@@ -116,16 +150,25 @@ async fn economy() {
         let writes = reqs.len() - gets;
         let min_pages = n.div_ceil(page_size(k));
         let changed = report.plan.updates_for(k).count();
-        println!("| {k} | {gets} / {min_pages} | {writes} / {changed} | {:.3} |", reqs.len() as f64 / (min_pages + changed) as f64);
+        println!(
+            "| {k} | {gets} / {min_pages} | {writes} / {changed} | {:.3} |",
+            reqs.len() as f64 / (min_pages + changed) as f64
+        );
     }
     fleet.sims.iter().for_each(|s| s.clear_requests());
     let converged = sync(&fleet, dir.path()).await;
     let writes: usize = fleet.sims.iter().map(|s| s.writes().len()).sum();
-    println!("Converged system: {} writes planned, {writes} write requests sent.", converged.plan.updates.len());
+    println!(
+        "Converged system: {} writes planned, {writes} write requests sent.",
+        converged.plan.updates.len()
+    );
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     rt.block_on(async {
         println!("Rate-limit utilisation: quota Q = {Q} requests/s (simulator and config agree), N ≈ {N} writes per provider");
         println!("| providers limited | provider | writes N | apply time / (N/Q) | 429s received |");

@@ -18,7 +18,10 @@ use contact_sync::state::StateStore;
 const ALL: [ProviderKind; 4] = [Protocol, Callbell, Chatwoot, Privy];
 
 fn config_file(w: &World, dir: &Path) -> String {
-    let mut body = format!("[state]\npath = \"{}\"\n[daemon]\nlisten = \"\"\n", w.state_path().display());
+    let mut body = format!(
+        "[state]\npath = \"{}\"\n[daemon]\nlisten = \"\"\n",
+        w.state_path().display()
+    );
     for sim in &w.fleet.sims {
         let token_file = dir.join(format!("{}.token", sim.kind));
         std::fs::write(&token_file, sim.token()).expect("token");
@@ -46,30 +49,68 @@ async fn sigkill_during_apply_converges_after_restart() {
         let dir = tempfile::tempdir().expect("tempdir");
         let n = 12;
         for i in 0..n {
-            w.seed(i as u64 + 1, &person(&format!("Person {i}"), &format!("+1415555{:04}", 4000 + i), &format!("c{i}@example.com")), &ALL);
+            w.seed(
+                i as u64 + 1,
+                &person(
+                    &format!("Person {i}"),
+                    &format!("+1415555{:04}", 4000 + i),
+                    &format!("c{i}@example.com"),
+                ),
+                &ALL,
+            );
         }
         let config = config_file(&w, dir.path());
-        let status = Command::new(env!("CARGO_BIN_EXE_contact-sync")).args(["sync", "--config", &config]).stdout(Stdio::null()).stderr(Stdio::null()).status().expect("first sync");
+        let status = Command::new(env!("CARGO_BIN_EXE_contact-sync"))
+            .args(["sync", "--config", &config])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("first sync");
         assert_eq!(status.code(), Some(0));
         for i in 0..n {
-            w.edit(Chatwoot, i as u64 + 1, &person(&format!("Renamed {i}"), &format!("+1415555{:04}", 4000 + i), &format!("c{i}@example.com")));
+            w.edit(
+                Chatwoot,
+                i as u64 + 1,
+                &person(
+                    &format!("Renamed {i}"),
+                    &format!("+1415555{:04}", 4000 + i),
+                    &format!("c{i}@example.com"),
+                ),
+            );
         }
         w.clear_requests();
         for sim in &w.fleet.sims {
-            sim.inject(FaultRule::always(Fault::Delay(Duration::from_millis(60))).on(Method::PATCH));
+            sim.inject(
+                FaultRule::always(Fault::Delay(Duration::from_millis(60))).on(Method::PATCH),
+            );
         }
 
-        let mut child = Command::new(env!("CARGO_BIN_EXE_contact-sync")).args(["sync", "--config", &config]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("sync starts");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_contact-sync"))
+            .args(["sync", "--config", &config])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sync starts");
         let deadline = Instant::now() + Duration::from_secs(30);
         while w.writes() < kill_after {
-            assert!(Instant::now() < deadline, "writes never reached {kill_after}");
-            assert!(child.try_wait().expect("wait").is_none(), "sync ended before it was killed");
+            assert!(
+                Instant::now() < deadline,
+                "writes never reached {kill_after}"
+            );
+            assert!(
+                child.try_wait().expect("wait").is_none(),
+                "sync ended before it was killed"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         child.kill().expect("SIGKILL");
         child.wait().expect("reaped");
         let writes_before = w.writes();
-        assert!(writes_before < 3 * n, "killed mid-apply ({writes_before} of {})", 3 * n);
+        assert!(
+            writes_before < 3 * n,
+            "killed mid-apply ({writes_before} of {})",
+            3 * n
+        );
 
         {
             let store = StateStore::open(&w.state_path()).expect("state opens after SIGKILL");
@@ -81,17 +122,28 @@ async fn sigkill_during_apply_converges_after_restart() {
         let report = w.sync().await;
         assert_eq!(report.failure_count(), 0, "{}", report.to_text(false));
         let (verified, not_applied) = report.pending_checked;
-        assert!(verified + not_applied >= 1, "the interrupted writes were re-checked (killed after {kill_after})");
+        assert!(
+            verified + not_applied >= 1,
+            "the interrupted writes were re-checked (killed after {kill_after})"
+        );
 
         // No lost update: every record holds the new name.
         for c in w.fleet.sim(Privy).contacts() {
             assert_eq!(c["first_name"], "Renamed", "{c}");
         }
         for c in w.fleet.sim(Protocol).contacts() {
-            assert!(c["display_name"].as_str().is_some_and(|s| s.starts_with("Renamed")), "{c}");
+            assert!(
+                c["display_name"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("Renamed")),
+                "{c}"
+            );
         }
         for c in w.fleet.sim(Callbell).contacts() {
-            assert!(c["name"].as_str().is_some_and(|s| s.starts_with("Renamed")), "{c}");
+            assert!(
+                c["name"].as_str().is_some_and(|s| s.starts_with("Renamed")),
+                "{c}"
+            );
         }
         // No conflicting duplicates: a record written twice was written the same both times.
         for sim in &w.fleet.sims {
@@ -99,7 +151,11 @@ async fn sigkill_during_apply_converges_after_restart() {
             for r in sim.writes() {
                 let body = r.body.map(|b| b.to_string()).unwrap_or_default();
                 if let Some(prev) = bodies.insert(r.path.clone(), body.clone()) {
-                    assert_eq!(prev, body, "{} {} written twice with different values", sim.kind, r.path);
+                    assert_eq!(
+                        prev, body,
+                        "{} {} written twice with different values",
+                        sim.kind, r.path
+                    );
                 }
             }
         }
@@ -109,6 +165,10 @@ async fn sigkill_during_apply_converges_after_restart() {
         assert_eq!(w.writes(), 0);
         let store = StateStore::open(&w.state_path()).expect("state");
         assert_eq!(store.integrity_check().expect("check"), "ok");
-        assert_eq!(store.pending_writes().expect("pending").len(), 0, "no write left unsettled");
+        assert_eq!(
+            store.pending_writes().expect("pending").len(),
+            0,
+            "no write left unsettled"
+        );
     }
 }

@@ -32,28 +32,50 @@ async fn world() -> World {
         }
     }
     for i in 0..PEOPLE {
-        w.seed(i as u64 + 1, &person(&format!("Person {i}"), &format!("+1415555{:04}", 3000 + i), &format!("p{i}@example.com")), &ALL);
+        w.seed(
+            i as u64 + 1,
+            &person(
+                &format!("Person {i}"),
+                &format!("+1415555{:04}", 3000 + i),
+                &format!("p{i}@example.com"),
+            ),
+            &ALL,
+        );
     }
     let first = w.sync().await;
     assert_eq!(first.failure_count(), 0);
     for i in 0..PEOPLE {
-        w.edit(Chatwoot, i as u64 + 1, &person(&format!("Renamed {i}"), &format!("+1415555{:04}", 3000 + i), &format!("p{i}@example.com")));
+        w.edit(
+            Chatwoot,
+            i as u64 + 1,
+            &person(
+                &format!("Renamed {i}"),
+                &format!("+1415555{:04}", 3000 + i),
+                &format!("p{i}@example.com"),
+            ),
+        );
     }
     w.clear_requests();
     w
 }
 
 fn privy_renamed(w: &World) -> usize {
-    w.fleet.sim(Privy).contacts().iter().filter(|c| c["first_name"] == "Renamed").count()
+    w.fleet
+        .sim(Privy)
+        .contacts()
+        .iter()
+        .filter(|c| c["first_name"] == "Renamed")
+        .count()
 }
 
 /// No simulator rejected a write by rule.
 fn no_forbidden_write(w: &World) {
     for sim in &w.fleet.sims {
         for r in sim.writes() {
-            // The simulators answer a write their rules forbid with 400, 404 or 422.
+            // The simulators answer a write their rules forbid with 400 or 422 (404 means the
+            // record is gone, which a concurrent delete can cause).
             assert!(
-                !matches!(r.status, 400 | 404 | 422),
+                !matches!(r.status, 400 | 422),
                 "{} rejected {} {} with {}: {:?}",
                 sim.kind,
                 r.method,
@@ -99,28 +121,52 @@ async fn transient_faults_heal_within_the_run(#[case] rule: FaultRule) {
 #[case::rejected_write(FaultRule::always(Fault::Status(409)).on(Method::PATCH), "rejected")]
 #[case::garbage_listing(FaultRule::always(Fault::WrongShape).on(Method::GET), "understand the response")]
 #[case::oversized_listing(FaultRule::always(Fault::Oversized(1024 * 1024)).on(Method::GET), "larger than")]
-#[case::page_skips_a_record(FaultRule::always(Fault::Mutate(Arc::new(|s| { s.remove_first(); }))).on(Method::GET).after(1).times(1), "incomplete")]
+// A record moves from the front to the back between page calls (as an update can re-sort it):
+// offset paging skips one record; the total stays, so the listing is caught as incomplete.
+#[case::page_skips_a_record(FaultRule::always(Fault::Mutate(Arc::new(|s| { if let Some(v) = s.remove_first() { s.upsert(v) } }))).on(Method::GET).after(1).times(1), "incomplete")]
+// A record is deleted between page calls: the total drops with it, so the skip cannot be
+// counted; the write to the deleted record fails with the provider's 404 and the record it hid
+// is written next run.
+#[case::page_loses_a_deleted_record(FaultRule::always(Fault::Mutate(Arc::new(|s| { s.remove_first(); }))).on(Method::GET).after(1).times(1), "not_found")]
 #[case::page_repeats_a_record(
     FaultRule::always(Fault::Mutate(Arc::new(|s| s.insert_front(json!({"id": "cus_inserted", "first_name": "New", "last_name": "Person", "email": null, "phone_number": null, "tags": [], "custom_fields": {}}))))).on(Method::GET).after(1).times(1),
     "incomplete"
 )]
 #[tokio::test]
-async fn persistent_faults_are_reported_and_completed_next_run(#[case] rule: FaultRule, #[case] cause: &str) {
+async fn persistent_faults_are_reported_and_completed_next_run(
+    #[case] rule: FaultRule,
+    #[case] cause: &str,
+) {
     let w = world().await;
     w.fleet.sim(Privy).inject(rule);
     let report = w.sync().await;
     let text = report.to_text(false);
     assert!(report.failure_count() > 0, "{text}");
     assert!(text.contains(cause), "cause `{cause}` reported: {text}");
-    assert_eq!(report.applied(), 2 * PEOPLE, "Protocol and Callbell were still written: {text}");
+    assert!(
+        report.applied() >= 2 * PEOPLE,
+        "Protocol and Callbell were still written: {text}"
+    );
     no_forbidden_write(&w);
     let json = json_report(&report);
-    assert!(json["failures"].as_array().is_some_and(|f| f.iter().all(|f| f["provider"] == "privy")), "{json}");
+    assert!(
+        json["failures"]
+            .as_array()
+            .is_some_and(|f| f.iter().all(|f| f["provider"] == "privy")),
+        "{json}"
+    );
 
     w.fleet.sim(Privy).clear_faults();
     let next = w.sync().await;
     assert_eq!(next.failure_count(), 0, "{}", next.to_text(false));
-    assert_eq!(privy_renamed(&w), PEOPLE, "the next clean run completed Privy");
+    let stale = w
+        .fleet
+        .sim(Privy)
+        .contacts()
+        .iter()
+        .filter(|c| c["first_name"] == "Person")
+        .count();
+    assert_eq!(stale, 0, "the next clean run completed Privy");
     let last = w.sync().await;
     assert!(last.plan.updates.is_empty());
 }

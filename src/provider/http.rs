@@ -397,14 +397,14 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// An `Authorization: Bearer` header value, marked sensitive so it is never logged.
-pub fn bearer(token: &Secret) -> Result<HeaderValue, ProviderError> {
-    sensitive(&format!("Bearer {}", token.expose()))
+pub fn bearer(provider: ProviderKind, token: &Secret) -> Result<HeaderValue, ProviderError> {
+    sensitive(provider, &format!("Bearer {}", token.expose()))
 }
 
 /// A header value holding a secret, marked sensitive.
-pub fn sensitive(value: &str) -> Result<HeaderValue, ProviderError> {
+pub fn sensitive(provider: ProviderKind, value: &str) -> Result<HeaderValue, ProviderError> {
     let mut v = HeaderValue::from_str(value).map_err(|_| ProviderError::Protocol {
-        provider: ProviderKind::Protocol,
+        provider,
         message: "a configured token holds characters that cannot be sent in an HTTP header".into(),
     })?;
     v.set_sensitive(true);

@@ -41,6 +41,8 @@ pub enum Format {
     Email,
     /// At most this many characters.
     MaxLen(usize),
+    /// Not empty or whitespace (the provider silently ignores blank values).
+    NonBlank,
 }
 
 /// The rule for one field of one provider.
@@ -422,6 +424,9 @@ fn format_problem(formats: &[Format], value: &Value) -> Option<String> {
             }
             Format::MaxLen(n) if value.raw.chars().count() > *n => {
                 return Some(format!("longer than {n} characters"));
+            }
+            Format::NonBlank if value.raw.trim().is_empty() => {
+                return Some("blank values are ignored by the provider".into());
             }
             _ => {}
         }

@@ -273,6 +273,9 @@ pub struct Store {
     index: HashMap<String, i64>,
     next_seq: i64,
     first_seq: i64,
+    /// Highest seed sequence number used, so new seeds never reuse an id (a merge or delete
+    /// shrinks the store, so its length is no guide).
+    seeded: u64,
     id_field: &'static str,
 }
 
@@ -582,7 +585,8 @@ impl Sim {
         let mut store = self.shared.store();
         let mut ids = Vec::with_capacity(people.len());
         for p in people {
-            let seq = store.len() as u64 + 1;
+            store.seeded += 1;
+            let seq = store.seeded;
             let v = match self.kind {
                 ProviderKind::Protocol => protocol::from_seed(p, seq),
                 ProviderKind::Callbell => callbell::from_seed(p, seq),
@@ -1028,6 +1032,7 @@ impl Sim {
             ProviderKind::Privy => privy::from_seed(p, seq),
         };
         let mut store = self.shared.store();
+        store.seeded = store.seeded.max(seq);
         let id = store.id_of(&v).unwrap_or_default();
         store.upsert(v);
         id

@@ -64,11 +64,13 @@ impl CallbellClient {
                 message: format!("cannot read the token: {message}"),
             })?;
         // `http::bearer` reports its (secret-free) error under another provider; name ours.
-        let auth = http::bearer(&token).map_err(|_| ProviderError::Protocol {
-            provider: KIND,
-            message: "the configured token holds characters that cannot be sent in an HTTP header"
-                .into(),
-        })?;
+        let auth =
+            http::bearer(ProviderKind::Callbell, &token).map_err(|_| ProviderError::Protocol {
+                provider: KIND,
+                message:
+                    "the configured token holds characters that cannot be sent in an HTTP header"
+                        .into(),
+            })?;
         let http = ProviderHttp::new(
             KIND,
             config.base_url.clone(),

@@ -88,7 +88,7 @@ impl PrivyClient {
                 provider: PRIVY,
                 message: format!("cannot read the token: {message}"),
             })?;
-        let auth = bearer(&token).map_err(|_| ProviderError::Protocol {
+        let auth = bearer(ProviderKind::Privy, &token).map_err(|_| ProviderError::Protocol {
             provider: PRIVY,
             message: "the configured token holds characters that cannot be sent in an HTTP header"
                 .into(),

@@ -63,7 +63,7 @@ impl ProtocolClient {
                 provider: KIND,
                 message: format!("cannot read the API token: {message}"),
             })?;
-        let auth = bearer(&token)?;
+        let auth = bearer(ProviderKind::Protocol, &token)?;
         let http = ProviderHttp::new(
             KIND,
             config.base_url.clone(),
