@@ -449,19 +449,32 @@ impl RunReport {
                 &c.winner.to_string(),
                 &field,
                 &cands.join(" vs "),
-                "precedence chose the first",
+                &format!("precedence chose {}", c.winner),
             ));
         }
         if people.is_empty() {
             out.push_str("No changes: every provider agrees.\n");
         }
+        let names: BTreeMap<&str, &str> = self
+            .plan
+            .people
+            .iter()
+            .filter_map(|p| match p.agreed.get(&crate::model::Field::Name) {
+                Some(FieldValue::Scalar(Some(v))) => Some((p.person.as_str(), v.raw.as_str())),
+                _ => None,
+            })
+            .collect();
         for (person, rows) in &people {
+            let label = match names.get(person) {
+                Some(name) => format!("{name} ({person})"),
+                None => (*person).to_string(),
+            };
             if markdown {
                 out.push_str(&format!(
-                    "### {person}\n\n| | record | field | value | why |\n|---|---|---|---|---|\n"
+                    "### {label}\n\n| | record | field | value | why |\n|---|---|---|---|---|\n"
                 ));
             } else {
-                out.push_str(&format!("\n{person}\n"));
+                out.push_str(&format!("\n{label}\n"));
             }
             for r in rows {
                 out.push_str(r);

@@ -82,8 +82,8 @@ fn person(i: u64) -> SeedPerson {
         name: Some(format!("Person {i:03}")),
         email: Some(format!("Person{i}@Example.com")),
         phone: Some(format!("+1415555{i:04}")),
-        identifier: (i % 3 == 0).then(|| format!("crm-{i}")),
-        custom_fields: if i % 2 == 0 {
+        identifier: i.is_multiple_of(3).then(|| format!("crm-{i}")),
+        custom_fields: if i.is_multiple_of(2) {
             [("tier".to_owned(), "gold".to_owned())].into()
         } else {
             BTreeMap::new()
@@ -268,11 +268,11 @@ async fn lists_every_contact_once_across_pages_and_maps_them() {
         assert!(p.valid, "{p:?}");
         assert_eq!(
             c.external_id.as_ref().map(|v| v.raw.clone()),
-            (n % 3 == 0).then(|| format!("crm-{n}"))
+            n.is_multiple_of(3).then(|| format!("crm-{n}"))
         );
         assert_eq!(
             c.custom_fields.get("tier").map(String::as_str),
-            (n % 2 == 0).then_some("gold")
+            n.is_multiple_of(2).then_some("gold")
         );
         assert_eq!(c.update_ref.as_deref(), Some(source_id(&sim, id).as_str()));
         assert_eq!(c.write_blocked, None);
