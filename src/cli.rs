@@ -401,8 +401,14 @@ async fn sync(path: &Path, args: SyncArgs) -> anyhow::Result<Exit> {
     for g in &report.guard {
         eprintln!("guard rail: {}", g.message);
     }
+    let report_on_stdout = args.report.is_none() && args.report_args.format.is_some();
     for line in report.provider_lines() {
-        println!("{line}");
+        // Keep stdout a clean report when one is printed there.
+        if report_on_stdout {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
     }
     for p in &report.problems {
         eprintln!("{} ({}): {}", p.provider, p.stage, p.error);

@@ -92,33 +92,6 @@ fn bad_configs_exit_2_naming_the_key_and_line() {
     assert!(text(&o).contains("/nonexistent/contact-sync.toml"));
 }
 
-fn sim_config(w: &World, dir: &Path) -> String {
-    let mut body = format!(
-        "[state]\npath = \"{}\"\n[daemon]\nlisten = \"\"\n",
-        dir.join("state.db").display()
-    );
-    for sim in &w.fleet.sims {
-        let token_file = dir.join(format!("{}.token", sim.kind));
-        std::fs::write(&token_file, sim.token()).expect("token file");
-        body.push_str(&format!("[providers.{}]\nbase_url = \"{}\"\ntoken_file = \"{}\"\ntimeout = \"2s\"\nmax_retries = 1\n", sim.kind, sim.base_url(), token_file.display()));
-        if sim.kind == Chatwoot {
-            let o = sim.shared().options();
-            let f = dir.join("inbox");
-            std::fs::write(&f, &o.chatwoot.inbox_identifier).expect("inbox file");
-            body.push_str(&format!(
-                "account_id = {}\ninbox_id = {}\ninbox_identifier_file = \"{}\"\n",
-                o.chatwoot.account_id,
-                o.chatwoot.inbox_id,
-                f.display()
-            ));
-        }
-        if sim.kind == Callbell {
-            body.push_str("known_tags = [\"vip\", \"wholesale\", \"lead\"]\nknown_custom_fields = [\"loyalty_tier\", \"city\"]\n");
-        }
-    }
-    write_config(dir, &body)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn exit_codes_follow_the_contract_and_no_secret_is_logged() {
     let mut w = World::start().await;
@@ -128,7 +101,7 @@ async fn exit_codes_follow_the_contract_and_no_secret_is_logged() {
         &person("Ada Lovelace", "+14155550101", "ada@example.com"),
         &[Protocol, Callbell, Chatwoot, Privy],
     );
-    let config = sim_config(&w, dir.path());
+    let config = config_toml(&w, dir.path(), "", "timeout = \"2s\"\nmax_retries = 1");
     let tokens: Vec<String> = w
         .fleet
         .sims

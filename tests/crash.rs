@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,31 +15,6 @@ use contact_sync::sim::{Fault, FaultRule};
 use contact_sync::state::StateStore;
 
 const ALL: [ProviderKind; 4] = [Protocol, Callbell, Chatwoot, Privy];
-
-fn config_file(w: &World, dir: &Path) -> String {
-    let mut body = format!(
-        "[state]\npath = \"{}\"\n[daemon]\nlisten = \"\"\n",
-        w.state_path().display()
-    );
-    for sim in &w.fleet.sims {
-        let token_file = dir.join(format!("{}.token", sim.kind));
-        std::fs::write(&token_file, sim.token()).expect("token");
-        body.push_str(&format!("[providers.{}]\nbase_url = \"{}\"\ntoken_file = \"{}\"\nmax_concurrency = 1\nrate_limit = {{ requests = 1000, per = \"1s\" }}\n", sim.kind, sim.base_url(), token_file.display()));
-        match sim.kind {
-            Chatwoot => {
-                let o = sim.shared().options();
-                let f = dir.join("inbox");
-                std::fs::write(&f, &o.chatwoot.inbox_identifier).expect("inbox");
-                body.push_str(&format!("account_id = {}\ninbox_id = {}\ninbox_identifier_file = \"{}\"\n", o.chatwoot.account_id, o.chatwoot.inbox_id, f.display()));
-            }
-            Callbell => body.push_str("known_tags = [\"vip\", \"wholesale\", \"lead\"]\nknown_custom_fields = [\"loyalty_tier\", \"city\"]\n"),
-            _ => {}
-        }
-    }
-    let path = dir.join("crash.toml");
-    std::fs::write(&path, body).expect("config");
-    path.display().to_string()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_during_apply_converges_after_restart() {
@@ -59,7 +33,12 @@ async fn sigkill_during_apply_converges_after_restart() {
                 &ALL,
             );
         }
-        let config = config_file(&w, dir.path());
+        let config = config_toml(
+            &w,
+            dir.path(),
+            "",
+            "max_concurrency = 1\nrate_limit = { requests = 1000, per = \"1s\" }",
+        );
         let status = Command::new(env!("CARGO_BIN_EXE_contact-sync"))
             .args(["sync", "--config", &config])
             .stdout(Stdio::null())

@@ -5,7 +5,6 @@ mod common;
 
 use std::io::Read;
 use std::net::TcpListener;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,36 +19,6 @@ fn free_port() -> u16 {
         .local_addr()
         .expect("addr")
         .port()
-}
-
-fn config_file(w: &World, dir: &Path, listen: &str) -> String {
-    let mut body = format!(
-        "[state]\npath = \"{}\"\n[schedule]\ncron = \"* * * * * *\"\n[daemon]\nlisten = \"{listen}\"\nshutdown_grace = \"5s\"\n",
-        dir.join("state.db").display()
-    );
-    for sim in &w.fleet.sims {
-        let token_file = dir.join(format!("{}.token", sim.kind));
-        std::fs::write(&token_file, sim.token()).expect("token");
-        body.push_str(&format!(
-            "[providers.{}]\nbase_url = \"{}\"\ntoken_file = \"{}\"\n",
-            sim.kind,
-            sim.base_url(),
-            token_file.display()
-        ));
-        match sim.kind {
-            Chatwoot => {
-                let o = sim.shared().options();
-                let f = dir.join("inbox");
-                std::fs::write(&f, &o.chatwoot.inbox_identifier).expect("inbox");
-                body.push_str(&format!("account_id = {}\ninbox_id = {}\ninbox_identifier_file = \"{}\"\n", o.chatwoot.account_id, o.chatwoot.inbox_id, f.display()));
-            }
-            Callbell => body.push_str("known_tags = [\"vip\", \"wholesale\", \"lead\"]\nknown_custom_fields = [\"loyalty_tier\", \"city\"]\n"),
-            _ => {}
-        }
-    }
-    let path = dir.join("daemon.toml");
-    std::fs::write(&path, body).expect("config");
-    path.display().to_string()
 }
 
 async fn get(url: &str) -> Option<String> {
@@ -80,7 +49,7 @@ async fn scheduled_runs_propagate_and_sigterm_exits_cleanly() {
         &[Protocol, Callbell, Chatwoot, Privy],
     );
     let port = free_port();
-    let config = config_file(&w, dir.path(), &format!("127.0.0.1:{port}"));
+    let config = config_toml(&w, dir.path(), &format!("[schedule]\ncron = \"* * * * * *\"\n[daemon]\nlisten = \"127.0.0.1:{port}\"\nshutdown_grace = \"5s\""), "");
     let child = Command::new(env!("CARGO_BIN_EXE_contact-sync"))
         .args(["daemon", "--config", &config, "--log-format", "json"])
         .stdout(Stdio::null())

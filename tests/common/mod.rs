@@ -137,3 +137,58 @@ pub fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
 pub fn json(report: &RunReport) -> Value {
     serde_json::from_str(&report.to_json()).expect("report JSON parses")
 }
+
+/// Writes a TOML config file for the world's simulators (secrets in files, as users would),
+/// with `extra` appended to every provider section and `top` at the top. Returns its path.
+pub fn config_toml(w: &World, dir: &std::path::Path, top: &str, extra: &str) -> String {
+    let mut body = format!("[state]\npath = \"{}\"\n{top}\n", w.state_path().display());
+    if !top.contains("[daemon]") {
+        body.push_str("[daemon]\nlisten = \"\"\n");
+    }
+    for sim in &w.fleet.sims {
+        let token_file = dir.join(format!("{}.token", sim.kind));
+        std::fs::write(&token_file, sim.token()).expect("token file");
+        body.push_str(&format!(
+            "[providers.{}]\nbase_url = \"{}\"\ntoken_file = \"{}\"\n{extra}\n",
+            sim.kind,
+            sim.base_url(),
+            token_file.display()
+        ));
+        match sim.kind {
+            Chatwoot => {
+                let o = sim.shared().options();
+                let f = dir.join("inbox");
+                std::fs::write(&f, &o.chatwoot.inbox_identifier).expect("inbox file");
+                body.push_str(&format!(
+                    "account_id = {}\ninbox_id = {}\ninbox_identifier_file = \"{}\"\n",
+                    o.chatwoot.account_id,
+                    o.chatwoot.inbox_id,
+                    f.display()
+                ));
+            }
+            Callbell => body.push_str("known_tags = [\"vip\", \"wholesale\", \"lead\"]\nknown_custom_fields = [\"loyalty_tier\", \"city\"]\n"),
+            _ => {}
+        }
+    }
+    let path = dir.join("contact-sync.toml");
+    std::fs::write(&path, body).expect("config file");
+    path.display().to_string()
+}
+
+/// Runs the binary with `args` (blocking; call from `spawn_blocking` in async tests).
+pub fn run_bin(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_contact-sync"))
+        .env_remove("CONTACT_SYNC_CONFIG")
+        .args(args)
+        .output()
+        .expect("binary runs")
+}
+
+/// Both output streams as text.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
