@@ -184,6 +184,7 @@ async fn guard_rails_stop_a_mass_clear_and_force_overrides() {
     let out = output_text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert_eq!(w.writes(), 0, "a tripped guard writes nothing");
+    println!("$ contact-sync sync\n{out}");
     assert!(
         out.contains("max_clears") && out.contains("max_change_share"),
         "{out}"
@@ -239,6 +240,7 @@ async fn failures_lists_a_record_that_keeps_failing_and_retry_failed_retries_onl
     }
     let o = blocking(vec!["failures".into(), "--config".into(), config.clone()]).await;
     let out = output_text(&o);
+    println!("$ contact-sync failures\n{out}");
     assert!(out.contains(&format!("privy:{bad}")), "{out}");
     assert!(
         out.contains("server error") && out.contains(" 2 "),

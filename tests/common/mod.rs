@@ -145,11 +145,17 @@ pub fn config_toml(w: &World, dir: &std::path::Path, top: &str, extra: &str) -> 
     if !top.contains("[daemon]") {
         body.push_str("[daemon]\nlisten = \"\"\n");
     }
+    // The simulators run without quotas unless a test sets one: do not wait on real ones.
+    let rate = if extra.contains("rate_limit") {
+        ""
+    } else {
+        "rate_limit = { requests = 1000, per = \"1s\" }\n"
+    };
     for sim in &w.fleet.sims {
         let token_file = dir.join(format!("{}.token", sim.kind));
         std::fs::write(&token_file, sim.token()).expect("token file");
         body.push_str(&format!(
-            "[providers.{}]\nbase_url = \"{}\"\ntoken_file = \"{}\"\n{extra}\n",
+            "[providers.{}]\nbase_url = \"{}\"\ntoken_file = \"{}\"\n{rate}{extra}\n",
             sim.kind,
             sim.base_url(),
             token_file.display()
