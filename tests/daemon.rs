@@ -5,6 +5,7 @@ mod common;
 
 use std::io::Read;
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -218,4 +219,83 @@ async fn slow_runs_never_overlap() {
             pair[0].id
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reload_keeps_the_old_config_when_the_new_one_is_bad() {
+    let w = World::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    w.seed(
+        1,
+        &person("Ada Lovelace", "+14155550101", "ada@example.com"),
+        &[Protocol, Chatwoot, Privy],
+    );
+    let path = config_toml(&w, dir.path(), "[schedule]\ncron = \"* * * * * *\"", "");
+    let good = std::fs::read_to_string(&path).expect("config");
+    let config = contact_sync::config::Config::load(Path::new(&path)).expect("valid config");
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let control = tx.clone();
+    let handle = tokio::spawn(daemon::run(
+        config,
+        DaemonOptions {
+            config_path: Some(path.clone().into()),
+            run_now: true,
+        },
+        tx,
+        rx,
+    ));
+    let runs = || {
+        StateStore::open_read_only(&w.state_path())
+            .ok()
+            .flatten()
+            .map_or(0, |s| s.recent_runs(1000).map_or(0, |r| r.len()))
+    };
+    let protocol_lists = || {
+        w.fleet
+            .sim(Protocol)
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET")
+            .count()
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(runs() >= 1);
+
+    // A broken config: rejected, the daemon keeps running on the old one.
+    std::fs::write(&path, "[providers.privy]\nbase_url = \"not a url\"\n").expect("write");
+    control.send(Control::Reload).await.expect("send");
+    let before = runs();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(runs() > before, "runs continue after a rejected reload");
+    assert!(!handle.is_finished());
+
+    // A good config without Protocol: after the reload Protocol is no longer listed.
+    let without_protocol: String = good
+        .split("[providers.")
+        .filter(|s| !s.starts_with("protocol]"))
+        .collect::<Vec<_>>()
+        .join("[providers.");
+    std::fs::write(&path, without_protocol).expect("write");
+    control.send(Control::Reload).await.expect("send");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let lists = protocol_lists();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(
+        protocol_lists(),
+        lists,
+        "the reloaded config no longer syncs Protocol"
+    );
+    assert!(
+        w.fleet
+            .sim(Privy)
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET")
+            .count()
+            > lists
+    );
+
+    control.send(Control::Shutdown).await.expect("send");
+    let exit = handle.await.expect("join").expect("daemon ok");
+    assert_eq!(exit as u8, 0);
 }

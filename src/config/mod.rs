@@ -757,16 +757,38 @@ fn serde_error(text: &str, file: &str, err: &toml::de::Error) -> ConfigError {
         .map(String::from)
         .or_else(|| {
             line.and_then(|l| text.lines().nth(l - 1))
+                .filter(|l| l.contains('='))
                 .and_then(|l| l.split('=').next())
                 .map(|k| k.trim().to_owned())
+                .filter(|k| !k.is_empty())
         })
         .unwrap_or_else(|| "(syntax)".into());
     ConfigError {
         file: file.to_owned(),
-        key,
+        key: printable(&key, 80),
         line,
-        message,
+        message: printable(&message, 400),
     }
+}
+
+/// Text from a config file made safe to print: control characters escaped (they could drive a
+/// terminal), and long text cut.
+fn printable(s: &str, max: usize) -> String {
+    let mut out: String = s
+        .chars()
+        .flat_map(|c| {
+            if c.is_control() && c != '\n' {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .take(max)
+        .collect();
+    if s.chars().count() > max {
+        out.push('…');
+    }
+    out
 }
 
 fn line_at(text: &str, offset: usize) -> usize {
