@@ -24,7 +24,7 @@ fn person(i: usize, renamed: bool) -> SeedPerson {
             format!("Person{i} Example")
         }),
         email: Some(format!("p{i}@example.com")),
-        phone: Some(format!("+1415{:07}", 1_000_000 + i)),
+        phone: Some(format!("+1415{:03}{:04}", 200 + i / 10_000, i % 10_000)),
         username: Some(format!("user{i}")),
         ..SeedPerson::default()
     }

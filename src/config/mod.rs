@@ -190,16 +190,28 @@ impl Config {
         let mut errors = Vec::new();
         let file = self.source.clone();
         let src = std::fs::read_to_string(&self.source).unwrap_or_default();
-        let mut resolve = |source: &mut SecretSource, key: String| match source.resolve() {
-            Ok(s) => *source = SecretSource::Literal(s),
-            Err(message) => {
-                let line = line_of(&src, &key);
-                errors.push(ConfigError {
-                    file: file.clone(),
-                    key,
-                    line,
-                    message,
-                });
+        // Relative secret files are relative to the config file, not the working directory.
+        let base = Path::new(&self.source)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let mut resolve = |source: &mut SecretSource, key: String| {
+            if let SecretSource::File(p) = source {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+            match source.resolve() {
+                Ok(s) => *source = SecretSource::Literal(s),
+                Err(message) => {
+                    let line = line_of(&src, &key);
+                    errors.push(ConfigError {
+                        file: file.clone(),
+                        key,
+                        line,
+                        message,
+                    });
+                }
             }
         };
         for p in &mut self.providers {
@@ -875,7 +887,7 @@ mod tests {
     #[test]
     fn fingerprint_ignores_secrets_but_not_policy() {
         let a = Config::parse(EXAMPLE, "a").expect("valid");
-        let b = Config::parse(&EXAMPLE.replace("PRIVY_TOKEN", "OTHER_PRIVY_TOKEN"), "b")
+        let b = Config::parse(&EXAMPLE.replace("example-secrets/privy", "elsewhere/privy-token"), "b")
             .expect("valid");
         assert_eq!(a.fingerprint(), b.fingerprint());
         let c = Config::parse(
