@@ -51,12 +51,16 @@ fn seed(fleet: &Fleet, n: usize) {
     }
 }
 
-async fn sync(fleet: &Fleet, dir: &std::path::Path) -> contact_sync::report::RunReport {
+/// One engine per fleet, as in the daemon: its budgets persist across runs.
+fn engine(fleet: &Fleet, dir: &std::path::Path) -> Engine {
     let mut config = fleet.config(&dir.join("state.db"));
     for p in &mut config.providers {
         p.max_concurrency = 8;
     }
-    let engine = Engine::new(config).expect("engine");
+    Engine::new(config).expect("engine")
+}
+
+async fn sync(engine: &Engine) -> contact_sync::report::RunReport {
     engine
         .run(RunOptions::default(), &CancellationToken::new(), &Quiet)
         .await
@@ -80,7 +84,8 @@ async fn utilisation(limited: &[ProviderKind]) -> Vec<(ProviderKind, usize, f64,
     .expect("simulators");
     seed(&fleet, N);
     let dir = tempfile::tempdir().expect("tempdir");
-    let first = sync(&fleet, dir.path()).await;
+    let engine = engine(&fleet, dir.path());
+    let first = sync(&engine).await;
     assert_eq!(first.failure_count(), 0, "{}", first.to_text(false));
     // Renames in Chatwoot reach Protocol, Callbell and Privy; renames in Privy reach Chatwoot.
     let chatwoot_only = limited == [ProviderKind::Chatwoot];
@@ -96,7 +101,7 @@ async fn utilisation(limited: &[ProviderKind]) -> Vec<(ProviderKind, usize, f64,
             .seed_person_at(i as u64 + 1, &stored(source, &person(i, true)));
     }
     fleet.sims.iter().for_each(|s| s.clear_requests());
-    let report = sync(&fleet, dir.path()).await;
+    let report = sync(&engine).await;
     assert_eq!(report.failure_count(), 0, "{}", report.to_text(false));
     limited
         .iter()
@@ -126,7 +131,8 @@ async fn economy() {
         .expect("simulators");
     seed(&fleet, n);
     let dir = tempfile::tempdir().expect("tempdir");
-    sync(&fleet, dir.path()).await;
+    let engine = engine(&fleet, dir.path());
+    sync(&engine).await;
     // A tenth renamed in Chatwoot: 100 writes each to Protocol, Callbell and Privy.
     for i in (0..n).step_by(10) {
         fleet.sim(ProviderKind::Chatwoot).seed_person_at(
@@ -135,7 +141,7 @@ async fn economy() {
         );
     }
     fleet.sims.iter().for_each(|s| s.clear_requests());
-    let report = sync(&fleet, dir.path()).await;
+    let report = sync(&engine).await;
     println!("\nRequest economy: {n} people in each provider, 100 renamed in Chatwoot (`cargo bench --bench rate_limits`)");
     println!("| provider | list pages (sent / minimum) | writes (sent / changed records) | requests sent / minimum |");
     println!("|---|---:|---:|---:|");
@@ -156,7 +162,7 @@ async fn economy() {
         );
     }
     fleet.sims.iter().for_each(|s| s.clear_requests());
-    let converged = sync(&fleet, dir.path()).await;
+    let converged = sync(&engine).await;
     let writes: usize = fleet.sims.iter().map(|s| s.writes().len()).sum();
     println!(
         "Converged system: {} writes planned, {writes} write requests sent.",

@@ -15,7 +15,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter as Limiter, Quota, RateLimiter};
 use tokio::time::Instant;
 
 /// A rate: `requests` per `per`.
@@ -55,7 +55,7 @@ pub enum Refusal {
 }
 
 struct Adaptive {
-    limiter: Arc<DefaultDirectRateLimiter>,
+    limiter: Arc<Limiter>,
     /// Current share of the target rate, 1.0 = full speed.
     factor: f64,
     successes_since_change: u32,
@@ -86,6 +86,12 @@ impl std::fmt::Debug for RateBudget {
 }
 
 const MIN_FACTOR: f64 = 1.0 / 16.0;
+
+/// Providers count requests in windows that admit exactly their quota; evenly spaced requests
+/// therefore sit on the window's edge, and a millisecond of network jitter tips one over. The
+/// budget spaces requests as if each window were this much longer, which tolerates that much
+/// jitter at any quota for a cost of (period + allowance) / period (1.025 on a one-second quota).
+pub const JITTER_ALLOWANCE: Duration = Duration::from_millis(25);
 const RECOVER_AFTER: u32 = 20;
 
 impl RateBudget {
@@ -97,13 +103,11 @@ impl RateBudget {
         let requests = NonZeroU32::new(scaled).unwrap_or(NonZeroU32::MIN);
         let target = Rate {
             requests,
-            per: rate.per,
+            per: rate.per + JITTER_ALLOWANCE,
         };
-        // A burst of at most one second's worth keeps the first second honest against providers
-        // that count per second, while a per-minute quota still gets a useful burst.
-        let per_sec = target.per_second();
-        let burst = NonZeroU32::new((per_sec.ceil() as u32).clamp(1, requests.get()))
-            .unwrap_or(NonZeroU32::MIN);
+        // Requests are spaced evenly, never bursted: any window of the provider's period then
+        // holds at most its quota, whether the provider counts in fixed or sliding windows.
+        let burst = NonZeroU32::MIN;
         let daily_reserve = daily_limit.map_or(0, |d| d - ((d as f64) * share).floor() as u64);
         let daily_limit = daily_limit.map(|d| ((d as f64) * share).floor() as u64);
         Arc::new(RateBudget {
@@ -247,7 +251,7 @@ impl RateBudget {
     }
 }
 
-fn limiter_for(rate: Rate, burst: NonZeroU32, factor: f64) -> DefaultDirectRateLimiter {
+fn limiter_for(rate: Rate, burst: NonZeroU32, factor: f64) -> Limiter {
     let interval = rate.per.div_f64(f64::from(rate.requests.get()) * factor);
     let burst = if factor < 1.0 { NonZeroU32::MIN } else { burst };
     let quota = Quota::with_period(interval.max(Duration::from_nanos(1)))
@@ -316,5 +320,32 @@ mod tests {
         b.acquire().await.expect("permit");
         assert!(start.elapsed() >= Duration::from_millis(190));
         assert_eq!(b.throttled_count(), 1);
+    }
+}
+#[cfg(test)]
+mod pacing {
+    use super::*;
+
+    /// Evenly spaced: eleven permits at 50/s take at least ten intervals (a lower bound, so
+    /// this cannot flake on a slow machine).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn permits_are_spaced_not_bursted() {
+        let b = RateBudget::new(
+            Rate {
+                requests: NonZeroU32::new(50).expect("nz"),
+                per: Duration::from_secs(1),
+            },
+            1.0,
+            None,
+        );
+        let t = Instant::now();
+        for _ in 0..11 {
+            b.acquire().await.expect("ok");
+        }
+        assert!(
+            t.elapsed() >= Duration::from_millis(200),
+            "{:?}",
+            t.elapsed()
+        );
     }
 }

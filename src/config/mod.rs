@@ -887,8 +887,11 @@ mod tests {
     #[test]
     fn fingerprint_ignores_secrets_but_not_policy() {
         let a = Config::parse(EXAMPLE, "a").expect("valid");
-        let b = Config::parse(&EXAMPLE.replace("example-secrets/privy", "elsewhere/privy-token"), "b")
-            .expect("valid");
+        let b = Config::parse(
+            &EXAMPLE.replace("example-secrets/privy", "elsewhere/privy-token"),
+            "b",
+        )
+        .expect("valid");
         assert_eq!(a.fingerprint(), b.fingerprint());
         let c = Config::parse(
             &EXAMPLE.replace("propagate_clears = false", "propagate_clears = true"),
