@@ -207,6 +207,15 @@ pub struct Name {
 
 impl Name {
     /// Splits a display name into parts: the last word is the family name.
+    ///
+    /// ```
+    /// use contact_sync::model::Name;
+    ///
+    /// let n = Name::from_display("  Ada   King Lovelace ");
+    /// assert_eq!(n.display, "Ada King Lovelace");
+    /// assert_eq!(n.given.as_deref(), Some("Ada King"));
+    /// assert_eq!(n.family.as_deref(), Some("Lovelace"));
+    /// ```
     pub fn from_display(display: &str) -> Self {
         let display = normalize::collapse_whitespace(display);
         let (given, family) = match display.rsplit_once(' ') {

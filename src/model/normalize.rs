@@ -33,6 +33,15 @@ impl Normalizer {
 
     /// A phone number as stored by a provider that may store national numbers. Returns the value
     /// and, for data that does not parse, a warning.
+    ///
+    /// ```
+    /// use contact_sync::model::Normalizer;
+    ///
+    /// let n = Normalizer::new("US").expect("a region");
+    /// let (v, warning) = n.phone("(415) 555-0101");
+    /// assert_eq!(v.map(|v| v.key), Some("+14155550101".to_string()));
+    /// assert!(warning.is_none());
+    /// ```
     pub fn phone(&self, raw: &str) -> (Option<Value>, Option<String>) {
         let trimmed = raw.trim();
         if trimmed.is_empty() {
