@@ -409,3 +409,43 @@ async fn providers_that_reformat_what_we_write_cause_no_second_write() {
     }
     assert_eq!(w.writes(), 0);
 }
+
+#[tokio::test]
+async fn a_mapping_change_that_would_blank_every_name_writes_no_name() {
+    // Even with clears propagating, no provider lets a name be cleared: the rules stop a mass
+    // clear of names before any guard rail is needed, and every blocked clear is reported.
+    let mut w = World::start().await;
+    w.config.policy.propagate_clears = true;
+    people(&w, 25, &[]);
+    w.sync().await;
+    for i in 0..25 {
+        let mut p = person(
+            "",
+            &format!("+1415555{:04}", 5000 + i),
+            &format!("b{i}@example.com"),
+        );
+        p.name = None;
+        w.edit(Chatwoot, i as u64 + 1, &p);
+    }
+    w.clear_requests();
+    let report = w.sync().await;
+    assert_eq!(w.writes(), 0, "{}", report.to_text(false));
+    let not_clearable = report
+        .plan
+        .skipped
+        .iter()
+        .filter(|s| {
+            s.field == contact_sync::model::Field::Name && s.rule.as_str() == "not-clearable"
+        })
+        .count();
+    assert_eq!(
+        not_clearable, 75,
+        "each of Protocol, Callbell and Privy reports every blocked clear"
+    );
+    assert!(w
+        .fleet
+        .sim(Privy)
+        .contacts()
+        .iter()
+        .all(|c| c["first_name"] == "Person"));
+}
