@@ -76,6 +76,8 @@ pub enum Fault {
     Oversized(usize),
     /// Change the store, then handle the request normally.
     Mutate(StoreHook),
+    /// Answer with this status and exactly these bytes (fuzzing the adapters' parsers).
+    Body(u16, Bytes),
 }
 
 impl std::fmt::Debug for Fault {
@@ -91,6 +93,7 @@ impl std::fmt::Debug for Fault {
             Fault::WrongShape => f.write_str("WrongShape"),
             Fault::Oversized(n) => write!(f, "Oversized({n})"),
             Fault::Mutate(_) => f.write_str("Mutate"),
+            Fault::Body(status, b) => write!(f, "Body({status}, {} bytes)", b.len()),
         }
     }
 }
@@ -707,6 +710,10 @@ async fn middleware(State(shared): State<Arc<SimShared>>, req: Request, next: Ne
         Some(Fault::Delay(d)) => {
             tokio::time::sleep(d).await;
             handle(&shared, req, next).await
+        }
+        Some(Fault::Body(status, body)) => {
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+            (status, [("content-type", "application/json")], body).into_response()
         }
         Some(Fault::Mutate(hook)) => {
             hook(&mut shared.store());
