@@ -14,3 +14,4 @@ mod client;
 mod map;
 
 pub use client::CallbellClient;
+pub use map::rules as field_rules;

@@ -14,4 +14,4 @@ mod api;
 mod client;
 mod map;
 
-pub use client::{privy_rules, PrivyClient};
+pub use client::{privy_rules as field_rules, privy_rules, PrivyClient};

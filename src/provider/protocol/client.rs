@@ -116,7 +116,7 @@ impl ProtocolClient {
 /// E.164 (Protocol accepts any format; E.164 is unambiguous). Legacy `PUT` writes display_name
 /// only; the other three are read and matched on but never written. Protocol has no e-mail,
 /// tags, custom fields or external id.
-fn field_rules(mode: UpdateMode) -> FieldRules {
+pub fn field_rules(mode: UpdateMode) -> FieldRules {
     let name = (
         Field::Name,
         FieldRule::writable()

@@ -13,4 +13,5 @@ pub mod api;
 mod client;
 pub mod map;
 
-pub use client::ProtocolClient;
+pub use client::{field_rules, ProtocolClient};
+pub use map::UpdateMode;
