@@ -86,9 +86,29 @@ pub struct Engine {
 impl Engine {
     /// Builds the adapters of a config whose secrets are resolved.
     pub fn new(config: Config) -> Result<Engine, ProviderError> {
+        Self::reusing(config, None)
+    }
+
+    /// Builds the adapters of a reloaded config, keeping the rate budget of every provider whose
+    /// quota settings did not change, so a reload never resets the pacing of a credential.
+    pub fn reusing(config: Config, previous: Option<&Engine>) -> Result<Engine, ProviderError> {
         let mut providers = BTreeMap::new();
         for p in &config.providers {
-            providers.insert(p.kind, Arc::new(AnyProvider::build(p, config.normalizer)?));
+            let kept = previous.and_then(|old| {
+                let same = old.config.provider(p.kind).is_some_and(|o| {
+                    o.rate == p.rate
+                        && o.share == p.share
+                        && o.base_url == p.base_url
+                        && daily_limit(o) == daily_limit(p)
+                });
+                same.then(|| old.providers.get(&p.kind).map(|a| a.budget().clone()))
+                    .flatten()
+            });
+            let adapter = match kept {
+                Some(budget) => AnyProvider::build_with_budget(p, config.normalizer, budget)?,
+                None => AnyProvider::build(p, config.normalizer)?,
+            };
+            providers.insert(p.kind, Arc::new(adapter));
         }
         let rules = RuleBook::new(providers.values().map(|p| p.rules().clone()));
         Ok(Engine {
@@ -468,6 +488,13 @@ impl Engine {
     }
 }
 
+fn daily_limit(p: &crate::config::ProviderConfig) -> Option<u64> {
+    match &p.specific {
+        crate::config::ProviderSpecific::Privy { daily_limit, .. } => *daily_limit,
+        _ => None,
+    }
+}
+
 /// How many values a change removes: a cleared scalar, each dropped tag or custom-field key.
 pub fn clears_in(old: &FieldValue, new: &FieldValue) -> u64 {
     match (old, new) {
@@ -492,3 +519,30 @@ fn counts(r: &RunReport) -> RunCounts {
 
 /// Process-wide run counter for log spans (the state store's run id is logged too).
 static RUN_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> Config {
+        Config::parse(crate::config::EXAMPLE, "config/contact-sync.example.toml")
+            .and_then(Config::resolve_secrets)
+            .expect("the example config is valid")
+    }
+
+    #[test]
+    fn a_reload_keeps_budgets_whose_quota_did_not_change() {
+        let old = Engine::new(example()).expect("engine");
+        let mut changed = example();
+        for p in &mut changed.providers {
+            if p.kind == ProviderKind::Protocol {
+                p.share = 0.5;
+            }
+        }
+        let new = Engine::reusing(changed, Some(&old)).expect("engine");
+        for (kind, adapter) in &new.providers {
+            let same = Arc::ptr_eq(adapter.budget(), old.providers[kind].budget());
+            assert_eq!(same, *kind != ProviderKind::Protocol, "{kind}");
+        }
+    }
+}

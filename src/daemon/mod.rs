@@ -213,7 +213,7 @@ async fn apply_reload(
     tx: &mpsc::Sender<Control>,
 ) {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-    match Engine::new(new.clone()) {
+    match Engine::reusing(new.clone(), Some(engine)) {
         Err(e) => {
             tracing::error!(error = %e, "New config cannot build its providers; keeping the running one.")
         }
