@@ -3,13 +3,13 @@
 //!
 //! `cargo bench --bench planning` (all sizes) or `cargo bench --bench planning -- 10000 100000`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use contact_sync::model::{Contact, Field, Name, Normalizer, ProviderKind};
 use contact_sync::provider::rules::{FieldRule, FieldRules, Format};
-use contact_sync::reconcile::{plan, Memory, Policy, RuleBook};
+use contact_sync::reconcile::{plan, Baseline, Memory, Policy, RuleBook};
 
 fn rules() -> RuleBook {
     use ProviderKind::*;
@@ -169,7 +169,7 @@ fn child(n: usize) {
             Field::ALL
                 .iter()
                 .map(|f| (*f, r.get(*f)))
-                .collect::<BTreeMap<_, _>>(),
+                .collect::<Baseline>(),
         );
     }
     let writes_first = first.updates.len();
