@@ -78,7 +78,16 @@ fn generate(n: usize) -> Vec<Contact> {
     let norm = Normalizer::default();
     let mut out = Vec::with_capacity(n * 4);
     for i in 0..n {
-        let phone = format!("+1{:03}555{:04}", 201 + (i / 10_000) % 700, i % 10_000);
+        // Area codes 201-210 (all valid), then the next exchange: a valid, distinct number for
+        // every person up to 44 million (area codes past 210 include unassigned ones, which
+        // parse as invalid and would link nobody).
+        let block = i / 10_000;
+        let phone = format!(
+            "+1{}{:03}{:04}",
+            201 + block % 10,
+            555 + block / 10,
+            i % 10_000
+        );
         let email = format!("person{i}@example.com");
         for (k, p) in ProviderKind::ALL.into_iter().enumerate() {
             let mut c = Contact::new(p, format!("{}{i}", &p.as_str()[..2]));
