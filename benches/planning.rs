@@ -1,15 +1,16 @@
 //! Planning throughput and memory: match + reconcile for N people × 4 providers, generated
-//! deterministically. Each size runs in a fresh child process so its peak RSS is its own.
+//! deterministically. Each size runs in a fresh child process so its peak RSS is its own: the
+//! input records, the memory of a converged state, the plans and the planner's own buffers.
 //!
 //! `cargo bench --bench planning` (all sizes) or `cargo bench --bench planning -- 10000 100000`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use contact_sync::model::{Contact, Field, Name, Normalizer, ProviderKind};
+use contact_sync::model::{Contact, Field, Name, Normalizer, ProviderKind, RecordId};
 use contact_sync::provider::rules::{FieldRule, FieldRules, Format};
-use contact_sync::reconcile::{plan, Memory, Policy, RuleBook};
+use contact_sync::reconcile::{plan, Baseline, Memory, Policy, RuleBook};
 
 fn rules() -> RuleBook {
     use ProviderKind::*;
@@ -77,7 +78,16 @@ fn generate(n: usize) -> Vec<Contact> {
     let norm = Normalizer::default();
     let mut out = Vec::with_capacity(n * 4);
     for i in 0..n {
-        let phone = format!("+1{:03}555{:04}", 201 + (i / 10_000) % 700, i % 10_000);
+        // Area codes 201-210 (all valid), then the next exchange: a valid, distinct number for
+        // every person up to 44 million (area codes past 210 include unassigned ones, which
+        // parse as invalid and would link nobody).
+        let block = i / 10_000;
+        let phone = format!(
+            "+1{}{:03}{:04}",
+            201 + block % 10,
+            555 + block / 10,
+            i % 10_000
+        );
         let email = format!("person{i}@example.com");
         for (k, p) in ProviderKind::ALL.into_iter().enumerate() {
             let mut c = Contact::new(p, format!("{}{i}", &p.as_str()[..2]));
@@ -122,7 +132,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 /// Runs one size and prints one machine-readable line.
 fn child(n: usize) {
     let base = rss_kib("VmRSS:");
-    let records = generate(n);
+    let mut records = generate(n);
     let input_kib = rss_kib("VmRSS:").saturating_sub(base);
     let policy = Policy::default();
     let rules = rules();
@@ -142,38 +152,43 @@ fn child(n: usize) {
         first = Some(p);
     }
     let first = first.expect("at least one repetition");
-    // The converged state a successful sync leaves: links, agreed values, baselines.
-    let mut memory = Memory::default();
-    let mut synced = records.clone();
-    let index: HashMap<_, _> = synced
+    let writes_first = first.updates.len();
+    // The converged state a successful sync leaves: the records hold what was written (updated
+    // in place: one copy of the input, as a sync holds), and the memory has the links, agreed
+    // values and baselines.
+    let index: HashMap<&RecordId, usize> = records
         .iter()
         .enumerate()
-        .map(|(i, r)| (r.id.clone(), i))
+        .map(|(i, r)| (&r.id, i))
         .collect();
-    for u in &first.updates {
-        let r = &mut synced[index[&u.patch.record]];
+    let targets: Vec<usize> = first
+        .updates
+        .iter()
+        .map(|u| index[&u.patch.record])
+        .collect();
+    drop(index);
+    for (i, u) in targets.into_iter().zip(&first.updates) {
         for c in &u.patch.changes {
-            r.set(c.field, c.new.clone());
+            records[i].set(c.field, c.new.clone());
         }
     }
-    drop(records);
-    for p in &first.people {
-        for r in &p.records {
-            memory.links.insert(r.clone(), p.person.clone());
+    let mut memory = Memory::default();
+    for p in first.people {
+        for r in p.records {
+            memory.links.insert(r, p.person.clone());
         }
-        memory.agreed.insert(p.person.clone(), p.agreed.clone());
+        memory.agreed.insert(p.person, p.agreed);
     }
-    for r in &synced {
+    for r in &records {
         memory.baselines.insert(
             r.id.clone(),
             Field::ALL
                 .iter()
                 .map(|f| (*f, r.get(*f)))
-                .collect::<BTreeMap<_, _>>(),
+                .collect::<Baseline>(),
         );
     }
-    let writes_first = first.updates.len();
-    drop(first);
+    let synced = records;
     let mut steady_times = Vec::new();
     let mut steady_writes = 0;
     for _ in 0..reps {
@@ -212,8 +227,8 @@ fn main() {
         "Planning (match + reconcile), one core, {} people sizes; median of repetitions",
         sizes.len()
     );
-    println!("| people | records | first run: time | records/s | steady state: time | records/s | writes (first / steady) | peak RSS | bytes/record | reps |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| people | records | first run: time | records/s | steady state: time | records/s | writes (first / steady) | peak RSS | bytes/record | of which input | reps |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let exe = std::env::current_exe().expect("own path");
     for n in sizes {
         let out = Command::new(&exe)
@@ -235,9 +250,10 @@ fn main() {
         let records: f64 = f[2].parse().unwrap_or(0.0);
         let t1: f64 = f[3].parse().unwrap_or(0.0);
         let t2: f64 = f[4].parse().unwrap_or(0.0);
+        let input_kib: f64 = f[7].parse().unwrap_or(0.0);
         let peak_kib: f64 = f[8].parse().unwrap_or(0.0);
         println!(
-            "| {n} | {} | {:.3} s | {:.0} | {:.3} s | {:.0} | {} / {} | {:.0} MiB | {:.0} | {} |",
+            "| {n} | {} | {:.3} s | {:.0} | {:.3} s | {:.0} | {} / {} | {:.0} MiB | {:.0} | {:.0} | {} |",
             f[2],
             t1,
             records / t1,
@@ -247,6 +263,7 @@ fn main() {
             f[6],
             peak_kib / 1024.0,
             peak_kib * 1024.0 / records,
+            input_kib * 1024.0 / records,
             f[9]
         );
     }

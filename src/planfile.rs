@@ -8,8 +8,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use crate::model::{Change, Field, FieldValue, Patch, ProviderKind, RecordId};
-use crate::reconcile::{Plan, Reason, Update};
+use crate::model::{Change, Field, Patch, ProviderKind, RecordId};
+use crate::reconcile::{Agreed, Plan, Reason, Update};
 use crate::state::codec::{decode_value, encode_value};
 
 /// The plan file format identifier.
@@ -179,7 +179,7 @@ impl PlanFile {
     }
 
     /// The agreed values recorded in the plan.
-    pub fn agreed(&self) -> BTreeMap<String, BTreeMap<Field, FieldValue>> {
+    pub fn agreed(&self) -> BTreeMap<String, Agreed> {
         self.people
             .iter()
             .map(|(person, fields)| {

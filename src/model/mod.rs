@@ -193,6 +193,36 @@ impl Value {
     }
 }
 
+/// A borrowed view of a scalar [`Value`]: what [`Contact::scalar_ref`] returns, so comparing
+/// values needs no copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ValueRef<'a> {
+    pub raw: &'a str,
+    pub key: &'a str,
+    pub valid: bool,
+}
+
+impl ValueRef<'_> {
+    /// The owned value.
+    pub fn to_value(self) -> Value {
+        Value {
+            raw: self.raw.to_owned(),
+            key: self.key.to_owned(),
+            valid: self.valid,
+        }
+    }
+}
+
+impl<'a> From<&'a Value> for ValueRef<'a> {
+    fn from(v: &'a Value) -> Self {
+        ValueRef {
+            raw: &v.raw,
+            key: &v.key,
+            valid: v.valid,
+        }
+    }
+}
+
 /// A person's name: the display form plus given/family parts.
 ///
 /// Providers that store one display name use `display`; Privy stores the parts. The split rule
@@ -318,6 +348,31 @@ impl Contact {
             Field::Tags => FieldValue::Set(self.tags.clone()),
             Field::CustomFields => FieldValue::Map(self.custom_fields.clone()),
         }
+    }
+
+    /// The value of a scalar field, borrowed: [`Contact::get`] without the copy. `None` for an
+    /// empty value and for the set and map fields.
+    pub fn scalar_ref(&self, field: Field) -> Option<ValueRef<'_>> {
+        let v = match field {
+            Field::Name => {
+                return self
+                    .name
+                    .as_ref()
+                    .filter(|n| !n.display.is_empty())
+                    .map(|n| ValueRef {
+                        raw: &n.display,
+                        key: &n.display,
+                        valid: true,
+                    });
+            }
+            Field::Email => &self.email,
+            Field::Phone => &self.phone,
+            Field::AvatarUrl => &self.avatar_url,
+            Field::Username => &self.username,
+            Field::ExternalId => &self.external_id,
+            Field::Tags | Field::CustomFields => return None,
+        };
+        v.as_ref().map(ValueRef::from)
     }
 
     /// Sets a field from a reconciled value (used to model a write that succeeded).

@@ -5,11 +5,19 @@
 //! holds at most one record per provider: a join that would put two records of one provider into
 //! one person is refused, and the records involved are reported as ambiguous and left alone.
 //!
-//! Linear in the number of records: hash maps from key to holders and a union-find, no pairwise
-//! comparison.
+//! Linear in the number of records: hash tables from key to holders and a union-find, no
+//! pairwise comparison.
+//!
+//! Which join is refused can depend on the order joins are tried in, so refusals follow one
+//! canonical order (phone keys, then e-mail keys, in key order; then links, in record id order).
+//! That order only matters inside a component (the records connected by any key or link) holding
+//! two records of one provider: everywhere else every join succeeds whatever the order. So all
+//! keys and links are first joined in any order, and only the rare components with a
+//! same-provider pair are linked again in the canonical order.
 
 use std::collections::{BTreeMap, HashMap};
 
+use super::index::Distinct;
 use crate::model::{Contact, RecordId};
 
 /// A stable person id, persisted in the state store.
@@ -19,8 +27,18 @@ pub type PersonId = String;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
     pub person: PersonId,
-    /// Indexes into the record slice, sorted by record id.
-    pub members: Vec<usize>,
+    /// Where the group's members are in [`Matching::members`].
+    pub start: u32,
+    pub len: u32,
+}
+
+impl Group {
+    /// The group's members: indexes into the record slice, sorted by record id.
+    pub fn members<'m>(&self, all: &'m [u32]) -> &'m [u32] {
+        let start = self.start as usize;
+        all.get(start..start + self.len as usize)
+            .unwrap_or_default()
+    }
 }
 
 /// Records that could not be linked unambiguously.
@@ -33,17 +51,40 @@ pub struct Ambiguity {
 /// The matcher's result.
 #[derive(Debug, Clone, Default)]
 pub struct Matching {
-    /// Every non-ambiguous record is in exactly one group; sorted by person id.
+    /// Every non-ambiguous record is in exactly one group. In the order of each group's first
+    /// record in the input (so a pass over the groups reads the records roughly in order).
     pub groups: Vec<Group>,
+    /// Indexes into `groups`, sorted by person id (person ids are unique).
+    pub by_person: Vec<u32>,
+    /// The members of every group, each group's contiguous (see [`Group::members`]).
+    pub members: Vec<u32>,
     pub ambiguous: Vec<Ambiguity>,
 }
 
+const NONE: u32 = u32::MAX;
+
+/// Union-find. With `mask`, a join that would put two records of one provider together is
+/// refused.
 struct Dsu {
     parent: Vec<u32>,
     mask: Vec<u8>,
 }
 
 impl Dsu {
+    fn new(n: usize) -> Self {
+        Dsu {
+            parent: (0..n as u32).collect(),
+            mask: Vec::new(),
+        }
+    }
+
+    fn with_masks(records: &[Contact]) -> Self {
+        Dsu {
+            mask: records.iter().map(|r| r.provider().bit()).collect(),
+            ..Dsu::new(records.len())
+        }
+    }
+
     fn find(&mut self, mut x: u32) -> u32 {
         while self.parent[x as usize] != x {
             let p = self.parent[x as usize];
@@ -53,18 +94,21 @@ impl Dsu {
         x
     }
 
-    /// Joins the sets of `a` and `b` unless that would put two records of one provider together.
+    /// Joins the sets of `a` and `b`; `false` when the masks forbid it.
     fn union(&mut self, a: u32, b: u32) -> bool {
         let (ra, rb) = (self.find(a), self.find(b));
         if ra == rb {
             return true;
         }
-        if self.mask[ra as usize] & self.mask[rb as usize] != 0 {
-            return false;
+        if !self.mask.is_empty() {
+            if self.mask[ra as usize] & self.mask[rb as usize] != 0 {
+                return false;
+            }
+            let m = self.mask[rb.max(ra) as usize];
+            self.mask[ra.min(rb) as usize] |= m;
         }
         let (lo, hi) = if ra < rb { (ra, rb) } else { (rb, ra) };
         self.parent[hi as usize] = lo;
-        self.mask[lo as usize] |= self.mask[hi as usize];
         true
     }
 }
@@ -84,84 +128,347 @@ impl Via {
             Via::Link => "a link from an earlier run",
         }
     }
+
+    fn key(self, r: &Contact) -> Option<&str> {
+        match self {
+            Via::Phone => r.phone.as_ref(),
+            Via::Email => r.email.as_ref(),
+            Via::Link => None,
+        }
+        .filter(|v| v.valid)
+        .map(|v| v.key.as_str())
+    }
+}
+
+/// One phone or e-mail key and the records holding it.
+struct Key<'a> {
+    key: &'a str,
+    first: u32,
+    providers: u8,
+    /// Two records of one provider hold it: it links nobody.
+    clash: bool,
+}
+
+/// The keys of one kind (phone or e-mail): which key each record holds.
+struct Keys<'a> {
+    via: Via,
+    keys: Vec<Key<'a>>,
+    /// Per record, its index in `keys` (`NONE`: no valid key).
+    of_record: Vec<u32>,
+}
+
+impl<'a> Keys<'a> {
+    fn collect(records: &'a [Contact], via: Via) -> Self {
+        let mut distinct = Distinct::new();
+        let mut keys: Vec<Key<'a>> = Vec::new();
+        let of_record = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let Some(key) = via.key(r) else {
+                    return NONE;
+                };
+                let bit = r.provider().bit();
+                let k = distinct.number(key);
+                if k as usize == keys.len() {
+                    keys.push(Key {
+                        key,
+                        first: i as u32,
+                        providers: 0,
+                        clash: false,
+                    });
+                }
+                let entry = &mut keys[k as usize];
+                entry.clash |= entry.providers & bit != 0;
+                entry.providers |= bit;
+                k
+            })
+            .collect();
+        Keys {
+            via,
+            keys,
+            of_record,
+        }
+    }
+
+    /// The key record `i` links by, if any.
+    fn linking(&self, i: usize) -> Option<&Key<'a>> {
+        let k = *self.of_record.get(i)?;
+        self.keys.get(k as usize).filter(|k| !k.clash)
+    }
+
+    /// Keys shared by two records of one provider cannot say which of them is the person.
+    fn clashes(&self, records: &[Contact], out: &mut Vec<Ambiguity>) {
+        if !self.keys.iter().any(|k| k.clash) {
+            return;
+        }
+        let mut holders: BTreeMap<u32, Vec<RecordId>> = BTreeMap::new();
+        for (i, &k) in self.of_record.iter().enumerate() {
+            if k != NONE && self.keys[k as usize].clash {
+                holders.entry(k).or_default().push(records[i].id.clone());
+            }
+        }
+        for (k, mut ids) in holders {
+            ids.sort();
+            out.push(Ambiguity {
+                records: ids,
+                reason: format!(
+                    "several records of one provider share the {} {:?}; not linked by it",
+                    self.via.describe(),
+                    self.keys[k as usize].key
+                ),
+            });
+        }
+    }
 }
 
 /// Links `records`; `links` maps records to the person they were linked to in earlier runs.
 pub fn match_records(records: &[Contact], links: &HashMap<RecordId, PersonId>) -> Matching {
-    let n = records.len();
-    // Walk records in id order so the edges, and so which join is refused, never depend on the
-    // order the providers listed them in.
-    let mut order: Vec<u32> = (0..n as u32).collect();
-    order.sort_unstable_by(|a, b| records[*a as usize].id.cmp(&records[*b as usize].id));
-    let mut ambiguous_at: Vec<Option<String>> = vec![None; n];
-    let mut ambiguities = Vec::new();
+    let linked: Vec<Option<&PersonId>> = if links.is_empty() {
+        Vec::new()
+    } else {
+        records.iter().map(|r| links.get(&r.id)).collect()
+    };
+    match_linked(records, &linked)
+}
 
-    // Keys shared by two records of one provider cannot say which of them is the person.
-    let mut edges: Vec<(u32, u32, Via)> = Vec::with_capacity(n * 2);
-    for via in [Via::Phone, Via::Email] {
-        let mut holders: HashMap<&str, Vec<u32>> = HashMap::with_capacity(n);
-        for &i in &order {
-            let r = &records[i as usize];
-            let value = match via {
-                Via::Phone => r.phone.as_ref(),
-                _ => r.email.as_ref(),
-            };
-            if let Some(v) = value.filter(|v| v.valid) {
-                holders.entry(v.key.as_str()).or_default().push(i);
+/// [`match_records`] with each record's earlier person, by record index (empty: none).
+pub(crate) fn match_linked(records: &[Contact], linked: &[Option<&PersonId>]) -> Matching {
+    let n = records.len();
+    let mut ambiguities = Vec::new();
+    let link_of = |i: usize| linked.get(i).copied().flatten();
+
+    // 1. Join every record with the others holding its phone, its e-mail or its person link,
+    //    in any order.
+    let mut dsu = Dsu::new(n);
+    let keys = [Via::Phone, Via::Email].map(|via| Keys::collect(records, via));
+    for k in &keys {
+        k.clashes(records, &mut ambiguities);
+        for i in 0..n {
+            if let Some(key) = k.linking(i) {
+                dsu.union(key.first, i as u32);
             }
         }
-        let mut keys: Vec<_> = holders.into_iter().filter(|(_, h)| h.len() > 1).collect();
-        keys.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        for (key, h) in keys {
-            let mut mask = 0u8;
-            let mut clash = false;
-            for &i in &h {
-                let bit = records[i as usize].provider().bit();
-                clash |= mask & bit != 0;
-                mask |= bit;
+    }
+    if !linked.is_empty() {
+        let mut people = Distinct::new();
+        let mut first: Vec<u32> = Vec::new();
+        for i in 0..n {
+            if let Some(p) = link_of(i) {
+                let k = people.number(p) as usize;
+                if k == first.len() {
+                    first.push(i as u32);
+                }
+                dsu.union(first[k], i as u32);
             }
-            if clash {
-                let mut ids: Vec<RecordId> =
-                    h.iter().map(|&i| records[i as usize].id.clone()).collect();
-                ids.sort();
-                ambiguities.push(Ambiguity {
-                    records: ids,
-                    reason: format!(
-                        "several records of one provider share the {} {key:?}; not linked by it",
-                        via.describe()
-                    ),
-                });
-                continue;
+        }
+    }
+
+    // 2. Components holding two records of one provider are linked again, canonically.
+    const TWICE: u8 = 0x80;
+    let mut providers = vec![0u8; n];
+    let mut any_twice = false;
+    for (i, r) in records.iter().enumerate() {
+        let root = dsu.find(i as u32) as usize;
+        let bit = r.provider().bit();
+        if providers[root] & bit != 0 {
+            providers[root] |= TWICE;
+            any_twice = true;
+        }
+        providers[root] |= bit;
+    }
+    let mut roots: Vec<u32> = (0..n as u32).map(|i| dsu.find(i)).collect();
+    drop(dsu);
+    if any_twice {
+        let contested: Vec<u32> = (0..n as u32)
+            .filter(|&i| providers[roots[i as usize] as usize] & TWICE != 0)
+            .collect();
+        link_canonically(
+            records,
+            &contested,
+            &keys,
+            linked,
+            &mut roots,
+            &mut ambiguities,
+        );
+    }
+    drop(providers);
+    drop(keys);
+
+    // 3. Groups: the members of each root, sorted by record id.
+    let mut group_of = vec![NONE; n];
+    let mut sizes: Vec<u32> = Vec::new();
+    for &root in &roots {
+        if root == NONE {
+            continue;
+        }
+        let g = &mut group_of[root as usize];
+        if *g == NONE {
+            *g = sizes.len() as u32;
+            sizes.push(0);
+        }
+        sizes[*g as usize] += 1;
+    }
+    let mut starts = Vec::with_capacity(sizes.len());
+    let mut total = 0u32;
+    for s in &sizes {
+        starts.push(total);
+        total += s;
+    }
+    let mut fill = starts.clone();
+    let mut members = vec![0u32; total as usize];
+    for (i, &root) in roots.iter().enumerate() {
+        if root == NONE {
+            continue;
+        }
+        let g = group_of[root as usize] as usize;
+        members[fill[g] as usize] = i as u32;
+        fill[g] += 1;
+    }
+    drop((roots, group_of, fill));
+    let mut groups: Vec<Group> = starts
+        .iter()
+        .zip(&sizes)
+        .map(|(&start, &len)| {
+            let slice = &mut members[start as usize..(start + len) as usize];
+            slice.sort_unstable_by(|a, b| records[*a as usize].id.cmp(&records[*b as usize].id));
+            // The smallest persisted person id among the members, else a new id from the
+            // smallest record id: deterministic whatever the input order.
+            let person = slice
+                .iter()
+                .filter_map(|m| link_of(*m as usize))
+                .min()
+                .cloned()
+                .unwrap_or_else(|| new_person_id(&records[slice[0] as usize].id));
+            Group { person, start, len }
+        })
+        .collect();
+    drop((starts, sizes));
+    let first_id = |g: &Group| &records[members[g.start as usize] as usize].id;
+    let mut by_person = sort_by_person(&groups, |a, b| {
+        a.len.cmp(&b.len).then_with(|| first_id(a).cmp(first_id(b)))
+    });
+    // A person id claimed by two groups (a link split by a refused join): the first keeps it.
+    let mut renamed = false;
+    let mut previous: Option<usize> = None;
+    for &g in &by_person {
+        let g = g as usize;
+        if previous.is_some_and(|p| groups[p].person == groups[g].person) {
+            groups[g].person = new_person_id(first_id(&groups[g]));
+            renamed = true;
+        } else {
+            previous = Some(g);
+        }
+    }
+    if renamed {
+        by_person = sort_by_person(&groups, |a, b| first_id(a).cmp(first_id(b)));
+    }
+    ambiguities.sort_by(|a, b| {
+        a.records
+            .cmp(&b.records)
+            .then_with(|| a.reason.cmp(&b.reason))
+    });
+    Matching {
+        groups,
+        by_person,
+        members,
+        ambiguous: ambiguities,
+    }
+}
+
+/// A new person id: `p:` and the record id (its smallest record's, so it does not depend on the
+/// input order).
+fn new_person_id(id: &RecordId) -> PersonId {
+    let provider = id.provider.as_str();
+    let mut s = String::with_capacity(3 + provider.len() + id.native.len());
+    s.push_str("p:");
+    s.push_str(provider);
+    s.push(':');
+    s.push_str(&id.native);
+    s
+}
+
+/// Group indexes sorted by person id, then by `tie`.
+///
+/// Compares mostly eight-byte keys taken after the prefix every person id shares (`p:` and
+/// often more), so the sort rarely reaches the strings themselves.
+fn sort_by_person(
+    groups: &[Group],
+    tie: impl Fn(&Group, &Group) -> std::cmp::Ordering,
+) -> Vec<u32> {
+    let ids = || groups.iter().map(|g| g.person.as_bytes());
+    let shared = match (ids().min(), ids().max()) {
+        (Some(lo), Some(hi)) => lo.iter().zip(hi).take_while(|(a, b)| a == b).count(),
+        _ => 0,
+    };
+    let mut keyed: Vec<(u64, u32)> = groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| {
+            let mut key = [0u8; 8];
+            let rest = g.person.as_bytes().get(shared..).unwrap_or_default();
+            let n = rest.len().min(8);
+            key[..n].copy_from_slice(&rest[..n]);
+            (u64::from_be_bytes(key), i as u32)
+        })
+        .collect();
+    keyed.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0).then_with(|| {
+            let (ga, gb) = (&groups[a.1 as usize], &groups[b.1 as usize]);
+            ga.person.cmp(&gb.person).then_with(|| tie(ga, gb))
+        })
+    });
+    keyed.into_iter().map(|(_, i)| i).collect()
+}
+
+/// Links the `contested` records (whole components that hold two records of one provider) in the
+/// canonical order: phone keys, then e-mail keys, each in key order and each key's holders in
+/// record id order; then links, in record id order. A refused join sets both its records aside
+/// as ambiguous, and linking starts over without them until nothing new is refused. Updates
+/// `roots` of the contested records (`NONE` for ambiguous ones).
+fn link_canonically(
+    records: &[Contact],
+    contested: &[u32],
+    keys: &[Keys<'_>; 2],
+    linked: &[Option<&PersonId>],
+    roots: &mut [u32],
+    ambiguities: &mut Vec<Ambiguity>,
+) {
+    let n = records.len();
+    let mut order = contested.to_vec();
+    order.sort_unstable_by(|a, b| records[*a as usize].id.cmp(&records[*b as usize].id));
+    let mut edges: Vec<(u32, u32, Via)> = Vec::new();
+    for k in keys {
+        let mut holders: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+        for &i in &order {
+            if let Some(key) = k.linking(i as usize) {
+                holders.entry(key.key).or_default().push(i);
             }
+        }
+        for h in holders.values() {
             for w in h.windows(2) {
-                edges.push((w[0], w[1], via));
+                edges.push((w[0], w[1], k.via));
             }
         }
     }
     let mut by_person: HashMap<&str, u32> = HashMap::new();
-    let mut link_edges = Vec::new();
     for &i in &order {
-        if let Some(p) = links.get(&records[i as usize].id) {
+        if let Some(p) = linked.get(i as usize).copied().flatten() {
             match by_person.get(p.as_str()) {
-                Some(&first) => link_edges.push((first, i, Via::Link)),
+                Some(&first) => edges.push((first, i, Via::Link)),
                 None => {
                     by_person.insert(p.as_str(), i);
                 }
             }
         }
     }
-    edges.extend(link_edges);
 
-    // Union, set aside the records a refused join touched, and union again without them until
-    // nothing new is refused.
-    let dsu = loop {
-        let mut dsu = Dsu {
-            parent: (0..n as u32).collect(),
-            mask: records.iter().map(|r| r.provider().bit()).collect(),
-        };
+    let mut ambiguous_at: BTreeMap<u32, String> = BTreeMap::new();
+    let mut dsu = loop {
+        let mut dsu = Dsu::with_masks(records);
         let mut new_ambiguous = false;
         for &(a, b, via) in &edges {
-            if ambiguous_at[a as usize].is_some() || ambiguous_at[b as usize].is_some() {
+            if ambiguous_at.contains_key(&a) || ambiguous_at.contains_key(&b) {
                 continue;
             }
             if !dsu.union(a, b) {
@@ -177,8 +484,8 @@ pub fn match_records(records: &[Contact], links: &HashMap<RecordId, PersonId>) -
                         "same-provider"
                     }
                 );
-                ambiguous_at[a as usize] = Some(reason.clone());
-                ambiguous_at[b as usize] = Some(reason);
+                ambiguous_at.insert(a, reason.clone());
+                ambiguous_at.insert(b, reason);
                 new_ambiguous = true;
             }
         }
@@ -186,16 +493,21 @@ pub fn match_records(records: &[Contact], links: &HashMap<RecordId, PersonId>) -
             break dsu;
         }
     };
-    let mut dsu = dsu;
+    debug_assert!(dsu.parent.len() == n);
+    for &i in contested {
+        roots[i as usize] = if ambiguous_at.contains_key(&i) {
+            NONE
+        } else {
+            dsu.find(i)
+        };
+    }
 
     let mut pending: BTreeMap<String, Vec<RecordId>> = BTreeMap::new();
-    for (i, reason) in ambiguous_at.iter().enumerate() {
-        if let Some(reason) = reason {
-            pending
-                .entry(reason.clone())
-                .or_default()
-                .push(records[i].id.clone());
-        }
+    for (i, reason) in ambiguous_at {
+        pending
+            .entry(reason)
+            .or_default()
+            .push(records[i as usize].id.clone());
     }
     for (reason, mut ids) in pending {
         ids.sort();
@@ -203,53 +515,6 @@ pub fn match_records(records: &[Contact], links: &HashMap<RecordId, PersonId>) -
             records: ids,
             reason,
         });
-    }
-
-    let mut groups_by_root: HashMap<u32, Vec<usize>> = HashMap::with_capacity(n);
-    for (i, amb) in ambiguous_at.iter().enumerate() {
-        if amb.is_none() {
-            let root = dsu.find(i as u32);
-            groups_by_root.entry(root).or_default().push(i);
-        }
-    }
-    let mut groups: Vec<Group> = groups_by_root
-        .into_values()
-        .map(|mut members| {
-            members.sort_unstable_by(|a, b| records[*a].id.cmp(&records[*b].id));
-            // The smallest persisted person id among the members, else a new id from the
-            // smallest record id: deterministic whatever the input order.
-            let person = members
-                .iter()
-                .filter_map(|m| links.get(&records[*m].id))
-                .min()
-                .cloned()
-                .unwrap_or_else(|| format!("p:{}", records[members[0]].id));
-            Group { person, members }
-        })
-        .collect();
-    groups.sort_unstable_by(|a, b| {
-        a.person
-            .cmp(&b.person)
-            .then_with(|| a.members.len().cmp(&b.members.len()))
-    });
-    // A person id claimed by two groups (a link split by a refused join): the first keeps it.
-    let mut previous: Option<PersonId> = None;
-    for g in &mut groups {
-        if previous.as_ref() == Some(&g.person) {
-            g.person = format!("p:{}", records[g.members[0]].id);
-        } else {
-            previous = Some(g.person.clone());
-        }
-    }
-    groups.sort_unstable_by(|a, b| a.person.cmp(&b.person));
-    ambiguities.sort_by(|a, b| {
-        a.records
-            .cmp(&b.records)
-            .then_with(|| a.reason.cmp(&b.reason))
-    });
-    Matching {
-        groups,
-        ambiguous: ambiguities,
     }
 }
 
@@ -266,10 +531,10 @@ mod tests {
         c
     }
 
-    fn ids(records: &[Contact], g: &Group) -> Vec<String> {
-        g.members
+    fn ids(records: &[Contact], m: &Matching, g: &Group) -> Vec<String> {
+        g.members(&m.members)
             .iter()
-            .map(|m| records[*m].id.to_string())
+            .map(|i| records[*i as usize].id.to_string())
             .collect()
     }
 
@@ -284,12 +549,11 @@ mod tests {
         ];
         let m = match_records(&records, &HashMap::new());
         assert_eq!(m.groups.len(), 2);
-        let big = m
-            .groups
-            .iter()
-            .find(|g| g.members.len() == 3)
-            .expect("linked");
-        assert_eq!(ids(&records, big), ["callbell:u", "chatwoot:1", "privy:a"]);
+        let big = m.groups.iter().find(|g| g.len == 3).expect("linked");
+        assert_eq!(
+            ids(&records, &m, big),
+            ["callbell:u", "chatwoot:1", "privy:a"]
+        );
         assert!(m.ambiguous.is_empty());
     }
 
@@ -328,7 +592,10 @@ mod tests {
         assert!(m
             .groups
             .iter()
-            .all(|g| g.members.iter().all(|i| records[*i].id.native != "1")));
+            .all(|g| g
+                .members(&m.members)
+                .iter()
+                .all(|i| records[*i as usize].id.native != "1")));
     }
 
     #[test]

@@ -4,23 +4,32 @@
 //! **Architecture Invariant:** this module performs no I/O, reads no clock and cannot fail on a
 //! network error. [`plan`] is a pure function of its inputs, and its output is sorted, so the
 //! same input always gives the same plan.
+//!
+//! Planning is on the path of every sync and must stay fast at a million people (SPEC section
+//! 6). At that size it is bound by memory latency, so: the memory's maps are joined with the
+//! records in one pass ([`index`]); people are planned in the order their records come in, not
+//! in person id order; the per-person loop compares borrowed values, reuses its buffers, reads
+//! rules and precedence from per-plan tables, and copies a value only into what the plan
+//! outputs.
 
+mod index;
 pub mod matcher;
 pub mod plan;
 pub mod policy;
+mod stored;
 
-use std::cell::RefCell;
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub use matcher::{Ambiguity, PersonId};
 pub use plan::{Conflict, PersonPlan, Plan, Reason, Skip, Update};
 pub use policy::Policy;
+pub use stored::{Agreed, Baseline};
 
-use crate::model::{Change, Contact, Field, FieldValue, Patch, ProviderKind, RecordId, Value};
+use crate::model::{
+    Change, Contact, Field, FieldValue, Patch, ProviderKind, RecordId, Value, ValueRef,
+};
 use crate::provider::rules::{Blocked, FieldRules, Holders, RuleId};
-
-/// A record's values at the end of the last sync, per field.
-pub type Baseline = BTreeMap<Field, FieldValue>;
 
 /// What the state store remembers from earlier runs.
 #[derive(Debug, Clone, Default)]
@@ -30,7 +39,7 @@ pub struct Memory {
     /// Per record: the value of each field when the last sync finished.
     pub baselines: HashMap<RecordId, Baseline>,
     /// Per person: the value of each field the last merge decided.
-    pub agreed: HashMap<PersonId, BTreeMap<Field, FieldValue>>,
+    pub agreed: HashMap<PersonId, Agreed>,
 }
 
 /// The rule tables of the providers being synced.
@@ -51,27 +60,67 @@ impl RuleBook {
     }
 }
 
+const FIELDS: usize = Field::ALL.len();
+const PROVIDERS: usize = ProviderKind::ALL.len();
+
 /// Plans a sync: links `records`, merges every synced field against `memory`, and checks each
 /// resulting write against `rules`.
 pub fn plan(records: &[Contact], memory: &Memory, policy: &Policy, rules: &RuleBook) -> Plan {
-    let matching = matcher::match_records(records, &memory.links);
-    let holders = PlanHolders::new(records, rules);
-    let mut out = Plan {
-        ambiguous: matching.ambiguous,
-        ..Plan::default()
+    let (linked, baselines) = if memory.links.is_empty() && memory.baselines.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        let index = index::RecordIndex::new(records);
+        (index.join(&memory.links), index.join(&memory.baselines))
     };
-    for group in &matching.groups {
-        let members: Vec<&Contact> = group.members.iter().map(|i| &records[*i]).collect();
-        plan_person(
-            &group.person,
-            &members,
-            memory,
-            policy,
-            rules,
-            &holders,
-            &mut out,
-        );
+    let mut matching = matcher::match_linked(records, &linked);
+    drop(linked);
+    let tables = Tables::new(policy, rules);
+    let ambiguous = std::mem::take(&mut matching.ambiguous);
+    let mut rank = vec![0u32; matching.groups.len()];
+    for (r, &g) in matching.by_person.iter().enumerate() {
+        rank[g as usize] = r as u32;
     }
+    let plan_people = |order: &[u32], in_person_order: bool| {
+        let mut planner = Planner {
+            records,
+            baselines: &baselines,
+            tables: &tables,
+            holders: PlanHolders::new(records, rules),
+            scratch: Scratch::default(),
+        };
+        // Looked up together, so the cache misses overlap.
+        let agreed: Vec<Option<&Agreed>> = if memory.agreed.is_empty() {
+            Vec::new()
+        } else {
+            order
+                .iter()
+                .map(|&g| memory.agreed.get(&matching.groups[g as usize].person))
+                .collect()
+        };
+        let mut out = Plan::default();
+        let mut people = Vec::with_capacity(order.len());
+        for (k, &g) in order.iter().enumerate() {
+            let group = &matching.groups[g as usize];
+            let members = group.members(&matching.members);
+            let previous = agreed.get(k).copied().flatten();
+            let person = planner.person(&group.person, previous, members, &mut out);
+            people.push((rank[g as usize], person));
+        }
+        if !in_person_order && planner.holders.contested.get() {
+            return None;
+        }
+        people.sort_unstable_by_key(|(r, _)| *r);
+        out.people = people.into_iter().map(|(_, p)| p).collect();
+        Some(out)
+    };
+    // People are planned in the order their records come in, so memory access follows the
+    // records. Only when two records want one value that must be unique does the order matter
+    // (the first in person order gets it, as always): then planning starts over in that order.
+    let by_record: Vec<u32> = (0..matching.groups.len() as u32).collect();
+    let mut out = plan_people(&by_record, false)
+        .or_else(|| plan_people(&matching.by_person, true))
+        .unwrap_or_default();
+    out.ambiguous = ambiguous;
     out.updates
         .sort_by(|a, b| a.patch.record.cmp(&b.patch.record));
     out.skipped
@@ -81,17 +130,100 @@ pub fn plan(records: &[Contact], memory: &Memory, policy: &Policy, rules: &RuleB
     out
 }
 
+/// The policy and rules as arrays indexed by field and provider, built once per plan.
+struct Tables<'a> {
+    synced: [bool; FIELDS],
+    rules: [Option<&'a FieldRules>; PROVIDERS],
+    /// Whether the provider has the field (and a rule table at all).
+    supports: [[bool; PROVIDERS]; FIELDS],
+    rank: [[usize; PROVIDERS]; FIELDS],
+    propagate_clears: bool,
+}
+
+impl<'a> Tables<'a> {
+    fn new(policy: &Policy, rules: &'a RuleBook) -> Self {
+        let rules = ProviderKind::ALL.map(|p| rules.get(p));
+        Tables {
+            synced: Field::ALL.map(|f| policy.synced.contains(&f)),
+            supports: Field::ALL.map(|f| {
+                ProviderKind::ALL.map(|p| rules[p as usize].is_some_and(|r| r.supports(f)))
+            }),
+            rank: Field::ALL.map(|f| ProviderKind::ALL.map(|p| policy.rank(f, p))),
+            rules,
+            propagate_clears: policy.propagate_clears,
+        }
+    }
+}
+
+/// One record of the person being planned.
+struct Member<'a> {
+    c: &'a Contact,
+    provider: usize,
+    /// The encoded baseline of each field (`None`: no baseline for it).
+    base: [Option<&'a [u8]>; FIELDS],
+}
+
+/// Buffers reused from person to person.
+#[derive(Default)]
+struct Scratch<'a> {
+    members: Vec<Member<'a>>,
+    slots: Vec<Slot<'a>>,
+    /// Current scalar value of each member, for the field being merged.
+    cur: Vec<Option<ValueRef<'a>>>,
+    /// Tags or custom-field keys being merged, and the agreed elements.
+    universe: Vec<&'a str>,
+    agreed_set: Vec<&'a str>,
+    agreed_map: Vec<(&'a str, &'a str)>,
+    decided: Vec<(Field, Decided<'a>)>,
+    changes: Vec<(usize, Change, Reason)>,
+}
+
+/// A field's agreed value: exactly the one remembered, or a new one.
+enum Decided<'a> {
+    Same(&'a FieldValue),
+    New(FieldValue),
+}
+
+impl Decided<'_> {
+    fn value(&self) -> &FieldValue {
+        match self {
+            Decided::Same(v) => v,
+            Decided::New(v) => v,
+        }
+    }
+}
+
+/// A field's agreed value before it is copied: borrowed from a member or from memory.
+#[derive(Clone, Copy)]
+enum AgreedRef<'a> {
+    Scalar(Option<ValueRef<'a>>),
+    /// In `Scratch::agreed_set`.
+    Set,
+    /// In `Scratch::agreed_map`.
+    Map,
+}
+
+struct Planner<'a, 'p> {
+    records: &'a [Contact],
+    /// Each record's baseline, by record index (empty: none at all).
+    baselines: &'p [Option<&'a Baseline>],
+    tables: &'p Tables<'a>,
+    holders: PlanHolders<'a>,
+    scratch: Scratch<'a>,
+}
+
 /// One slot of the three-way merge: a record's current and baseline value of one field (or of
 /// one tag or custom-field key), by comparison key.
 #[derive(Clone, Copy)]
 struct Slot<'v> {
     rank: usize,
     member: usize,
-    cur: Option<&'v str>,
+    cur: Option<&'v [u8]>,
     /// `None`: no baseline (first run, or newly linked record).
-    base: Option<Option<&'v str>>,
+    base: Option<Option<&'v [u8]>>,
 }
 
+/// Whose value a merge chose. `Agreed`: the remembered agreed value (which may be empty).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Why {
     Changed(usize),
@@ -102,13 +234,10 @@ enum Why {
 
 /// SPEC section 2: one changer wins; disagreeing changers go by precedence (a conflict); no
 /// changer keeps the agreed value; no agreed value takes the first non-empty value in precedence
-/// order (newly linked records also fill an empty agreed value).
-fn decide<'v>(
-    slots: &[Slot<'v>],
-    agreed: Option<Option<&'v str>>,
-    removal_counts: bool,
-) -> (Option<&'v str>, Why) {
-    let mut best: Option<&Slot<'v>> = None;
+/// order (newly linked records also fill an empty agreed value). `agreed`: whether a value was
+/// agreed before (`None`: nothing was decided for the field yet).
+fn decide(slots: &[Slot<'_>], agreed: Option<bool>, removal_counts: bool) -> Why {
+    let mut best: Option<&Slot<'_>> = None;
     let mut disagree = false;
     for s in slots {
         let Some(base) = s.base else { continue };
@@ -126,142 +255,249 @@ fn decide<'v>(
         }
     }
     if let Some(b) = best {
-        return (
-            b.cur,
-            if disagree {
-                Why::Conflict(b.member)
-            } else {
-                Why::Changed(b.member)
-            },
-        );
+        return if disagree {
+            Why::Conflict(b.member)
+        } else {
+            Why::Changed(b.member)
+        };
     }
     let first = |only_new: bool| {
         slots
             .iter()
             .filter(|s| s.cur.is_some() && (!only_new || s.base.is_none()))
             .min_by_key(|s| s.rank)
-            .map(|s| (s.cur, Why::First(s.member)))
+            .map(|s| Why::First(s.member))
     };
     match agreed {
-        Some(Some(a)) => (Some(a), Why::Agreed),
-        Some(None) => first(true).unwrap_or((None, Why::Agreed)),
-        None => first(false).unwrap_or((None, Why::Agreed)),
+        Some(true) => Why::Agreed,
+        Some(false) => first(true).unwrap_or(Why::Agreed),
+        None => first(false).unwrap_or(Why::Agreed),
     }
 }
 
-fn conflict_candidates(
-    slots: &[Slot<'_>],
-    members: &[&Contact],
-    removal_counts: bool,
-) -> Vec<(RecordId, String)> {
+/// The changers of a conflict: members whose value differs from their baseline.
+fn changers<'s>(slots: &'s [Slot<'_>], removal_counts: bool) -> impl Iterator<Item = &'s Slot<'s>> {
     slots
         .iter()
-        .filter(|s| s.base.is_some_and(|b| b != s.cur) && (s.cur.is_some() || removal_counts))
-        .map(|s| {
-            (
-                members[s.member].id.clone(),
-                s.cur.map_or_else(|| "(removed)".to_owned(), str::to_owned),
-            )
-        })
-        .collect()
+        .filter(move |s| s.base.is_some_and(|b| b != s.cur) && (s.cur.is_some() || removal_counts))
 }
 
-struct Ctx<'a> {
-    person: &'a PersonId,
-    members: &'a [&'a Contact],
-    baselines: Vec<Option<&'a Baseline>>,
-    ranks: Vec<usize>,
-    supports: Vec<bool>,
+const PRESENT: Option<&[u8]> = Some(b"");
+
+/// String equality that does not read the text when both are the same string (as when the
+/// merge kept the remembered value).
+fn same_str(a: &str, b: &str) -> bool {
+    std::ptr::eq(a, b) || a == b
 }
 
-fn plan_person(
-    person: &PersonId,
-    members: &[&Contact],
-    memory: &Memory,
-    policy: &Policy,
-    rules: &RuleBook,
-    holders: &PlanHolders,
-    out: &mut Plan,
-) {
-    let previous = memory.agreed.get(person);
-    let mut agreed_out = BTreeMap::new();
-    let mut changes: Vec<Vec<(Change, Reason)>> = vec![Vec::new(); members.len()];
-    let baselines: Vec<Option<&Baseline>> = members
-        .iter()
-        .map(|m| memory.baselines.get(&m.id))
-        .collect();
+fn same_value(a: ValueRef<'_>, b: &Value) -> bool {
+    a.valid == b.valid && same_str(a.key, &b.key) && same_str(a.raw, &b.raw)
+}
 
-    for field in Field::ALL {
-        if !policy.synced.contains(&field) {
-            continue;
-        }
-        let supports: Vec<bool> = members
+fn set_eq(set: &BTreeSet<String>, items: &[&str]) -> bool {
+    set.len() == items.len() && set.iter().zip(items).all(|(a, b)| same_str(a, b))
+}
+
+fn map_eq(map: &BTreeMap<String, String>, items: &[(&str, &str)]) -> bool {
+    map.len() == items.len()
+        && map
             .iter()
-            .map(|m| rules.get(m.provider()).is_some_and(|r| r.supports(field)))
-            .collect();
-        if !supports.iter().any(|s| *s) {
-            continue;
-        }
-        let ranks = members
-            .iter()
-            .map(|m| policy.rank(field, m.provider()))
-            .collect();
-        let ctx = Ctx {
-            person,
-            members,
-            baselines: baselines.clone(),
-            ranks,
-            supports,
-        };
-        let agreed_prev = previous.and_then(|a| a.get(&field));
-        let (agreed, reason_for) = match field {
-            Field::Tags => merge_set(&ctx, agreed_prev, out),
-            Field::CustomFields => merge_map(&ctx, agreed_prev, out),
-            _ => merge_scalar(&ctx, field, agreed_prev, policy.propagate_clears, out),
-        };
-        for (i, m) in members.iter().enumerate() {
-            if !ctx.supports[i] {
+            .zip(items)
+            .all(|((k, v), (ik, iv))| same_str(k, ik) && same_str(v, iv))
+}
+
+impl<'a> Planner<'a, '_> {
+    /// Plans one person: the writes, skips and conflicts go to `out`.
+    fn person(
+        &mut self,
+        person: &PersonId,
+        previous: Option<&'a Agreed>,
+        ids: &[u32],
+        out: &mut Plan,
+    ) -> PersonPlan {
+        let mut s = std::mem::take(&mut self.scratch);
+        s.members.clear();
+        s.members.extend(ids.iter().map(|&i| {
+            let c = &self.records[i as usize];
+            Member {
+                c,
+                provider: c.provider() as usize,
+                base: self
+                    .baselines
+                    .get(i as usize)
+                    .copied()
+                    .flatten()
+                    .map_or([None; FIELDS], Baseline::parts),
+            }
+        }));
+        s.decided.clear();
+        s.changes.clear();
+
+        for field in Field::ALL {
+            let f = field as usize;
+            if !self.tables.synced[f] {
                 continue;
             }
-            let Some(r) = rules.get(m.provider()) else {
+            if !s
+                .members
+                .iter()
+                .any(|m| self.tables.supports[f][m.provider])
+            {
+                continue;
+            }
+            let prev = previous.and_then(|a| a.get(&field));
+            let (agreed, why) = match field {
+                Field::Tags => self.merge_set(person, prev, &mut s, out),
+                Field::CustomFields => self.merge_map(person, prev, &mut s, out),
+                _ => self.merge_scalar(person, field, prev, &mut s, out),
+            };
+            let decided = match (agreed, prev) {
+                (AgreedRef::Scalar(a), Some(p @ FieldValue::Scalar(pv)))
+                    if match (a, pv) {
+                        (None, None) => true,
+                        (Some(a), Some(pv)) => same_value(a, pv),
+                        _ => false,
+                    } =>
+                {
+                    Decided::Same(p)
+                }
+                (AgreedRef::Set, Some(p @ FieldValue::Set(ps))) if set_eq(ps, &s.agreed_set) => {
+                    Decided::Same(p)
+                }
+                (AgreedRef::Map, Some(p @ FieldValue::Map(pm))) if map_eq(pm, &s.agreed_map) => {
+                    Decided::Same(p)
+                }
+                (AgreedRef::Scalar(a), _) => {
+                    Decided::New(FieldValue::Scalar(a.map(ValueRef::to_value)))
+                }
+                (AgreedRef::Set, _) => Decided::New(FieldValue::Set(
+                    s.agreed_set.iter().map(|t| (*t).to_owned()).collect(),
+                )),
+                (AgreedRef::Map, _) => Decided::New(FieldValue::Map(
+                    s.agreed_map
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                )),
+            };
+            self.writes(person, field, agreed, &decided, why, &mut s, out);
+            s.decided.push((field, decided));
+        }
+
+        if !s.changes.is_empty() {
+            s.changes.sort_by_key(|(member, _, _)| *member);
+            let mut changes = s.changes.drain(..).peekable();
+            while let Some((member, change, reason)) = changes.next() {
+                let m = s.members[member].c;
+                let mut list = vec![change];
+                let mut reasons = vec![reason];
+                while let Some((_, change, reason)) = changes.next_if(|c| c.0 == member) {
+                    list.push(change);
+                    reasons.push(reason);
+                }
+                out.updates.push(Update {
+                    person: person.clone(),
+                    patch: Patch {
+                        record: m.id.clone(),
+                        update_ref: m.update_ref.clone().unwrap_or_default(),
+                        changes: list,
+                    },
+                    reasons,
+                });
+            }
+        }
+        let unchanged = previous.filter(|p| {
+            p.len() == s.decided.len()
+                && s.decided.iter().all(|(_, d)| matches!(d, Decided::Same(_)))
+        });
+        let agreed = match unchanged {
+            Some(p) => p.clone(),
+            None => Agreed::from_sorted(s.decided.drain(..).map(|(f, d)| {
+                (
+                    f,
+                    match d {
+                        Decided::Same(v) => v.clone(),
+                        Decided::New(v) => v,
+                    },
+                )
+            })),
+        };
+        let plan = PersonPlan {
+            person: person.clone(),
+            records: s.members.iter().map(|m| m.c.id.clone()).collect(),
+            agreed,
+        };
+        self.scratch = s;
+        plan
+    }
+
+    /// Plans the writes of one field: every member whose value differs from the agreed one gets
+    /// it, where its rules allow.
+    #[allow(clippy::too_many_arguments)]
+    fn writes(
+        &self,
+        person: &PersonId,
+        field: Field,
+        agreed: AgreedRef<'a>,
+        decided: &Decided<'a>,
+        why: Why,
+        s: &mut Scratch<'a>,
+        out: &mut Plan,
+    ) {
+        let t = &self.tables;
+        let f = field as usize;
+        let wanted = decided.value();
+        for (i, m) in s.members.iter().enumerate() {
+            if !t.supports[f][m.provider] {
+                continue;
+            }
+            let Some(r) = t.rules[m.provider] else {
                 continue;
             };
-            let current = m.get(field);
-            if let FieldValue::Scalar(Some(v)) = &current {
-                if !v.valid {
-                    if !current.same_as(&agreed) {
-                        out.skipped.push(Skip {
-                            person: person.clone(),
-                            record: m.id.clone(),
-                            field,
-                            current: current.clone(),
-                            wanted: agreed.clone(),
-                            rule: RuleId::InvalidFormat,
-                            detail: format!(
-                                "{} holds {:?}, which does not parse; left for a person to fix",
-                                m.id, v.raw
-                            ),
-                        });
+            let same = match agreed {
+                AgreedRef::Scalar(a) => {
+                    let cur = s.cur[i];
+                    let same = cur.map(|v| v.key) == a.map(|v| v.key);
+                    if let Some(v) = cur.filter(|v| !v.valid) {
+                        if !same {
+                            out.skipped.push(Skip {
+                                person: person.clone(),
+                                record: m.c.id.clone(),
+                                field,
+                                current: m.c.get(field),
+                                wanted: wanted.clone(),
+                                rule: RuleId::InvalidFormat,
+                                detail: format!(
+                                    "{} holds {:?}, which does not parse; left for a person to fix",
+                                    m.c.id, v.raw
+                                ),
+                            });
+                        }
+                        continue;
                     }
-                    continue;
+                    same
                 }
-            }
-            if current.same_as(&agreed) {
+                AgreedRef::Set => set_eq(&m.c.tags, &s.agreed_set),
+                AgreedRef::Map => map_eq(&m.c.custom_fields, &s.agreed_map),
+            };
+            if same {
                 continue;
             }
-            if field.is_scalar() && agreed.is_empty() && !policy.propagate_clears {
+            if field.is_scalar() && wanted.is_empty() && !t.propagate_clears {
                 continue;
             }
-            if m.update_ref.is_none() {
+            let current = m.c.get(field);
+            if m.c.update_ref.is_none() {
                 if r.can_write(field) {
                     out.skipped.push(Skip {
                         person: person.clone(),
-                        record: m.id.clone(),
+                        record: m.c.id.clone(),
                         field,
                         current,
-                        wanted: agreed.clone(),
+                        wanted: wanted.clone(),
                         rule: RuleId::RecordNotWritable,
                         detail: m
+                            .c
                             .write_blocked
                             .clone()
                             .unwrap_or_else(|| "the provider cannot address this record".into()),
@@ -269,14 +505,14 @@ fn plan_person(
                 }
                 continue;
             }
-            let admission = r.admit(&m.id, field, &current, &agreed, holders);
+            let admission = r.admit(&m.c.id, field, &current, wanted, &self.holders);
             for Blocked { rule, detail } in admission.blocked {
                 out.skipped.push(Skip {
                     person: person.clone(),
-                    record: m.id.clone(),
+                    record: m.c.id.clone(),
                     field,
                     current: current.clone(),
-                    wanted: agreed.clone(),
+                    wanted: wanted.clone(),
                     rule,
                     detail,
                 });
@@ -284,299 +520,291 @@ fn plan_person(
             if let Some(new) = admission.write {
                 if r.rule(field).unique_per_account {
                     if let FieldValue::Scalar(Some(v)) = &new {
-                        holders.claim(m.provider(), field, &v.key, &m.id);
+                        self.holders.claim(m.c.provider(), field, &v.key, &m.c.id);
                     }
                 }
-                changes[i].push((
+                let reason = match (field.is_scalar(), why) {
+                    (false, _) => Reason::Merged,
+                    (true, Why::Changed(w)) => Reason::Changed {
+                        by: s.members[w].c.id.clone(),
+                    },
+                    (true, Why::Conflict(w)) => Reason::Conflict {
+                        winner: s.members[w].c.id.clone(),
+                    },
+                    (true, Why::First(w)) => Reason::FirstValue {
+                        from: s.members[w].c.id.clone(),
+                    },
+                    (true, Why::Agreed) => Reason::Agreed,
+                };
+                s.changes.push((
+                    i,
                     Change {
                         field,
                         old: current,
                         new,
                     },
-                    reason_for(i),
+                    reason,
                 ));
             }
         }
-        agreed_out.insert(field, agreed);
     }
 
-    for (i, list) in changes.into_iter().enumerate() {
-        if list.is_empty() {
-            continue;
-        }
-        let m = members[i];
-        let (changes, reasons): (Vec<_>, Vec<_>) = list.into_iter().unzip();
-        out.updates.push(Update {
-            person: person.clone(),
-            patch: Patch {
-                record: m.id.clone(),
-                update_ref: m.update_ref.clone().unwrap_or_default(),
-                changes,
-            },
-            reasons,
-        });
-    }
-    out.people.push(PersonPlan {
-        person: person.clone(),
-        records: members.iter().map(|m| m.id.clone()).collect(),
-        agreed: agreed_out,
-    });
-}
-
-type ReasonFor<'a> = Box<dyn Fn(usize) -> Reason + 'a>;
-
-fn merge_scalar<'a>(
-    ctx: &Ctx<'a>,
-    field: Field,
-    agreed_prev: Option<&'a FieldValue>,
-    propagate_clears: bool,
-    out: &mut Plan,
-) -> (FieldValue, ReasonFor<'a>) {
-    let values: Vec<Option<Value>> = ctx
-        .members
-        .iter()
-        .map(|m| match m.get(field) {
-            FieldValue::Scalar(v) => v,
-            _ => None,
-        })
-        .collect();
-    let base_values: Vec<Option<Option<&Value>>> = ctx
-        .baselines
-        .iter()
-        .map(|b| {
-            // A baseline without this field (it was not synced then) is no baseline for it.
-            b.and_then(|b| match b.get(&field) {
-                Some(FieldValue::Scalar(v)) => Some(v.as_ref()),
-                _ => None,
-            })
-        })
-        .collect();
-    let slots: Vec<Slot<'_>> = (0..ctx.members.len())
-        .filter(|i| ctx.supports[*i] && values[*i].as_ref().is_none_or(|v| v.valid))
-        .map(|i| Slot {
-            rank: ctx.ranks[i],
-            member: i,
-            cur: values[i].as_ref().map(|v| v.key.as_str()),
-            base: base_values[i].map(|b| b.map(|v| v.key.as_str())),
-        })
-        .collect();
-    let prev_value = match agreed_prev {
-        Some(FieldValue::Scalar(v)) => Some(v.as_ref()),
-        _ => None,
-    };
-    let (_, why) = decide(
-        &slots,
-        prev_value.map(|v| v.map(|v| v.key.as_str())),
-        propagate_clears,
-    );
-    let agreed = match why {
-        Why::Changed(i) | Why::Conflict(i) | Why::First(i) => values[i].clone(),
-        Why::Agreed => prev_value.flatten().cloned(),
-    };
-    if let Why::Conflict(winner) = why {
-        out.conflicts.push(Conflict {
-            person: ctx.person.clone(),
-            field,
-            key: None,
-            candidates: conflict_candidates(&slots, ctx.members, propagate_clears)
-                .into_iter()
-                .map(|(id, _)| {
-                    let shown = values[ctx.members.iter().position(|m| m.id == id).unwrap_or(0)]
-                        .as_ref()
-                        .map_or_else(|| "(cleared)".to_owned(), |v| v.raw.clone());
-                    (id, shown)
-                })
-                .collect(),
-            winner: ctx.members[winner].id.clone(),
-        });
-    }
-    let members = ctx.members;
-    let reason: Reason = match why {
-        Why::Changed(i) => Reason::Changed {
-            by: members[i].id.clone(),
-        },
-        Why::Conflict(i) => Reason::Conflict {
-            winner: members[i].id.clone(),
-        },
-        Why::First(i) => Reason::FirstValue {
-            from: members[i].id.clone(),
-        },
-        Why::Agreed => Reason::Agreed,
-    };
-    (
-        FieldValue::Scalar(agreed),
-        Box::new(move |_| reason.clone()),
-    )
-}
-
-fn merge_set<'a>(
-    ctx: &Ctx<'a>,
-    agreed_prev: Option<&'a FieldValue>,
-    out: &mut Plan,
-) -> (FieldValue, ReasonFor<'a>) {
-    let cur: Vec<Option<&BTreeSet<String>>> = ctx
-        .members
-        .iter()
-        .enumerate()
-        .map(|(i, m)| ctx.supports[i].then_some(&m.tags))
-        .collect();
-    let base: Vec<Option<Option<&BTreeSet<String>>>> = ctx
-        .baselines
-        .iter()
-        .map(|b| {
-            b.and_then(|b| match b.get(&Field::Tags) {
-                Some(FieldValue::Set(s)) => Some(Some(s)),
-                _ => None,
-            })
-        })
-        .collect();
-    let prev = match agreed_prev {
-        Some(FieldValue::Set(s)) => Some(s),
-        _ => None,
-    };
-    let mut universe: BTreeSet<&str> = BTreeSet::new();
-    universe.extend(prev.into_iter().flatten().map(String::as_str));
-    for i in 0..ctx.members.len() {
-        universe.extend(cur[i].into_iter().flatten().map(String::as_str));
-        universe.extend(base[i].flatten().into_iter().flatten().map(String::as_str));
-    }
-    let present = |set: Option<&BTreeSet<String>>, tag: &str| {
-        set.is_some_and(|s| s.contains(tag)).then_some("")
-    };
-    let mut agreed = BTreeSet::new();
-    for tag in universe {
-        let slots: Vec<Slot<'_>> = (0..ctx.members.len())
-            .filter(|i| ctx.supports[*i])
-            .map(|i| Slot {
-                rank: ctx.ranks[i],
-                member: i,
-                cur: present(cur[i], tag),
-                base: base[i].map(|b| present(b, tag)),
-            })
-            .collect();
-        let (value, why) = decide(&slots, prev.map(|p| present(Some(p), tag)), true);
-        if let Why::Conflict(winner) = why {
-            out.conflicts.push(Conflict {
-                person: ctx.person.clone(),
-                field: Field::Tags,
-                key: Some(tag.to_owned()),
-                candidates: conflict_candidates(&slots, ctx.members, true)
-                    .into_iter()
-                    .map(|(id, v)| (id, if v.is_empty() { "(added)".into() } else { v }))
-                    .collect(),
-                winner: ctx.members[winner].id.clone(),
-            });
-        }
-        if value.is_some() {
-            agreed.insert(tag.to_owned());
-        }
-    }
-    (FieldValue::Set(agreed), Box::new(|_| Reason::Merged))
-}
-
-fn merge_map<'a>(
-    ctx: &Ctx<'a>,
-    agreed_prev: Option<&'a FieldValue>,
-    out: &mut Plan,
-) -> (FieldValue, ReasonFor<'a>) {
-    let cur: Vec<Option<&BTreeMap<String, String>>> = ctx
-        .members
-        .iter()
-        .enumerate()
-        .map(|(i, m)| ctx.supports[i].then_some(&m.custom_fields))
-        .collect();
-    let base: Vec<Option<Option<&BTreeMap<String, String>>>> = ctx
-        .baselines
-        .iter()
-        .map(|b| {
-            b.and_then(|b| match b.get(&Field::CustomFields) {
-                Some(FieldValue::Map(m)) => Some(Some(m)),
-                _ => None,
-            })
-        })
-        .collect();
-    let prev = match agreed_prev {
-        Some(FieldValue::Map(m)) => Some(m),
-        _ => None,
-    };
-    let mut keys: BTreeSet<&str> = BTreeSet::new();
-    keys.extend(prev.into_iter().flat_map(|m| m.keys()).map(String::as_str));
-    for i in 0..ctx.members.len() {
-        keys.extend(
-            cur[i]
-                .into_iter()
-                .flat_map(|m| m.keys())
-                .map(String::as_str),
-        );
-        keys.extend(
-            base[i]
-                .flatten()
-                .into_iter()
-                .flat_map(|m| m.keys())
-                .map(String::as_str),
-        );
-    }
-    let get = |map: Option<&'a BTreeMap<String, String>>, key: &str| {
-        map.and_then(|m| m.get(key)).map(String::as_str)
-    };
-    let mut agreed = BTreeMap::new();
-    for key in keys {
-        let slots: Vec<Slot<'_>> = (0..ctx.members.len())
-            .filter(|i| ctx.supports[*i])
-            .map(|i| Slot {
-                rank: ctx.ranks[i],
-                member: i,
-                cur: get(cur[i], key),
-                base: base[i].map(|b| get(b, key)),
-            })
-            .collect();
-        let (value, why) = decide(&slots, prev.map(|p| get(Some(p), key)), true);
-        if let Why::Conflict(winner) = why {
-            out.conflicts.push(Conflict {
-                person: ctx.person.clone(),
-                field: Field::CustomFields,
-                key: Some(key.to_owned()),
-                candidates: conflict_candidates(&slots, ctx.members, true),
-                winner: ctx.members[winner].id.clone(),
-            });
-        }
-        if let Some(v) = value {
-            agreed.insert(key.to_owned(), v.to_owned());
-        }
-    }
-    (FieldValue::Map(agreed), Box::new(|_| Reason::Merged))
-}
-
-/// Who holds each value of the fields some provider requires to be unique, plus the values
-/// this plan already gives to a record.
-struct PlanHolders {
-    listed: HashMap<(ProviderKind, Field, String), Vec<RecordId>>,
-    planned: RefCell<HashMap<(ProviderKind, Field, String), RecordId>>,
-}
-
-impl PlanHolders {
-    fn new(records: &[Contact], rules: &RuleBook) -> Self {
-        let mut listed: HashMap<(ProviderKind, Field, String), Vec<RecordId>> = HashMap::new();
-        for r in records {
-            let Some(table) = rules.get(r.provider()) else {
+    fn merge_scalar(
+        &self,
+        person: &PersonId,
+        field: Field,
+        prev: Option<&'a FieldValue>,
+        s: &mut Scratch<'a>,
+        out: &mut Plan,
+    ) -> (AgreedRef<'a>, Why) {
+        let t = &self.tables;
+        let f = field as usize;
+        s.cur.clear();
+        s.slots.clear();
+        for (i, m) in s.members.iter().enumerate() {
+            let cur = m.c.scalar_ref(field);
+            s.cur.push(cur);
+            if !t.supports[f][m.provider] || cur.is_some_and(|v| !v.valid) {
                 continue;
-            };
-            for field in Field::SCALARS {
-                if !table.rule(field).unique_per_account {
-                    continue;
-                }
-                if let FieldValue::Scalar(Some(v)) = r.get(field) {
-                    listed
-                        .entry((r.provider(), field, v.key))
-                        .or_default()
-                        .push(r.id.clone());
-                }
+            }
+            s.slots.push(Slot {
+                rank: t.rank[f][m.provider],
+                member: i,
+                cur: cur.map(|v| v.key.as_bytes()),
+                base: m.base[f].map(stored::scalar_key),
+            });
+        }
+        let prev: Option<Option<&Value>> = match prev {
+            Some(FieldValue::Scalar(v)) => Some(v.as_ref()),
+            _ => None,
+        };
+        let why = decide(&s.slots, prev.map(|v| v.is_some()), t.propagate_clears);
+        let agreed = match why {
+            Why::Changed(i) | Why::Conflict(i) | Why::First(i) => s.cur[i],
+            Why::Agreed => prev.flatten().map(ValueRef::from),
+        };
+        if let Why::Conflict(winner) = why {
+            out.conflicts.push(Conflict {
+                person: person.clone(),
+                field,
+                key: None,
+                candidates: changers(&s.slots, t.propagate_clears)
+                    .map(|c| {
+                        (
+                            s.members[c.member].c.id.clone(),
+                            s.cur[c.member]
+                                .map_or_else(|| "(cleared)".to_owned(), |v| v.raw.to_owned()),
+                        )
+                    })
+                    .collect(),
+                winner: s.members[winner].c.id.clone(),
+            });
+        }
+        (AgreedRef::Scalar(agreed), why)
+    }
+
+    fn merge_set(
+        &self,
+        person: &PersonId,
+        prev: Option<&'a FieldValue>,
+        s: &mut Scratch<'a>,
+        out: &mut Plan,
+    ) -> (AgreedRef<'a>, Why) {
+        let t = &self.tables;
+        let f = Field::Tags as usize;
+        let prev = match prev {
+            Some(FieldValue::Set(p)) => Some(p),
+            _ => None,
+        };
+        // Every tag agreed before or held now. (A tag only some baseline holds would merge to
+        // "absent" without a conflict, so it needs no look.)
+        s.universe.clear();
+        s.universe
+            .extend(prev.into_iter().flatten().map(String::as_str));
+        for m in &s.members {
+            if t.supports[f][m.provider] {
+                s.universe.extend(m.c.tags.iter().map(String::as_str));
             }
         }
-        PlanHolders {
-            listed,
-            planned: RefCell::new(HashMap::new()),
+        // Stable, so of equal elements the remembered one (listed first) is kept.
+        s.universe.sort();
+        s.universe.dedup();
+        s.agreed_set.clear();
+        for &tag in &s.universe {
+            s.slots.clear();
+            for (i, m) in s.members.iter().enumerate() {
+                if !t.supports[f][m.provider] {
+                    continue;
+                }
+                s.slots.push(Slot {
+                    rank: t.rank[f][m.provider],
+                    member: i,
+                    cur: m.c.tags.contains(tag).then_some(b"".as_slice()),
+                    base: m.base[f].map(|part| {
+                        stored::Items::new(part)
+                            .is_some_and(|items| items.contains(tag.as_bytes()))
+                            .then_some(b"".as_slice())
+                    }),
+                });
+            }
+            let why = decide(&s.slots, prev.map(|p| p.contains(tag)), true);
+            let present = match why {
+                Why::Changed(i) | Why::Conflict(i) => s.members[i].c.tags.contains(tag),
+                Why::First(_) => true,
+                Why::Agreed => prev.is_some_and(|p| p.contains(tag)),
+            };
+            if let Why::Conflict(winner) = why {
+                out.conflicts.push(Conflict {
+                    person: person.clone(),
+                    field: Field::Tags,
+                    key: Some(tag.to_owned()),
+                    candidates: changers(&s.slots, true)
+                        .map(|c| {
+                            let shown = if c.cur == PRESENT {
+                                "(added)"
+                            } else {
+                                "(removed)"
+                            };
+                            (s.members[c.member].c.id.clone(), shown.to_owned())
+                        })
+                        .collect(),
+                    winner: s.members[winner].c.id.clone(),
+                });
+            }
+            if present {
+                s.agreed_set.push(tag);
+            }
         }
+        (AgreedRef::Set, Why::Agreed)
+    }
+
+    fn merge_map(
+        &self,
+        person: &PersonId,
+        prev: Option<&'a FieldValue>,
+        s: &mut Scratch<'a>,
+        out: &mut Plan,
+    ) -> (AgreedRef<'a>, Why) {
+        let t = &self.tables;
+        let f = Field::CustomFields as usize;
+        let prev = match prev {
+            Some(FieldValue::Map(p)) => Some(p),
+            _ => None,
+        };
+        // Every key agreed before or held now (see `merge_set`).
+        s.universe.clear();
+        s.universe
+            .extend(prev.into_iter().flat_map(|p| p.keys()).map(String::as_str));
+        for m in &s.members {
+            if t.supports[f][m.provider] {
+                s.universe
+                    .extend(m.c.custom_fields.keys().map(String::as_str));
+            }
+        }
+        // Stable, so of equal elements the remembered one (listed first) is kept.
+        s.universe.sort();
+        s.universe.dedup();
+        s.agreed_map.clear();
+        for &key in &s.universe {
+            s.slots.clear();
+            for (i, m) in s.members.iter().enumerate() {
+                if !t.supports[f][m.provider] {
+                    continue;
+                }
+                s.slots.push(Slot {
+                    rank: t.rank[f][m.provider],
+                    member: i,
+                    cur: m.c.custom_fields.get(key).map(|v| v.as_bytes()),
+                    base: m.base[f].map(|part| {
+                        stored::Items::new(part).and_then(|items| items.get(key.as_bytes()))
+                    }),
+                });
+            }
+            let why = decide(&s.slots, prev.map(|p| p.contains_key(key)), true);
+            let value = match why {
+                Why::Changed(i) | Why::Conflict(i) | Why::First(i) => {
+                    s.members[i].c.custom_fields.get(key)
+                }
+                Why::Agreed => prev.and_then(|p| p.get(key)),
+            };
+            if let Why::Conflict(winner) = why {
+                out.conflicts.push(Conflict {
+                    person: person.clone(),
+                    field: Field::CustomFields,
+                    key: Some(key.to_owned()),
+                    candidates: changers(&s.slots, true)
+                        .map(|c| {
+                            let m = s.members[c.member].c;
+                            let shown = m
+                                .custom_fields
+                                .get(key)
+                                .map_or_else(|| "(removed)".to_owned(), String::clone);
+                            (m.id.clone(), shown)
+                        })
+                        .collect(),
+                    winner: s.members[winner].c.id.clone(),
+                });
+            }
+            if let Some(v) = value {
+                s.agreed_map.push((key, v.as_str()));
+            }
+        }
+        (AgreedRef::Map, Why::Agreed)
+    }
+}
+
+/// Per value: the provider, field and record index of each listed holder.
+type Listed<'a> = HashMap<&'a str, Vec<(ProviderKind, Field, u32)>>;
+
+/// Who holds each value of the fields some provider requires to be unique, plus the values
+/// this plan already gives to a record. The listed holders are indexed on the first question,
+/// so a plan that writes no unique field never builds the index.
+struct PlanHolders<'a> {
+    records: &'a [Contact],
+    rules: &'a RuleBook,
+    /// Per value: the provider, field and record index of each holder.
+    listed: OnceCell<Listed<'a>>,
+    planned: RefCell<HashMap<(ProviderKind, Field, String), RecordId>>,
+    /// The first record asked about each value no listed record holds.
+    asked: RefCell<HashMap<(ProviderKind, Field, String), RecordId>>,
+    /// Two records were asked about one such value: which of them gets it depends on the order
+    /// people are planned in.
+    contested: Cell<bool>,
+}
+
+impl<'a> PlanHolders<'a> {
+    fn new(records: &'a [Contact], rules: &'a RuleBook) -> Self {
+        PlanHolders {
+            records,
+            rules,
+            listed: OnceCell::new(),
+            planned: RefCell::new(HashMap::new()),
+            asked: RefCell::new(HashMap::new()),
+            contested: Cell::new(false),
+        }
+    }
+
+    fn listed(&self) -> &Listed<'a> {
+        self.listed.get_or_init(|| {
+            let mut listed: Listed<'a> = HashMap::new();
+            for (i, r) in self.records.iter().enumerate() {
+                let Some(table) = self.rules.get(r.provider()) else {
+                    continue;
+                };
+                for field in Field::SCALARS {
+                    if !table.rule(field).unique_per_account {
+                        continue;
+                    }
+                    if let Some(v) = r.scalar_ref(field) {
+                        listed
+                            .entry(v.key)
+                            .or_default()
+                            .push((r.provider(), field, i as u32));
+                    }
+                }
+            }
+            listed
+        })
     }
 
     fn claim(&self, provider: ProviderKind, field: Field, key: &str, record: &RecordId) {
@@ -586,7 +814,7 @@ impl PlanHolders {
     }
 }
 
-impl Holders for PlanHolders {
+impl Holders for PlanHolders<'_> {
     fn held_by_other(
         &self,
         provider: ProviderKind,
@@ -594,10 +822,26 @@ impl Holders for PlanHolders {
         key: &str,
         except: &RecordId,
     ) -> Option<RecordId> {
-        let k = (provider, field, key.to_owned());
-        if let Some(ids) = self.listed.get(&k) {
-            if let Some(other) = ids.iter().filter(|id| *id != except).min() {
+        if let Some(holders) = self.listed().get(key) {
+            let other = holders
+                .iter()
+                .filter(|(p, f, _)| *p == provider && *f == field)
+                .map(|(_, _, i)| &self.records[*i as usize].id)
+                .filter(|id| *id != except)
+                .min();
+            if let Some(other) = other {
                 return Some(other.clone());
+            }
+        }
+        let k = (provider, field, key.to_owned());
+        match self.asked.borrow_mut().entry(k.clone()) {
+            std::collections::hash_map::Entry::Occupied(first) => {
+                if first.get() != except {
+                    self.contested.set(true);
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(except.clone());
             }
         }
         self.planned
@@ -608,5 +852,7 @@ impl Holders for PlanHolders {
     }
 }
 
+#[cfg(test)]
+mod reference;
 #[cfg(test)]
 mod tests;

@@ -1,8 +1,7 @@
 //! The plan: what a sync would send, what it would not and why, and what it decided.
 
-use std::collections::BTreeMap;
-
 use super::matcher::{Ambiguity, PersonId};
+use super::Agreed;
 use crate::model::{Field, FieldValue, Patch, ProviderKind, RecordId};
 use crate::provider::rules::RuleId;
 
@@ -80,7 +79,7 @@ pub struct Conflict {
 pub struct PersonPlan {
     pub person: PersonId,
     pub records: Vec<RecordId>,
-    pub agreed: BTreeMap<Field, FieldValue>,
+    pub agreed: Agreed,
 }
 
 /// The reconciler's output. Every list is sorted, so equal inputs give equal plans.

@@ -545,3 +545,277 @@ fn ranks_follow_field_precedence() {
     );
     let _ = (BTreeMap::<u8, u8>::new(), HashMap::<u8, u8>::new());
 }
+
+// ---- the optimised planner plans exactly what the original did ----
+
+fn arb_scalar(pool: &'static [&'static str]) -> impl Strategy<Value = Option<Value>> {
+    prop::option::weighted(
+        0.7,
+        (prop::sample::select(pool), any::<bool>(), 0..8u8).prop_map(|(s, upper, invalid)| {
+            let raw = if upper {
+                s.to_uppercase()
+            } else {
+                s.to_owned()
+            };
+            Value {
+                key: s.to_lowercase(),
+                raw,
+                valid: invalid != 0,
+            }
+        }),
+    )
+}
+
+const NAMES: &[&str] = &["Ada", "Ada Lovelace", "Grace Hopper"];
+const OTHER: &[&str] = &["x1", "x2", "https://a/1.png"];
+
+fn arb_value_for(f: Field) -> BoxedStrategy<FieldValue> {
+    match f {
+        Field::Tags => prop::collection::btree_set(
+            prop::sample::select(vec!["vip", "lead", "new", "old"]).prop_map(String::from),
+            0..3,
+        )
+        .prop_map(FieldValue::Set)
+        .boxed(),
+        Field::CustomFields => prop::collection::btree_map(
+            prop::sample::select(vec!["tier", "city"]).prop_map(String::from),
+            prop::sample::select(vec!["1", "2"]).prop_map(String::from),
+            0..3,
+        )
+        .prop_map(FieldValue::Map)
+        .boxed(),
+        Field::Name => arb_scalar(NAMES).prop_map(FieldValue::Scalar).boxed(),
+        Field::Phone => arb_scalar(&["+14155550101", "+14155550102", "+14155550103"])
+            .prop_map(FieldValue::Scalar)
+            .boxed(),
+        Field::Email => arb_scalar(&["a@x.io", "b@x.io", "c@x.io"])
+            .prop_map(FieldValue::Scalar)
+            .boxed(),
+        _ => arb_scalar(OTHER).prop_map(FieldValue::Scalar).boxed(),
+    }
+}
+
+/// Some fields, each with a value of its shape (or, for agreed values, now and then not).
+fn arb_fields(wrong_shapes: bool) -> impl Strategy<Value = Vec<(Field, FieldValue)>> {
+    prop::collection::vec((prop::sample::select(Field::ALL.to_vec()), 0..10u8), 0..8).prop_flat_map(
+        move |fields| {
+            fields
+                .into_iter()
+                .map(|(f, wrong)| {
+                    let shape = if wrong_shapes && wrong == 0 {
+                        if f.is_scalar() {
+                            Field::Tags
+                        } else {
+                            Field::Name
+                        }
+                    } else {
+                        f
+                    };
+                    arb_value_for(shape).prop_map(move |v| (f, v))
+                })
+                .collect::<Vec<_>>()
+        },
+    )
+}
+
+fn arb_full_record(p: ProviderKind, idx: usize) -> impl Strategy<Value = Contact> {
+    (arb_fields(false), 0..6u8).prop_map(move |(fields, writable)| {
+        let mut c = Contact::new(p, format!("{idx}"));
+        for (f, v) in fields {
+            c.set(f, v);
+        }
+        if writable == 0 {
+            c.update_ref = None;
+            c.write_blocked = idx.is_multiple_of(2).then(|| "no inbox".to_owned());
+        }
+        c
+    })
+}
+
+fn arb_many_records() -> impl Strategy<Value = Vec<Contact>> {
+    let per = |p| {
+        (0..4usize)
+            .prop_flat_map(move |n| (0..n).map(|i| arb_full_record(p, i)).collect::<Vec<_>>())
+    };
+    (per(Protocol), per(Callbell), per(Chatwoot), per(Privy))
+        .prop_map(|(a, b, c, d)| [a, b, c, d].concat())
+}
+
+fn arb_memory() -> impl Strategy<Value = Memory> {
+    let id = (0..4usize, 0..4usize)
+        .prop_map(|(p, n)| RecordId::new(ProviderKind::ALL[p], n.to_string()));
+    let person = prop::sample::select(vec!["p:a", "p:b", "p:c", "p:privy:0", "p:chatwoot:1"])
+        .prop_map(String::from);
+    (
+        prop::collection::vec((id.clone(), person.clone()), 0..10),
+        prop::collection::vec((id, arb_fields(false)), 0..12),
+        prop::collection::vec((person, arb_fields(true)), 0..5),
+    )
+        .prop_map(|(links, baselines, agreed)| Memory {
+            links: links.into_iter().collect(),
+            baselines: baselines
+                .into_iter()
+                .map(|(id, f)| (id, f.into_iter().collect()))
+                .collect(),
+            agreed: agreed
+                .into_iter()
+                .map(|(p, f)| (p, f.into_iter().collect()))
+                .collect(),
+        })
+}
+
+fn arb_policy() -> impl Strategy<Value = Policy> {
+    let order = Just(ProviderKind::ALL.to_vec()).prop_shuffle();
+    (
+        any::<bool>(),
+        order.clone(),
+        prop::collection::btree_map(prop::sample::select(Field::ALL.to_vec()), order, 0..3),
+        prop::sample::subsequence(Field::ALL.to_vec(), 5..=8),
+    )
+        .prop_map(
+            |(propagate_clears, precedence, field_precedence, synced)| Policy {
+                precedence,
+                field_precedence,
+                synced: synced.into_iter().collect(),
+                propagate_clears,
+            },
+        )
+}
+
+fn arb_book() -> impl Strategy<Value = RuleBook> {
+    prop::option::weighted(0.2, prop::sample::select(ProviderKind::ALL.to_vec())).prop_map(
+        |without| {
+            let mut b = book();
+            if let Some(p) = without {
+                b.rules.remove(&p);
+            }
+            b
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    /// On any records, memory, policy and rules, the plan is the original planner's.
+    #[test]
+    fn same_plan_as_the_reference(
+        records in arb_many_records(),
+        memory in arb_memory(),
+        policy in arb_policy(),
+        rules in arb_book(),
+        seed in any::<u64>(),
+    ) {
+        let want = reference::plan(&records, &memory, &policy, &rules);
+        let got = plan(&records, &memory, &policy, &rules);
+        prop_assert_eq!(&got, &want);
+        // And whatever order the records come in.
+        let mut shuffled = records.clone();
+        let mut s = seed;
+        for i in (1..shuffled.len()).rev() {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            shuffled.swap(i, (s >> 33) as usize % (i + 1));
+        }
+        let again = plan(&shuffled, &memory, &policy, &rules);
+        prop_assert_eq!(&again, &reference::plan(&shuffled, &memory, &policy, &rules));
+        prop_assert_eq!(again.updates, got.updates);
+    }
+
+    /// Over successive runs (apply, remember, edit, plan again), the same plans too.
+    #[test]
+    fn same_plans_over_runs(
+        mut records in arb_many_records(),
+        edits in arb_many_records(),
+        policy in arb_policy(),
+    ) {
+        let rules = book();
+        let mut memory = Memory::default();
+        for round in 0..3 {
+            let want = reference::plan(&records, &memory, &policy, &rules);
+            let got = plan(&records, &memory, &policy, &rules);
+            prop_assert_eq!(&got, &want, "round {}", round);
+            apply(&mut records, &got);
+            memory = synced(&records, &got);
+            if round == 0 {
+                for e in &edits {
+                    if let Some(r) = records.iter_mut().find(|r| r.id == e.id) {
+                        r.name = e.name.clone();
+                        r.tags = e.tags.clone();
+                        r.custom_fields = e.custom_fields.clone();
+                        r.phone = e.phone.clone();
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn an_unchanged_person_shares_the_remembered_values() {
+    let records = vec![
+        rec(Chatwoot, "1").phone(PHONE).named("Ada").done(),
+        rec(Privy, "a")
+            .phone(PHONE)
+            .named("Ada")
+            .tags(&["vip"])
+            .done(),
+    ];
+    let p1 = plan(&records, &Memory::default(), &Policy::default(), &book());
+    let memory = synced(&records, &p1);
+    let p2 = plan(&records, &memory, &Policy::default(), &book());
+    assert!(p2.updates.is_empty());
+    let remembered = &memory.agreed[&p2.people[0].person];
+    assert_eq!(&p2.people[0].agreed, remembered);
+    assert!(p2.people[0].agreed.shares(remembered));
+}
+
+#[test]
+fn scalar_ref_is_get_borrowed() {
+    let mut c = rec(Chatwoot, "1")
+        .phone("not a phone")
+        .named("Ada Lovelace")
+        .email("Ada@X.io")
+        .done();
+    c.username = Some(Value::plain("ada"));
+    for f in Field::ALL {
+        let want = match c.get(f) {
+            FieldValue::Scalar(v) => v,
+            _ => None,
+        };
+        assert_eq!(c.scalar_ref(f).map(|v| v.to_value()), want, "{f}");
+    }
+    c.name = Some(Name::from_display(""));
+    assert_eq!(c.scalar_ref(Field::Name), None);
+}
+
+#[test]
+fn a_unique_value_two_people_want_goes_to_the_first_in_person_order() {
+    // Two Privy records share an e-mail (so it links nobody); each person's Chatwoot record
+    // would get it. The records of the second person (by id) come first in the input.
+    let records = vec![
+        rec(Chatwoot, "2").phone("+14155550102").done(),
+        rec(Privy, "a")
+            .phone("+14155550102")
+            .email("shared@x.io")
+            .done(),
+        rec(Chatwoot, "1").phone(PHONE).done(),
+        rec(Privy, "b").phone(PHONE).email("shared@x.io").done(),
+    ];
+    let p = plan(&records, &Memory::default(), &Policy::default(), &book());
+    assert_eq!(
+        field_of(&p, "chatwoot:1", Field::Email),
+        Some(FieldValue::Scalar(Some(Value::plain("shared@x.io")))),
+        "{p:#?}"
+    );
+    assert_eq!(field_of(&p, "chatwoot:2", Field::Email), None);
+    assert!(p
+        .skipped
+        .iter()
+        .any(|s| s.rule == RuleId::WouldMergeContacts
+            && s.record.to_string() == "chatwoot:2"
+            && s.detail.starts_with("chatwoot:1 ")));
+    assert_eq!(
+        p,
+        reference::plan(&records, &Memory::default(), &Policy::default(), &book())
+    );
+}

@@ -46,20 +46,35 @@ pub fn decode_value(field: Field, j: &Json) -> Option<FieldValue> {
     })
 }
 
-/// Encodes a field map (baseline or agreed values).
-pub fn encode_fields(fields: &BTreeMap<Field, FieldValue>) -> String {
+/// Encodes a field map (agreed values, or any map of fields).
+pub fn encode_fields<'a>(fields: impl IntoIterator<Item = (&'a Field, &'a FieldValue)>) -> String {
     let obj: Map<String, Json> = fields
-        .iter()
+        .into_iter()
         .map(|(f, v)| (f.as_str().to_owned(), encode_value(v)))
         .collect();
     Json::Object(obj).to_string()
 }
 
+/// Encodes a baseline: the same format, with each scalar's comparison key (all a baseline
+/// keeps).
+pub fn encode_baseline(baseline: &Baseline) -> String {
+    let obj: Map<String, Json> = baseline
+        .iter()
+        .map(|(f, v)| (f.as_str().to_owned(), encode_value(&v)))
+        .collect();
+    Json::Object(obj).to_string()
+}
+
+/// Decodes a baseline (rows written with full values keep their keys).
+pub fn decode_baseline(text: &str) -> Baseline {
+    decode_fields(text).into_iter().collect()
+}
+
 /// Decodes a field map; unknown fields and values of the wrong shape are left out (so a
 /// damaged row reads as "no baseline" for that field, never as a wrong one).
-pub fn decode_fields(text: &str) -> Baseline {
+pub fn decode_fields(text: &str) -> BTreeMap<Field, FieldValue> {
     let Ok(Json::Object(obj)) = serde_json::from_str::<Json>(text) else {
-        return Baseline::new();
+        return BTreeMap::new();
     };
     obj.iter()
         .filter_map(|(k, v)| {
@@ -75,7 +90,7 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let mut b = Baseline::new();
+        let mut b = BTreeMap::new();
         b.insert(Field::Name, FieldValue::Scalar(Some(Value::plain("Ada"))));
         b.insert(
             Field::Email,
@@ -92,6 +107,15 @@ mod tests {
             FieldValue::Map([("k".to_string(), "v".to_string())].into()),
         );
         assert_eq!(decode_fields(&encode_fields(&b)), b);
+        // A baseline keeps comparison keys, and reads rows written with full values.
+        let baseline: Baseline = b.clone().into_iter().collect();
+        assert_eq!(decode_baseline(&encode_baseline(&baseline)), baseline);
+        assert_eq!(decode_baseline(&encode_fields(&b)), baseline);
+        assert_eq!(
+            baseline.get(Field::Email),
+            Some(FieldValue::Scalar(Some(Value::plain("a@x.io"))))
+        );
+        assert!(decode_baseline("not json").is_empty());
         assert!(decode_fields("not json").is_empty());
         assert!(decode_fields(r#"{"tags": "oops", "nope": 1}"#).is_empty());
     }

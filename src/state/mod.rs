@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-pub use codec::{decode_fields, encode_fields};
+pub use codec::{decode_baseline, decode_fields, encode_baseline, encode_fields};
 
 use crate::model::{Field, FieldValue, ProviderKind, RecordId};
 use crate::reconcile::{Baseline, Memory, PersonId, PersonPlan, Update};
@@ -322,7 +322,7 @@ impl StateStore {
             let id = RecordId::new(provider, native);
             memory
                 .baselines
-                .insert(id.clone(), decode_fields(&baseline));
+                .insert(id.clone(), decode_baseline(&baseline));
             memory.links.insert(id, person);
         }
         let mut stmt = self
@@ -334,7 +334,7 @@ impl StateStore {
             .map_err(|e| sql(p, e))?;
         for row in rows {
             let (person, agreed) = row.map_err(|e| sql(p, e))?;
-            memory.agreed.insert(person, decode_fields(&agreed));
+            memory.agreed.insert(person, decode_fields(&agreed).into());
         }
         Ok(memory)
     }
@@ -418,7 +418,7 @@ impl StateStore {
                         id.provider.as_str(),
                         id.native,
                         person,
-                        encode_fields(baseline),
+                        encode_baseline(baseline),
                         ts
                     ])
                     .map_err(|e| sql(&path, e))?;
@@ -465,7 +465,7 @@ impl StateStore {
             .map_err(|e| sql(&path, e))?;
         tx.execute(
             "INSERT INTO records (provider, native, person, baseline, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(provider, native) DO UPDATE SET person = excluded.person, baseline = excluded.baseline, updated_at = excluded.updated_at",
-            params![record.provider.as_str(), record.native, person, encode_fields(baseline), ts],
+            params![record.provider.as_str(), record.native, person, encode_baseline(baseline), ts],
         )
         .map_err(|e| sql(&path, e))?;
         tx.execute(
@@ -689,6 +689,7 @@ pub fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
 mod tests {
     use super::*;
     use crate::model::{Patch, Value};
+    use crate::reconcile::Agreed;
 
     #[test]
     fn second_opener_is_refused() {
@@ -709,6 +710,7 @@ mod tests {
         let person: PersonId = "p:1".into();
         let baseline: Baseline =
             [(Field::Name, FieldValue::Scalar(Some(Value::plain("Ada"))))].into();
+        let agreed: Agreed = [(Field::Name, FieldValue::Scalar(Some(Value::plain("Ada"))))].into();
         let empty = Memory::default();
         assert_eq!(
             store
@@ -721,7 +723,7 @@ mod tests {
                 &[PersonPlan {
                     person: person.clone(),
                     records: vec![id.clone()],
-                    agreed: baseline.clone(),
+                    agreed: agreed.clone(),
                 }],
                 &empty,
             )
@@ -729,7 +731,7 @@ mod tests {
         let m = store.load_memory().expect("load");
         assert_eq!(m.baselines.get(&id), Some(&baseline));
         assert_eq!(m.links.get(&id), Some(&person));
-        assert_eq!(m.agreed.get(&person), Some(&baseline));
+        assert_eq!(m.agreed.get(&person), Some(&agreed));
         assert_eq!(
             store
                 .save_records([(&id, &person, &baseline)], &m)
