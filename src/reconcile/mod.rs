@@ -2,7 +2,7 @@
 //! the providers' rules allow.
 //!
 //! **Architecture Invariant:** this module performs no I/O, reads no clock and cannot fail on a
-//! network error. [`plan`] is a pure function of its inputs, and its output is sorted, so the
+//! network error. [`plan()`] is a pure function of its inputs, and its output is sorted, so the
 //! same input always gives the same plan.
 //!
 //! Planning is on the path of every sync and must stay fast at a million people (SPEC section
