@@ -12,64 +12,15 @@ use contact_sync::model::{Contact, Field, Name, Normalizer, ProviderKind, Record
 use contact_sync::provider::rules::{FieldRule, FieldRules, Format};
 use contact_sync::reconcile::{plan, Baseline, Memory, Policy, RuleBook};
 
+/// The providers' real rule tables (Callbell's account knows "vip" and "lead").
 fn rules() -> RuleBook {
-    use ProviderKind::*;
+    use contact_sync::provider::{callbell, chatwoot, privy, protocol};
     let known: std::collections::BTreeSet<String> = ["vip", "lead"].map(String::from).into();
     RuleBook::new([
-        FieldRules::new(
-            Protocol,
-            [
-                (Field::Name, FieldRule::writable().not_clearable()),
-                (Field::Phone, FieldRule::writable().not_clearable()),
-                (Field::Username, FieldRule::writable().not_clearable()),
-            ],
-        ),
-        FieldRules::new(
-            Callbell,
-            [
-                (Field::Name, FieldRule::writable().not_clearable()),
-                (Field::Phone, FieldRule::read_only("uuid")),
-                (Field::Tags, FieldRule::writable().pre_existing(known)),
-                (Field::CustomFields, FieldRule::writable().merge_keys()),
-            ],
-        ),
-        FieldRules::new(
-            Chatwoot,
-            [
-                (Field::Name, FieldRule::writable().not_clearable()),
-                (
-                    Field::Email,
-                    FieldRule::writable()
-                        .unique()
-                        .not_clearable()
-                        .formats(&[Format::Email]),
-                ),
-                (
-                    Field::Phone,
-                    FieldRule::writable()
-                        .unique()
-                        .not_clearable()
-                        .formats(&[Format::E164]),
-                ),
-                (Field::CustomFields, FieldRule::writable().merge_keys()),
-            ],
-        ),
-        FieldRules::new(
-            Privy,
-            [
-                (Field::Name, FieldRule::writable().not_clearable()),
-                (
-                    Field::Email,
-                    FieldRule::writable().set_once().formats(&[Format::Email]),
-                ),
-                (
-                    Field::Phone,
-                    FieldRule::writable().set_once().formats(&[Format::E164]),
-                ),
-                (Field::Tags, FieldRule::writable()),
-                (Field::CustomFields, FieldRule::writable()),
-            ],
-        ),
+        protocol::field_rules(protocol::UpdateMode::Patch),
+        callbell::field_rules(known, std::collections::BTreeSet::new()),
+        chatwoot::field_rules(),
+        privy::field_rules(),
     ])
 }
 

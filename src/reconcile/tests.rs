@@ -8,80 +8,20 @@ use rstest::rstest;
 
 use super::*;
 use crate::model::{Contact, Field, FieldValue, Name, Normalizer, ProviderKind, RecordId, Value};
-use crate::provider::rules::{FieldRule, FieldRules, Format, NoHolders};
+use crate::provider::rules::NoHolders;
 
 use ProviderKind::*;
 
-/// Rule tables shaped like the real providers' (kept here so planner tests do not depend on
-/// adapters).
+/// The providers' real rule tables, as the adapters declare them (Callbell's account knows the
+/// tags "vip" and "lead").
 fn book() -> RuleBook {
+    use crate::provider::{callbell, chatwoot, privy, protocol};
     let callbell_tags: BTreeSet<String> = ["vip", "lead"].map(String::from).into();
     RuleBook::new([
-        FieldRules::new(
-            Protocol,
-            [
-                (Field::Name, FieldRule::writable().not_clearable()),
-                (Field::Phone, FieldRule::writable().not_clearable()),
-                (Field::Username, FieldRule::writable().not_clearable()),
-                (Field::AvatarUrl, FieldRule::writable().not_clearable()),
-            ],
-        ),
-        FieldRules::new(
-            Callbell,
-            [
-                (Field::Name, FieldRule::writable().not_clearable()),
-                (
-                    Field::Phone,
-                    FieldRule::read_only("uuid is the WhatsApp number"),
-                ),
-                (
-                    Field::Tags,
-                    FieldRule::writable().pre_existing(callbell_tags),
-                ),
-                (Field::CustomFields, FieldRule::writable().merge_keys()),
-            ],
-        ),
-        FieldRules::new(
-            Chatwoot,
-            [
-                (Field::Name, FieldRule::writable().not_clearable()),
-                (
-                    Field::Email,
-                    FieldRule::writable()
-                        .unique()
-                        .not_clearable()
-                        .formats(&[Format::Email]),
-                ),
-                (
-                    Field::Phone,
-                    FieldRule::writable()
-                        .unique()
-                        .not_clearable()
-                        .formats(&[Format::E164]),
-                ),
-                (
-                    Field::ExternalId,
-                    FieldRule::read_only("public API ignores identifier"),
-                ),
-                (Field::CustomFields, FieldRule::writable().merge_keys()),
-            ],
-        ),
-        FieldRules::new(
-            Privy,
-            [
-                (Field::Name, FieldRule::writable().not_clearable()),
-                (
-                    Field::Email,
-                    FieldRule::writable().set_once().formats(&[Format::Email]),
-                ),
-                (
-                    Field::Phone,
-                    FieldRule::writable().set_once().formats(&[Format::E164]),
-                ),
-                (Field::Tags, FieldRule::writable()),
-                (Field::CustomFields, FieldRule::writable()),
-            ],
-        ),
+        protocol::field_rules(protocol::UpdateMode::Patch),
+        callbell::field_rules(callbell_tags, BTreeSet::new()),
+        chatwoot::field_rules(),
+        privy::field_rules(),
     ])
 }
 
