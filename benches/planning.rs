@@ -9,7 +9,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use contact_sync::model::{Contact, Field, Name, Normalizer, ProviderKind, RecordId};
-use contact_sync::provider::rules::{FieldRule, FieldRules, Format};
 use contact_sync::reconcile::{plan, Baseline, Memory, Policy, RuleBook};
 
 /// The providers' real rule tables (Callbell's account knows "vip" and "lead").
