@@ -103,6 +103,10 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;",
 ];
 
+/// Inserts a record's link and baseline, or replaces them.
+const UPSERT_RECORD: &str = "INSERT INTO records (provider, native, person, baseline, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+     ON CONFLICT(provider, native) DO UPDATE SET person = excluded.person, baseline = excluded.baseline, updated_at = excluded.updated_at";
+
 /// One row of run history.
 #[derive(Debug, Clone)]
 pub struct RunRow {
@@ -404,9 +408,7 @@ impl StateStore {
         let mut n = 0;
         {
             let ts = now();
-            let mut upsert = tx
-                .prepare("INSERT INTO records (provider, native, person, baseline, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(provider, native) DO UPDATE SET person = excluded.person, baseline = excluded.baseline, updated_at = excluded.updated_at")
-                .map_err(|e| sql(&path, e))?;
+            let mut upsert = tx.prepare(UPSERT_RECORD).map_err(|e| sql(&path, e))?;
             for (id, person, baseline) in rows {
                 if memory.links.get(id) == Some(person)
                     && memory.baselines.get(id) == Some(baseline)
@@ -464,8 +466,14 @@ impl StateStore {
         tx.execute("UPDATE writes SET state = 'confirmed', http_status = 200, finished_at = ?2 WHERE id = ?1", params![write, ts])
             .map_err(|e| sql(&path, e))?;
         tx.execute(
-            "INSERT INTO records (provider, native, person, baseline, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(provider, native) DO UPDATE SET person = excluded.person, baseline = excluded.baseline, updated_at = excluded.updated_at",
-            params![record.provider.as_str(), record.native, person, encode_baseline(baseline), ts],
+            UPSERT_RECORD,
+            params![
+                record.provider.as_str(),
+                record.native,
+                person,
+                encode_baseline(baseline),
+                ts
+            ],
         )
         .map_err(|e| sql(&path, e))?;
         tx.execute(
