@@ -69,7 +69,6 @@ struct Adaptive {
 pub struct RateBudget {
     /// The rate we aim for: the configured quota times (1 - headroom).
     target: Rate,
-    burst: NonZeroU32,
     /// Our share of the daily quota (the quota times the share).
     daily_limit: Option<u64>,
     /// Requests per day left for other users of the key: the quota times (1 - share).
@@ -105,18 +104,14 @@ impl RateBudget {
             requests,
             per: rate.per + JITTER_ALLOWANCE,
         };
-        // Requests are spaced evenly, never bursted: any window of the provider's period then
-        // holds at most its quota, whether the provider counts in fixed or sliding windows.
-        let burst = NonZeroU32::MIN;
         let daily_reserve = daily_limit.map_or(0, |d| d - ((d as f64) * share).floor() as u64);
         let daily_limit = daily_limit.map(|d| ((d as f64) * share).floor() as u64);
         Arc::new(RateBudget {
             target,
-            burst,
             daily_limit,
             daily_reserve,
             state: Mutex::new(Adaptive {
-                limiter: Arc::new(limiter_for(target, burst, 1.0)),
+                limiter: Arc::new(limiter_for(target, 1.0)),
                 factor: 1.0,
                 successes_since_change: 0,
                 paused_until: None,
@@ -239,7 +234,7 @@ impl RateBudget {
     fn set_factor(&self, st: &mut Adaptive, factor: f64) {
         if (factor - st.factor).abs() > f64::EPSILON {
             st.factor = factor;
-            st.limiter = Arc::new(limiter_for(self.target, self.burst, factor));
+            st.limiter = Arc::new(limiter_for(self.target, factor));
         }
         st.successes_since_change = 0;
     }
@@ -251,12 +246,14 @@ impl RateBudget {
     }
 }
 
-fn limiter_for(rate: Rate, burst: NonZeroU32, factor: f64) -> Limiter {
+/// A limiter that spaces requests evenly at `factor` times `rate`, never bursting: any window of
+/// the provider's period then holds at most its quota, whether the provider counts in fixed or
+/// sliding windows.
+fn limiter_for(rate: Rate, factor: f64) -> Limiter {
     let interval = rate.per.div_f64(f64::from(rate.requests.get()) * factor);
-    let burst = if factor < 1.0 { NonZeroU32::MIN } else { burst };
     let quota = Quota::with_period(interval.max(Duration::from_nanos(1)))
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-        .allow_burst(burst);
+        .allow_burst(NonZeroU32::MIN);
     RateLimiter::direct(quota)
 }
 

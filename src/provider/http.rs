@@ -210,12 +210,11 @@ impl ProviderHttp {
                         resets_in,
                     }
                 })?;
-            let request = build();
-            let method = request
-                .try_clone()
-                .and_then(|r| r.build().ok())
-                .map(|r| r.method().to_string())
-                .unwrap_or_default();
+            let request = build().build().map_err(|e| ProviderError::Protocol {
+                provider,
+                message: format!("cannot build the {operation} request: {}", e.without_url()),
+            })?;
+            let method = request.method().to_string();
             let started = Instant::now();
             let outcome = self.attempt(operation, request).await;
             let elapsed = started.elapsed();
@@ -249,18 +248,18 @@ impl ProviderHttp {
     async fn attempt(
         &self,
         operation: &'static str,
-        request: RequestBuilder,
+        request: reqwest::Request,
     ) -> Result<Response, ProviderError> {
         let provider = self.provider;
         let timeout = self.settings.timeout;
         let read = async {
-            let mut resp = request.send().await?;
+            let mut resp = self.client.execute(request).await?;
             let status = resp.status();
             let headers = resp.headers().clone();
             let mut body = Vec::new();
             while let Some(chunk) = resp.chunk().await? {
                 if body.len() + chunk.len() > self.settings.max_body_bytes {
-                    return Ok(Err((status, headers)));
+                    return Ok(Err(headers));
                 }
                 body.extend_from_slice(&chunk);
             }
@@ -288,8 +287,8 @@ impl ProviderHttp {
                     source: e.without_url(),
                 })
             }
-            Ok(Ok(Err((status, headers)))) => {
-                self.observe_headers(status, &headers);
+            Ok(Ok(Err(headers))) => {
+                self.observe_headers(&headers);
                 return Err(ProviderError::BodyTooLarge {
                     provider,
                     operation,
@@ -298,7 +297,7 @@ impl ProviderHttp {
             }
             Ok(Ok(Ok(parts))) => parts,
         };
-        self.observe_headers(status, &headers);
+        self.observe_headers(&headers);
         match classify(status) {
             Class::Success => Ok(Response {
                 status,
@@ -336,7 +335,7 @@ impl ProviderHttp {
         }
     }
 
-    fn observe_headers(&self, _status: StatusCode, headers: &HeaderMap) {
+    fn observe_headers(&self, headers: &HeaderMap) {
         if let Some(parse) = self.quota_headers {
             self.budget.observe(&parse(headers));
         }
