@@ -12,7 +12,6 @@ use std::fmt::Write as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{Field, ProviderKind};
-use crate::report::Format;
 use crate::sim::{Fleet, SeedPerson, SimOptions};
 use crate::sync::{Engine, Quiet, RunOptions};
 
@@ -271,6 +270,5 @@ pub async fn run(people: usize) -> anyhow::Result<String> {
         again.plan.skipped.len(),
         again.plan.ambiguous.len()
     );
-    let _ = Format::Text;
     Ok(out)
 }

@@ -302,11 +302,8 @@ impl Engine {
             apply_ms: 0,
             lanes: BTreeMap::new(),
         };
-        let Some(mut store) = store else {
-            report.duration_ms = started.elapsed().as_millis();
-            return Ok(report);
-        };
-        let Some(run) = run_id else {
+        // A diff stops here: it has no writable store and no run in the history.
+        let (Some(mut store), Some(run)) = (store, run_id) else {
             report.duration_ms = started.elapsed().as_millis();
             return Ok(report);
         };
