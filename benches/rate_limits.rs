@@ -30,23 +30,12 @@ fn person(i: usize, renamed: bool) -> SeedPerson {
     }
 }
 
-fn stored(kind: ProviderKind, p: &SeedPerson) -> SeedPerson {
-    let mut p = p.clone();
-    if matches!(kind, ProviderKind::Protocol | ProviderKind::Callbell) {
-        p.email = None;
-    }
-    if kind != ProviderKind::Protocol {
-        p.username = None;
-    }
-    p
-}
-
 fn seed(fleet: &Fleet, n: usize) {
     for i in 0..n {
         for kind in ProviderKind::ALL {
             fleet
                 .sim(kind)
-                .seed_person_at(i as u64 + 1, &stored(kind, &person(i, false)));
+                .seed_person_at(i as u64 + 1, &person(i, false).stored_by(kind));
         }
     }
 }
@@ -98,7 +87,7 @@ async fn utilisation(limited: &[ProviderKind]) -> Vec<(ProviderKind, usize, f64,
         };
         fleet
             .sim(source)
-            .seed_person_at(i as u64 + 1, &stored(source, &person(i, true)));
+            .seed_person_at(i as u64 + 1, &person(i, true).stored_by(source));
     }
     fleet.sims.iter().for_each(|s| s.clear_requests());
     let report = sync(&engine).await;
@@ -137,7 +126,7 @@ async fn economy() {
     for i in (0..n).step_by(10) {
         fleet.sim(ProviderKind::Chatwoot).seed_person_at(
             i as u64 + 1,
-            &stored(ProviderKind::Chatwoot, &person(i, true)),
+            &person(i, true).stored_by(ProviderKind::Chatwoot),
         );
     }
     fleet.sims.iter().for_each(|s| s.clear_requests());

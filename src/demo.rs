@@ -82,28 +82,6 @@ fn holds(kind: ProviderKind, i: usize) -> bool {
     }
 }
 
-/// The fields a provider stores for a person (a provider without e-mail gets none, ...).
-fn as_stored(kind: ProviderKind, p: &SeedPerson) -> SeedPerson {
-    let mut p = p.clone();
-    match kind {
-        ProviderKind::Protocol => {
-            p.email = None;
-            p.tags.clear();
-            p.custom_fields.clear();
-        }
-        ProviderKind::Callbell => {
-            p.email = None;
-            p.username = None;
-        }
-        ProviderKind::Chatwoot => {
-            p.tags.clear();
-            p.username = None;
-        }
-        ProviderKind::Privy => p.username = None,
-    }
-    p
-}
-
 /// Runs the demo and returns what it printed.
 pub async fn run(people: usize) -> anyhow::Result<String> {
     let mut out = String::new();
@@ -133,7 +111,7 @@ pub async fn run(people: usize) -> anyhow::Result<String> {
             if holds(kind, i) {
                 fleet
                     .sim(kind)
-                    .seed_person_at(i as u64 + 1, &as_stored(kind, p));
+                    .seed_person_at(i as u64 + 1, &p.stored_by(kind));
             }
         }
     }
@@ -164,7 +142,7 @@ pub async fn run(people: usize) -> anyhow::Result<String> {
     // Today's edits, made directly in the providers.
     let mut edits = Vec::new();
     let mut edit = |kind: ProviderKind, i: usize, what: &str, f: &dyn Fn(&mut SeedPerson)| {
-        let mut p = as_stored(kind, &sample[i]);
+        let mut p = sample[i].stored_by(kind);
         f(&mut p);
         fleet.sim(kind).seed_person_at(i as u64 + 1, &p);
         edits.push(format!("{kind}: {what}"));

@@ -269,6 +269,32 @@ pub struct SeedPerson {
     pub custom_fields: BTreeMap<String, String>,
 }
 
+impl SeedPerson {
+    /// The person as `kind` stores them: the fields that provider has no place for left out
+    /// (no e-mail in Protocol or Callbell, no username outside Protocol, no tags in Protocol or
+    /// Chatwoot, no custom fields in Protocol).
+    pub fn stored_by(&self, kind: ProviderKind) -> SeedPerson {
+        let mut p = self.clone();
+        match kind {
+            ProviderKind::Protocol => {
+                p.email = None;
+                p.tags.clear();
+                p.custom_fields.clear();
+            }
+            ProviderKind::Callbell => {
+                p.email = None;
+                p.username = None;
+            }
+            ProviderKind::Chatwoot => {
+                p.tags.clear();
+                p.username = None;
+            }
+            ProviderKind::Privy => p.username = None,
+        }
+        p
+    }
+}
+
 /// Contacts in insertion order, addressable by id.
 #[derive(Debug, Default)]
 pub struct Store {

@@ -12,6 +12,8 @@ use contact_sync::sync::{Engine, Quiet, RunOptions};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+// Re-exported for the test files; not every one uses all four.
+#[allow(unused_imports)]
 pub use ProviderKind::{Callbell, Chatwoot, Privy, Protocol};
 
 /// A running fleet with a temporary state directory.
@@ -32,28 +34,6 @@ pub fn person(name: &str, phone: &str, email: &str) -> SeedPerson {
     }
 }
 
-/// What a provider stores of a person (no e-mail in Protocol and Callbell, ...).
-pub fn stored(kind: ProviderKind, p: &SeedPerson) -> SeedPerson {
-    let mut p = p.clone();
-    match kind {
-        Protocol => {
-            p.email = None;
-            p.tags.clear();
-            p.custom_fields.clear();
-        }
-        Callbell => {
-            p.email = None;
-            p.username = None;
-        }
-        Chatwoot => {
-            p.tags.clear();
-            p.username = None;
-        }
-        Privy => p.username = None,
-    }
-    p
-}
-
 impl World {
     /// Starts the fleet with `opts` per provider.
     pub async fn start_with(opts: impl Fn(ProviderKind) -> SimOptions) -> World {
@@ -72,13 +52,13 @@ impl World {
     pub fn seed(&self, seq: u64, p: &SeedPerson, kinds: &[ProviderKind]) -> Vec<String> {
         kinds
             .iter()
-            .map(|k| self.fleet.sim(*k).seed_person_at(seq, &stored(*k, p)))
+            .map(|k| self.fleet.sim(*k).seed_person_at(seq, &p.stored_by(*k)))
             .collect()
     }
 
     /// Replaces person `seq` in one provider (an edit made by a user there).
     pub fn edit(&self, kind: ProviderKind, seq: u64, p: &SeedPerson) -> String {
-        self.fleet.sim(kind).seed_person_at(seq, &stored(kind, p))
+        self.fleet.sim(kind).seed_person_at(seq, &p.stored_by(kind))
     }
 
     pub fn engine(&self) -> Engine {
