@@ -189,7 +189,6 @@ impl Config {
     pub fn resolve_secrets(mut self) -> Result<Config, ConfigErrors> {
         let mut errors = Vec::new();
         let file = self.source.clone();
-        let src = std::fs::read_to_string(&self.source).unwrap_or_default();
         // Relative secret files are relative to the config file, not the working directory.
         let base = Path::new(&self.source)
             .parent()
@@ -204,6 +203,8 @@ impl Config {
             match source.resolve() {
                 Ok(s) => *source = SecretSource::Literal(s),
                 Err(message) => {
+                    // Read the file again only to point at the line of a failing reference.
+                    let src = std::fs::read_to_string(&file).unwrap_or_default();
                     let line = line_of(&src, &key);
                     errors.push(ConfigError {
                         file: file.clone(),
