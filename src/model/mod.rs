@@ -505,3 +505,22 @@ mod tests {
         assert!("nope".parse::<Field>().is_err());
     }
 }
+
+/// A contact to create in one provider: the full value of every field the planner chose for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewContact {
+    pub provider: ProviderKind,
+    /// The values to send, in [`Field`] order, none empty; tags and custom fields carry the whole
+    /// set or map.
+    pub fields: Vec<(Field, FieldValue)>,
+}
+
+impl NewContact {
+    /// The value planned for `field`, if any.
+    pub fn get(&self, field: Field) -> Option<&FieldValue> {
+        self.fields
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map(|(_, v)| v)
+    }
+}

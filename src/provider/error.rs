@@ -115,6 +115,21 @@ impl ProviderError {
         )
     }
 
+    /// Whether a request that failed this way may still have been applied by the provider (it
+    /// was sent and no answer said otherwise): a timeout, a connection lost mid-request, a 5xx,
+    /// or a 2xx body that could not be read. A create that fails so is settled by a lookup,
+    /// never sent again blind.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            ProviderError::Server { .. }
+                | ProviderError::Timeout { .. }
+                | ProviderError::Transport { .. }
+                | ProviderError::Decode { .. }
+                | ProviderError::BodyTooLarge { .. }
+        )
+    }
+
     /// Whether the whole provider is unusable for this run (not just one record).
     pub fn is_fatal_for_provider(&self) -> bool {
         matches!(

@@ -192,11 +192,47 @@ impl ProviderHttp {
         .await
     }
 
+    /// Like [`send_json`](Self::send_json) for a request that must not be repeated blindly (a
+    /// create): only a 429, which the provider answers before doing anything, is retried. Every
+    /// other failure is returned at once; [`ProviderError::outcome_unknown`] says whether the
+    /// provider may have applied it, in which case the caller settles it by looking the record up.
+    pub async fn send_json_once<T: DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        build: impl Fn() -> RequestBuilder,
+    ) -> Result<T, ProviderError> {
+        let provider = self.provider;
+        self.send_with_policy(
+            operation,
+            build,
+            |r| {
+                serde_json::from_slice(&r.body).map_err(|e| ProviderError::Decode {
+                    provider,
+                    operation,
+                    message: e.to_string(),
+                })
+            },
+            |e| matches!(e, ProviderError::RateLimited { .. }),
+        )
+        .await
+    }
+
     async fn send_with<T>(
         &self,
         operation: &'static str,
         build: impl Fn() -> RequestBuilder,
         decode: impl Fn(Response) -> Result<T, ProviderError>,
+    ) -> Result<T, ProviderError> {
+        self.send_with_policy(operation, build, decode, ProviderError::is_retryable)
+            .await
+    }
+
+    async fn send_with_policy<T>(
+        &self,
+        operation: &'static str,
+        build: impl Fn() -> RequestBuilder,
+        decode: impl Fn(Response) -> Result<T, ProviderError>,
+        may_retry: impl Fn(&ProviderError) -> bool,
     ) -> Result<T, ProviderError> {
         let provider = self.provider;
         let mut attempt = 0u32;
@@ -232,7 +268,7 @@ impl ProviderHttp {
                 }
                 Err(e) => e,
             };
-            if !error.is_retryable() || attempt >= self.settings.max_retries {
+            if !may_retry(&error) || attempt >= self.settings.max_retries {
                 return Err(error);
             }
             attempt += 1;

@@ -22,7 +22,7 @@ pub use rules::FieldRules;
 
 use crate::budget::RateBudget;
 use crate::config::ProviderConfig;
-use crate::model::{Contact, Normalizer, Patch, ProviderKind};
+use crate::model::{Contact, NewContact, Normalizer, Patch, ProviderKind};
 
 /// One page of a listing.
 #[derive(Debug, Default)]
@@ -32,6 +32,34 @@ pub struct Page {
     pub next: Option<String>,
     /// How many records the provider says it holds in all, when it says.
     pub total: Option<u64>,
+}
+
+/// What a create request ended in.
+#[derive(Debug, Clone)]
+pub enum Created {
+    /// The provider made a new contact; this is the record as it holds it.
+    New(Contact),
+    /// The provider already held a contact with the create's key (Privy's 409), and this is it:
+    /// it is linked, not created again.
+    Existing(Contact),
+}
+
+impl Created {
+    /// The record, whichever way it came.
+    pub fn contact(&self) -> &Contact {
+        match self {
+            Created::New(c) | Created::Existing(c) => c,
+        }
+    }
+}
+
+/// A key a create carries, looked up before a create whose outcome was unknown is tried again.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LookupKey {
+    /// E.164, as [`crate::model::Value::key`] holds phones.
+    Phone(String),
+    /// Case-folded, as [`crate::model::Value::key`] holds e-mails.
+    Email(String),
 }
 
 /// What every adapter does.
@@ -49,6 +77,13 @@ pub trait Provider {
     async fn list_page(&self, cursor: Option<&str>) -> Result<Page, ProviderError>;
     /// Sends one update; returns the record as the provider holds it afterwards.
     async fn apply(&self, patch: &Patch) -> Result<Contact, ProviderError>;
+    /// Sends one create request, at most once (see [`http::ProviderHttp::send_json_once`]);
+    /// returns the record as the provider holds it afterwards.
+    async fn create(&self, new: &NewContact) -> Result<Created, ProviderError>;
+    /// The records holding `key`, looked up directly (Privy's list filter, Callbell's
+    /// `GET /contacts/phone/{phone}`); `Ok(None)` where the provider has no such lookup and the
+    /// run's fresh listing is the answer (Protocol, Chatwoot).
+    async fn find_by_key(&self, key: &LookupKey) -> Result<Option<Vec<Contact>>, ProviderError>;
 }
 
 /// Any of the four adapters.
@@ -127,6 +162,17 @@ impl AnyProvider {
 
     pub async fn apply(&self, patch: &Patch) -> Result<Contact, ProviderError> {
         dispatch!(self, p => p.apply(patch).await)
+    }
+
+    pub async fn create(&self, new: &NewContact) -> Result<Created, ProviderError> {
+        dispatch!(self, p => p.create(new).await)
+    }
+
+    pub async fn find_by_key(
+        &self,
+        key: &LookupKey,
+    ) -> Result<Option<Vec<Contact>>, ProviderError> {
+        dispatch!(self, p => p.find_by_key(key).await)
     }
 }
 

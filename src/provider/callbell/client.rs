@@ -159,6 +159,24 @@ impl Provider for CallbellClient {
         })
     }
 
+    async fn create(
+        &self,
+        _new: &crate::model::NewContact,
+    ) -> Result<crate::provider::Created, ProviderError> {
+        // Placeholder until the create endpoint lands (issue 10).
+        Err(ProviderError::Protocol {
+            provider: crate::model::ProviderKind::Callbell,
+            message: "creating contacts is not supported yet".into(),
+        })
+    }
+
+    async fn find_by_key(
+        &self,
+        _key: &crate::provider::LookupKey,
+    ) -> Result<Option<Vec<Contact>>, ProviderError> {
+        Ok(None)
+    }
+
     async fn apply(&self, patch: &Patch) -> Result<Contact, ProviderError> {
         let body = map::to_update(patch).map_err(|message| ProviderError::Protocol {
             provider: KIND,

@@ -425,6 +425,24 @@ impl Provider for ChatwootClient {
     /// did not do what was asked, so the answer is checked: a different contact id means it
     /// merged the contact into another one (an error naming both), and a value missing from
     /// the answer means it silently discarded it (an error naming the fields).
+    async fn create(
+        &self,
+        _new: &crate::model::NewContact,
+    ) -> Result<crate::provider::Created, ProviderError> {
+        // Placeholder until the create endpoint lands (issue 10).
+        Err(ProviderError::Protocol {
+            provider: crate::model::ProviderKind::Chatwoot,
+            message: "creating contacts is not supported yet".into(),
+        })
+    }
+
+    async fn find_by_key(
+        &self,
+        _key: &crate::provider::LookupKey,
+    ) -> Result<Option<Vec<Contact>>, ProviderError> {
+        Ok(None)
+    }
+
     #[tracing::instrument(level = "debug", skip_all, fields(provider = %KIND, record = %patch.record), err(level = "debug"))]
     async fn apply(&self, patch: &Patch) -> Result<Contact, ProviderError> {
         let native = &patch.record.native;

@@ -217,6 +217,24 @@ impl Provider for PrivyClient {
     /// A 422 on a patch that sets the e-mail or phone is checked against the record: when the
     /// record already holds every value of the patch, an earlier attempt whose answer was lost
     /// (a timeout or a dropped connection, then a retry) did the write, and the patch succeeded.
+    async fn create(
+        &self,
+        _new: &crate::model::NewContact,
+    ) -> Result<crate::provider::Created, ProviderError> {
+        // Placeholder until the create endpoint lands (issue 10).
+        Err(ProviderError::Protocol {
+            provider: crate::model::ProviderKind::Privy,
+            message: "creating contacts is not supported yet".into(),
+        })
+    }
+
+    async fn find_by_key(
+        &self,
+        _key: &crate::provider::LookupKey,
+    ) -> Result<Option<Vec<Contact>>, ProviderError> {
+        Ok(None)
+    }
+
     async fn apply(&self, patch: &Patch) -> Result<Contact, ProviderError> {
         let typed = self.typed().get(&patch.update_ref).cloned();
         let body =

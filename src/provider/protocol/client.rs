@@ -188,6 +188,24 @@ impl Provider for ProtocolClient {
         })
     }
 
+    async fn create(
+        &self,
+        _new: &crate::model::NewContact,
+    ) -> Result<crate::provider::Created, ProviderError> {
+        // Placeholder until the create endpoint lands (issue 10).
+        Err(ProviderError::Protocol {
+            provider: crate::model::ProviderKind::Protocol,
+            message: "creating contacts is not supported yet".into(),
+        })
+    }
+
+    async fn find_by_key(
+        &self,
+        _key: &crate::provider::LookupKey,
+    ) -> Result<Option<Vec<Contact>>, ProviderError> {
+        Ok(None)
+    }
+
     #[tracing::instrument(level = "debug", skip_all, fields(provider = %KIND, record = %patch.update_ref), err(level = "debug"))]
     async fn apply(&self, patch: &Patch) -> Result<Contact, ProviderError> {
         let body = map::update_body(patch, self.mode).map_err(|why| ProviderError::Protocol {
