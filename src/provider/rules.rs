@@ -134,6 +134,8 @@ pub enum RuleId {
     InvalidFormat,
     NotClearable,
     RecordNotWritable,
+    /// A phone or e-mail another person holds is never written (SPEC section 10).
+    HeldByOtherPerson,
 }
 
 impl RuleId {
@@ -147,6 +149,7 @@ impl RuleId {
             RuleId::InvalidFormat => "invalid-format",
             RuleId::NotClearable => "not-clearable",
             RuleId::RecordNotWritable => "record-not-writable",
+            RuleId::HeldByOtherPerson => "held-by-other-person",
         }
     }
 }

@@ -1,21 +1,29 @@
-//! The matcher: links records of different providers that describe the same person.
+//! The matcher: decides which records are one person (SPEC section 10).
 //!
-//! Records are joined by normalised phone, then case-folded e-mail, then links persisted from
-//! earlier runs (so a person stays linked after changing their phone in one provider). A person
-//! holds at most one record per provider: a join that would put two records of one provider into
-//! one person is refused, and the records involved are reported as ambiguous and left alone.
+//! Identity is conservative, because a wrong join writes one person's data over another's and
+//! nothing downstream can undo it:
+//!
+//! - **Linked records stay with their person.** A record linked in an earlier run (or by a
+//!   human's `link`) belongs to that person whatever its keys now say. Two people that exist are
+//!   never joined by a key: when a linked record's phone or e-mail equals another person's, both
+//!   stay where they are and a [`JoinCandidate`] is reported for a human.
+//! - **New records join, or form new people.** Records with no link are first grouped among
+//!   themselves by normalised phone and case-folded e-mail. A group then joins the one existing
+//!   person its keys point at, if exactly one fits and that person has no record of the group's
+//!   providers; it forms a new person if none fits; anything else is an [`Ambiguity`]: reported,
+//!   left alone (neither merged nor written).
+//! - A person holds at most one record per provider. A key two records of one provider share
+//!   links nobody (it cannot say which of them is the person), and is reported.
+//! - Ignored records (a human's `ignore`) take no part at all; a record a human unlinked from a
+//!   person never joins that person again by a key.
 //!
 //! Linear in the number of records: hash tables from key to holders and a union-find, no
-//! pairwise comparison.
-//!
-//! Which join is refused can depend on the order joins are tried in, so refusals follow one
-//! canonical order (phone keys, then e-mail keys, in key order; then links, in record id order).
-//! That order only matters inside a component (the records connected by any key or link) holding
-//! two records of one provider: everywhere else every join succeeds whatever the order. So all
-//! keys and links are first joined in any order, and only the rare components with a
-//! same-provider pair are linked again in the canonical order.
+//! pairwise comparison. Which join within new records is refused can depend on the order joins
+//! are tried in, so refusals follow one canonical order (phone keys, then e-mail keys, in key
+//! order); that order only matters inside a group of new records holding two records of one
+//! provider, so only those rare groups are linked again in the canonical order.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::index::Distinct;
 use crate::model::{Contact, RecordId};
@@ -41,27 +49,76 @@ impl Group {
     }
 }
 
-/// Records that could not be linked unambiguously.
+/// Records that could not be linked unambiguously: reported, neither merged nor written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ambiguity {
     pub records: Vec<RecordId>,
     pub reason: String,
 }
 
+/// Two or more people whose records now share a phone or e-mail. Not joined: a human decides
+/// (`contact-sync link`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinCandidate {
+    /// `phone` or `email`.
+    pub via: &'static str,
+    /// The shared key, normalised.
+    pub key: String,
+    /// Each person involved, with all its records, sorted by person id.
+    pub people: Vec<(PersonId, Vec<RecordId>)>,
+    /// The records that hold the key.
+    pub holders: Vec<RecordId>,
+}
+
+impl JoinCandidate {
+    /// Whether the people could be one person: no provider appears in two of them.
+    pub fn joinable(&self) -> bool {
+        let mut seen = 0u8;
+        for r in self.people.iter().flat_map(|(_, rs)| rs) {
+            let bit = r.provider.bit();
+            if seen & bit != 0 {
+                return false;
+            }
+            seen |= bit;
+        }
+        true
+    }
+}
+
+/// What humans decided about identity, as the matcher needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Steering {
+    /// Records taking no part in matching, merging or writing.
+    pub ignored: HashSet<RecordId>,
+    /// Per record, the people it was unlinked from: it never joins them by a key.
+    pub unlinked_from: HashMap<RecordId, BTreeSet<PersonId>>,
+}
+
+impl Steering {
+    pub fn is_empty(&self) -> bool {
+        self.ignored.is_empty() && self.unlinked_from.is_empty()
+    }
+}
+
 /// The matcher's result.
 #[derive(Debug, Clone, Default)]
 pub struct Matching {
-    /// Every non-ambiguous record is in exactly one group. In the order of each group's first
-    /// record in the input (so a pass over the groups reads the records roughly in order).
+    /// Every record that is neither ambiguous nor ignored is in exactly one group. In the order
+    /// of each group's first record in the input (so a pass over the groups reads the records
+    /// roughly in order).
     pub groups: Vec<Group>,
     /// Indexes into `groups`, sorted by person id (person ids are unique).
     pub by_person: Vec<u32>,
     /// The members of every group, each group's contiguous (see [`Group::members`]).
     pub members: Vec<u32>,
+    /// Per record (by index), its group in `groups`; [`NONE`] for ambiguous and ignored ones.
+    pub group_of: Vec<u32>,
     pub ambiguous: Vec<Ambiguity>,
+    pub join_candidates: Vec<JoinCandidate>,
 }
 
-const NONE: u32 = u32::MAX;
+/// "No index": no key, no group, no person.
+pub const NONE: u32 = u32::MAX;
 
 /// Union-find. With `mask`, a join that would put two records of one provider together is
 /// refused.
@@ -117,15 +174,13 @@ impl Dsu {
 enum Via {
     Phone,
     Email,
-    Link,
 }
 
 impl Via {
-    fn describe(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             Via::Phone => "phone",
             Via::Email => "email",
-            Via::Link => "a link from an earlier run",
         }
     }
 
@@ -133,7 +188,6 @@ impl Via {
         match self {
             Via::Phone => r.phone.as_ref(),
             Via::Email => r.email.as_ref(),
-            Via::Link => None,
         }
         .filter(|v| v.valid)
         .map(|v| v.key.as_str())
@@ -143,28 +197,38 @@ impl Via {
 /// One phone or e-mail key and the records holding it.
 struct Key<'a> {
     key: &'a str,
-    first: u32,
+    /// The first record with no link holding it (`NONE`: only linked records do).
+    first_free: u32,
     providers: u8,
     /// Two records of one provider hold it: it links nobody.
     clash: bool,
+    /// The existing people (by number) whose linked records hold it: the first, and whether
+    /// another one does too.
+    owner: u32,
+    owners_several: bool,
 }
 
 /// The keys of one kind (phone or e-mail): which key each record holds.
 struct Keys<'a> {
     via: Via,
     keys: Vec<Key<'a>>,
-    /// Per record, its index in `keys` (`NONE`: no valid key).
+    /// Per record, its index in `keys` (`NONE`: no valid key, or not taking part).
     of_record: Vec<u32>,
 }
 
 impl<'a> Keys<'a> {
-    fn collect(records: &'a [Contact], via: Via) -> Self {
+    /// `person[i]`: the existing person (by number) of record `i`, `NONE` when it has no link;
+    /// `active[i]`: whether the record takes part.
+    fn collect(records: &'a [Contact], via: Via, person: &[u32], active: &[bool]) -> Self {
         let mut distinct = Distinct::new();
         let mut keys: Vec<Key<'a>> = Vec::new();
         let of_record = records
             .iter()
             .enumerate()
             .map(|(i, r)| {
+                if !active[i] {
+                    return NONE;
+                }
                 let Some(key) = via.key(r) else {
                     return NONE;
                 };
@@ -173,14 +237,26 @@ impl<'a> Keys<'a> {
                 if k as usize == keys.len() {
                     keys.push(Key {
                         key,
-                        first: i as u32,
+                        first_free: NONE,
                         providers: 0,
                         clash: false,
+                        owner: NONE,
+                        owners_several: false,
                     });
                 }
                 let entry = &mut keys[k as usize];
                 entry.clash |= entry.providers & bit != 0;
                 entry.providers |= bit;
+                let p = person[i];
+                if p == NONE {
+                    if entry.first_free == NONE {
+                        entry.first_free = i as u32;
+                    }
+                } else if entry.owner == NONE {
+                    entry.owner = p;
+                } else if entry.owner != p {
+                    entry.owners_several = true;
+                }
                 k
             })
             .collect();
@@ -191,10 +267,14 @@ impl<'a> Keys<'a> {
         }
     }
 
-    /// The key record `i` links by, if any.
-    fn linking(&self, i: usize) -> Option<&Key<'a>> {
+    fn of(&self, i: usize) -> Option<&Key<'a>> {
         let k = *self.of_record.get(i)?;
-        self.keys.get(k as usize).filter(|k| !k.clash)
+        self.keys.get(k as usize)
+    }
+
+    /// The key record `i` links new records by, if any.
+    fn linking(&self, i: usize) -> Option<&Key<'a>> {
+        self.of(i).filter(|k| !k.clash)
     }
 
     /// Keys shared by two records of one provider cannot say which of them is the person.
@@ -214,7 +294,7 @@ impl<'a> Keys<'a> {
                 records: ids,
                 reason: format!(
                     "several records of one provider share the {} {:?}; not linked by it",
-                    self.via.describe(),
+                    self.via.as_str(),
                     self.keys[k as usize].key
                 ),
             });
@@ -229,86 +309,208 @@ pub fn match_records(records: &[Contact], links: &HashMap<RecordId, PersonId>) -
     } else {
         records.iter().map(|r| links.get(&r.id)).collect()
     };
-    match_linked(records, &linked)
+    match_linked(records, &linked, &Steering::default())
 }
 
-/// [`match_records`] with each record's earlier person, by record index (empty: none).
-pub(crate) fn match_linked(records: &[Contact], linked: &[Option<&PersonId>]) -> Matching {
+/// [`match_records`] with each record's earlier person, by record index (empty: none), and the
+/// humans' decisions.
+pub(crate) fn match_linked(
+    records: &[Contact],
+    linked: &[Option<&PersonId>],
+    steering: &Steering,
+) -> Matching {
     let n = records.len();
     let mut ambiguities = Vec::new();
     let link_of = |i: usize| linked.get(i).copied().flatten();
+    let active: Vec<bool> = if steering.ignored.is_empty() {
+        vec![true; n]
+    } else {
+        records
+            .iter()
+            .map(|r| !steering.ignored.contains(&r.id))
+            .collect()
+    };
 
-    // 1. Join every record with the others holding its phone, its e-mail or its person link,
-    //    in any order.
+    // 1. Existing people: every linked record stays with its person. Two records of one
+    //    provider linked to one person (a state written by an older version, or edited by
+    //    hand): the smaller record id stays, the other is set aside.
+    let mut people = Distinct::new();
+    let mut person_ids: Vec<&PersonId> = Vec::new();
+    let mut person_of = vec![NONE; n];
+    let mut person_mask: Vec<u8> = Vec::new();
+    let mut person_first: Vec<u32> = Vec::new();
+    let mut doubled: Vec<u32> = Vec::new();
+    for i in 0..n {
+        let Some(p) = link_of(i).filter(|_| active[i]) else {
+            continue;
+        };
+        let k = people.number(p);
+        if k as usize == person_ids.len() {
+            person_ids.push(p);
+            person_mask.push(0);
+            person_first.push(i as u32);
+        }
+        let bit = records[i].provider().bit();
+        if person_mask[k as usize] & bit != 0 {
+            doubled.push(k);
+        }
+        person_mask[k as usize] |= bit;
+        person_of[i] = k;
+    }
+    if !doubled.is_empty() {
+        set_aside_doubles(records, &doubled, &mut person_of, &mut ambiguities);
+    }
+
+    // 2. New records grouped among themselves by phone and e-mail, in any order.
+    let keys = [Via::Phone, Via::Email].map(|via| Keys::collect(records, via, &person_of, &active));
+    let free = |i: usize| active[i] && link_of(i).is_none();
     let mut dsu = Dsu::new(n);
-    let keys = [Via::Phone, Via::Email].map(|via| Keys::collect(records, via));
     for k in &keys {
         k.clashes(records, &mut ambiguities);
         for i in 0..n {
+            if !free(i) {
+                continue;
+            }
             if let Some(key) = k.linking(i) {
-                dsu.union(key.first, i as u32);
+                dsu.union(key.first_free, i as u32);
             }
         }
     }
-    if !linked.is_empty() {
-        let mut people = Distinct::new();
-        let mut first: Vec<u32> = Vec::new();
-        for i in 0..n {
-            if let Some(p) = link_of(i) {
-                let k = people.number(p) as usize;
-                if k == first.len() {
-                    first.push(i as u32);
-                }
-                dsu.union(first[k], i as u32);
-            }
-        }
-    }
-
-    // 2. Components holding two records of one provider are linked again, canonically.
+    let mut roots: Vec<u32> = (0..n as u32)
+        .map(|i| if free(i as usize) { dsu.find(i) } else { NONE })
+        .collect();
+    drop(dsu);
+    // Groups of new records holding two records of one provider are linked again, canonically.
     const TWICE: u8 = 0x80;
     let mut providers = vec![0u8; n];
     let mut any_twice = false;
     for (i, r) in records.iter().enumerate() {
-        let root = dsu.find(i as u32) as usize;
-        let bit = r.provider().bit();
-        if providers[root] & bit != 0 {
-            providers[root] |= TWICE;
-            any_twice = true;
-        }
-        providers[root] |= bit;
-    }
-    let mut roots: Vec<u32> = (0..n as u32).map(|i| dsu.find(i)).collect();
-    drop(dsu);
-    if any_twice {
-        let contested: Vec<u32> = (0..n as u32)
-            .filter(|&i| providers[roots[i as usize] as usize] & TWICE != 0)
-            .collect();
-        link_canonically(
-            records,
-            &contested,
-            &keys,
-            linked,
-            &mut roots,
-            &mut ambiguities,
-        );
-    }
-    drop(providers);
-    drop(keys);
-
-    // 3. Groups: the members of each root, sorted by record id.
-    let mut group_of = vec![NONE; n];
-    let mut sizes: Vec<u32> = Vec::new();
-    for &root in &roots {
+        let root = roots[i];
         if root == NONE {
             continue;
         }
-        let g = &mut group_of[root as usize];
-        if *g == NONE {
-            *g = sizes.len() as u32;
-            sizes.push(0);
+        let bit = r.provider().bit();
+        let m = &mut providers[root as usize];
+        if *m & bit != 0 {
+            *m |= TWICE;
+            any_twice = true;
         }
-        sizes[*g as usize] += 1;
+        *m |= bit;
     }
+    if any_twice {
+        let contested: Vec<u32> = (0..n as u32)
+            .filter(|&i| {
+                let root = roots[i as usize];
+                root != NONE && providers[root as usize] & TWICE != 0
+            })
+            .collect();
+        link_canonically(records, &contested, &keys, &mut roots, &mut ambiguities);
+        providers.iter_mut().for_each(|m| *m = 0);
+        for (i, r) in records.iter().enumerate() {
+            if roots[i] != NONE {
+                providers[roots[i] as usize] |= r.provider().bit();
+            }
+        }
+    }
+
+    // 3. Each group of new records joins the one existing person its keys point at, forms a
+    //    new person when none does, and is ambiguous otherwise.
+    //    Per root: the person it joins (a person number), `NONE` for a new person.
+    let mut fit: HashMap<u32, Fit> = HashMap::new();
+    for i in 0..n {
+        let root = roots[i];
+        if root == NONE {
+            continue;
+        }
+        let entry = fit.entry(root).or_insert(Fit::None);
+        for k in &keys {
+            let Some(key) = k.of(i) else { continue };
+            if key.owner == NONE {
+                continue;
+            }
+            let forbidden = |p: u32| {
+                steering
+                    .unlinked_from
+                    .get(&records[i].id)
+                    .is_some_and(|s| s.contains(person_ids[p as usize]))
+            };
+            if key.owners_several {
+                *entry = Fit::Several;
+            } else if !forbidden(key.owner) {
+                *entry = match *entry {
+                    Fit::None => Fit::One(key.owner),
+                    Fit::One(p) if p == key.owner => Fit::One(p),
+                    _ => Fit::Several,
+                };
+            }
+        }
+    }
+    let mut set_aside: BTreeMap<u32, String> = BTreeMap::new();
+    for (&root, f) in &fit {
+        let reason = match *f {
+            Fit::None => continue,
+            Fit::One(p) if person_mask[p as usize] & providers[root as usize] == 0 => continue,
+            Fit::One(p) => format!(
+                "its phone or e-mail points at person {}, who already has a record of that provider; not joined",
+                person_ids[p as usize]
+            ),
+            Fit::Several => {
+                "its phone or e-mail points at more than one person; not joined".to_owned()
+            }
+        };
+        set_aside.insert(root, reason);
+    }
+    if !set_aside.is_empty() {
+        let mut pending: BTreeMap<(u32, String), Vec<RecordId>> = BTreeMap::new();
+        for i in 0..n {
+            let root = roots[i];
+            if root == NONE {
+                continue;
+            }
+            if let Some(reason) = set_aside.get(&root) {
+                pending
+                    .entry((root, reason.clone()))
+                    .or_default()
+                    .push(records[i].id.clone());
+                roots[i] = NONE;
+            }
+        }
+        for ((_, reason), mut ids) in pending {
+            ids.sort();
+            ambiguities.push(Ambiguity {
+                records: ids,
+                reason,
+            });
+        }
+    }
+
+    // 4. Groups: each existing person's records, plus the new records joining it; then each
+    //    new person. Numbered by first record in the input.
+    //    A group is keyed by `person number` for existing people and `n + root` for new ones.
+    let mut group_of = vec![NONE; n];
+    let mut slot_of: HashMap<u32, u32> = HashMap::new();
+    let mut sizes: Vec<u32> = Vec::new();
+    let mut slot_person: Vec<u32> = Vec::new();
+    for i in 0..n {
+        let (key, person) = if person_of[i] != NONE {
+            (person_of[i], person_of[i])
+        } else if roots[i] != NONE {
+            match fit.get(&roots[i]) {
+                Some(Fit::One(p)) => (*p, *p),
+                _ => (n as u32 + roots[i], NONE),
+            }
+        } else {
+            continue;
+        };
+        let g = *slot_of.entry(key).or_insert_with(|| {
+            sizes.push(0);
+            slot_person.push(person);
+            sizes.len() as u32 - 1
+        });
+        sizes[g as usize] += 1;
+        group_of[i] = g;
+    }
+    drop(slot_of);
     let mut starts = Vec::with_capacity(sizes.len());
     let mut total = 0u32;
     for s in &sizes {
@@ -317,52 +519,40 @@ pub(crate) fn match_linked(records: &[Contact], linked: &[Option<&PersonId>]) ->
     }
     let mut fill = starts.clone();
     let mut members = vec![0u32; total as usize];
-    for (i, &root) in roots.iter().enumerate() {
-        if root == NONE {
+    for (i, &g) in group_of.iter().enumerate() {
+        if g == NONE {
             continue;
         }
-        let g = group_of[root as usize] as usize;
-        members[fill[g] as usize] = i as u32;
-        fill[g] += 1;
+        members[fill[g as usize] as usize] = i as u32;
+        fill[g as usize] += 1;
     }
-    drop((roots, group_of, fill));
-    let mut groups: Vec<Group> = starts
-        .iter()
-        .zip(&sizes)
-        .map(|(&start, &len)| {
-            let slice = &mut members[start as usize..(start + len) as usize];
-            slice.sort_unstable_by(|a, b| records[*a as usize].id.cmp(&records[*b as usize].id));
-            // The smallest persisted person id among the members, else a new id from the
-            // smallest record id: deterministic whatever the input order.
-            let person = slice
-                .iter()
-                .filter_map(|m| link_of(*m as usize))
-                .min()
-                .cloned()
-                .unwrap_or_else(|| new_person_id(&records[slice[0] as usize].id));
-            Group { person, start, len }
-        })
-        .collect();
-    drop((starts, sizes));
-    let first_id = |g: &Group| &records[members[g.start as usize] as usize].id;
-    let mut by_person = sort_by_person(&groups, |a, b| {
-        a.len.cmp(&b.len).then_with(|| first_id(a).cmp(first_id(b)))
-    });
-    // A person id claimed by two groups (a link split by a refused join): the first keeps it.
-    let mut renamed = false;
-    let mut previous: Option<usize> = None;
-    for &g in &by_person {
-        let g = g as usize;
-        if previous.is_some_and(|p| groups[p].person == groups[g].person) {
-            groups[g].person = new_person_id(first_id(&groups[g]));
-            renamed = true;
+    drop(fill);
+    let mut taken: HashSet<&str> = person_ids.iter().map(|p| p.as_str()).collect();
+    let mut groups: Vec<Group> = Vec::with_capacity(sizes.len());
+    for (g, (&start, &len)) in starts.iter().zip(&sizes).enumerate() {
+        let slice = &mut members[start as usize..(start + len) as usize];
+        slice.sort_unstable_by(|a, b| records[*a as usize].id.cmp(&records[*b as usize].id));
+        let p = slot_person[g];
+        let person = if p != NONE {
+            person_ids[p as usize].clone()
         } else {
-            previous = Some(g);
-        }
+            fresh_person_id(&records[slice[0] as usize].id, &taken)
+        };
+        groups.push(Group { person, start, len });
     }
-    if renamed {
-        by_person = sort_by_person(&groups, |a, b| first_id(a).cmp(first_id(b)));
+    drop((starts, sizes, slot_person));
+    // New ids never collide with existing ones (checked above) but may with each other only if
+    // two groups share a smallest record, which they cannot; keep `taken` honest anyway.
+    for g in &groups {
+        taken.insert(g.person.as_str());
     }
+    drop(taken);
+    let first_id = |g: &Group| &records[members[g.start as usize] as usize].id;
+    let by_person = sort_by_person(&groups, |a, b| first_id(a).cmp(first_id(b)));
+
+    // 5. Join candidates: a key held by records of different people.
+    let join_candidates = join_candidates(records, &keys, &group_of, &groups, &members, steering);
+
     ambiguities.sort_by(|a, b| {
         a.records
             .cmp(&b.records)
@@ -372,13 +562,153 @@ pub(crate) fn match_linked(records: &[Contact], linked: &[Option<&PersonId>]) ->
         groups,
         by_person,
         members,
+        group_of,
         ambiguous: ambiguities,
+        join_candidates,
     }
 }
 
+/// Which existing people a group of new records fits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fit {
+    None,
+    One(u32),
+    Several,
+}
+
+/// Keeps, of two or more records of one provider linked to one person, the smallest record id;
+/// the others are set aside as ambiguous.
+fn set_aside_doubles(
+    records: &[Contact],
+    doubled: &[u32],
+    person_of: &mut [u32],
+    ambiguities: &mut Vec<Ambiguity>,
+) {
+    let doubled: HashSet<u32> = doubled.iter().copied().collect();
+    let mut by: BTreeMap<(u32, crate::model::ProviderKind), Vec<u32>> = BTreeMap::new();
+    for (i, &p) in person_of.iter().enumerate() {
+        if p != NONE && doubled.contains(&p) {
+            by.entry((p, records[i].provider()))
+                .or_default()
+                .push(i as u32);
+        }
+    }
+    for (_, mut idx) in by {
+        if idx.len() < 2 {
+            continue;
+        }
+        idx.sort_by(|a, b| records[*a as usize].id.cmp(&records[*b as usize].id));
+        let keep = &records[idx[0] as usize].id;
+        let mut ids = Vec::new();
+        for &i in &idx[1..] {
+            person_of[i as usize] = NONE;
+            ids.push(records[i as usize].id.clone());
+        }
+        ambiguities.push(Ambiguity {
+            records: ids,
+            reason: format!(
+                "linked to the same person as {keep}, another record of that provider; left out until a human unlinks one"
+            ),
+        });
+    }
+}
+
+fn join_candidates(
+    records: &[Contact],
+    keys: &[Keys<'_>; 2],
+    group_of: &[u32],
+    groups: &[Group],
+    members: &[u32],
+    steering: &Steering,
+) -> Vec<JoinCandidate> {
+    let mut out = Vec::new();
+    for k in keys {
+        // Per key: the first group holding it, and whether another group does.
+        let mut first = vec![NONE; k.keys.len()];
+        let mut several = vec![false; k.keys.len()];
+        let mut any = false;
+        for (i, &key) in k.of_record.iter().enumerate() {
+            let g = group_of[i];
+            if key == NONE || g == NONE {
+                continue;
+            }
+            let f = &mut first[key as usize];
+            if *f == NONE {
+                *f = g;
+            } else if *f != g {
+                several[key as usize] = true;
+                any = true;
+            }
+        }
+        if !any {
+            continue;
+        }
+        let mut holders: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for (i, &key) in k.of_record.iter().enumerate() {
+            if key != NONE && group_of[i] != NONE && several[key as usize] {
+                holders.entry(key).or_default().push(i as u32);
+            }
+        }
+        for (key, idx) in holders {
+            let mut people: BTreeMap<&PersonId, u32> = BTreeMap::new();
+            for &i in &idx {
+                let g = group_of[i as usize];
+                people.insert(&groups[g as usize].person, g);
+            }
+            // A human unlinked one of these records from one of these people: not suggested.
+            let unlinked = idx.iter().any(|&i| {
+                steering
+                    .unlinked_from
+                    .get(&records[i as usize].id)
+                    .is_some_and(|from| people.keys().any(|p| from.contains(*p)))
+            });
+            if unlinked {
+                continue;
+            }
+            let mut holder_ids: Vec<RecordId> = idx
+                .iter()
+                .map(|&i| records[i as usize].id.clone())
+                .collect();
+            holder_ids.sort();
+            out.push(JoinCandidate {
+                via: k.via.as_str(),
+                key: k.keys[key as usize].key.to_owned(),
+                people: people
+                    .into_iter()
+                    .map(|(p, g)| {
+                        let g = &groups[g as usize];
+                        let recs = g
+                            .members(members)
+                            .iter()
+                            .map(|&m| records[m as usize].id.clone())
+                            .collect();
+                        (p.clone(), recs)
+                    })
+                    .collect(),
+                holders: holder_ids,
+            });
+        }
+    }
+    out.sort_by(|a, b| (&a.people, a.via, &a.key).cmp(&(&b.people, b.via, &b.key)));
+    out
+}
+
 /// A new person id: `p:` and the record id (its smallest record's, so it does not depend on the
-/// input order).
-fn new_person_id(id: &RecordId) -> PersonId {
+/// input order), with `~N` added when that id is taken (a record unlinked from the person it
+/// founded).
+fn fresh_person_id(id: &RecordId, taken: &HashSet<&str>) -> PersonId {
+    let base = new_person_id(id);
+    if !taken.contains(base.as_str()) {
+        return base;
+    }
+    (2u32..)
+        .map(|k| format!("{base}~{k}"))
+        .find(|c| !taken.contains(c.as_str()))
+        .unwrap_or(base)
+}
+
+/// The plain new person id for a record: `p:provider:native`.
+pub fn new_person_id(id: &RecordId) -> PersonId {
     let provider = id.provider.as_str();
     let mut s = String::with_capacity(3 + provider.len() + id.native.len());
     s.push_str("p:");
@@ -421,20 +751,18 @@ fn sort_by_person(
     keyed.into_iter().map(|(_, i)| i).collect()
 }
 
-/// Links the `contested` records (whole components that hold two records of one provider) in the
-/// canonical order: phone keys, then e-mail keys, each in key order and each key's holders in
-/// record id order; then links, in record id order. A refused join sets both its records aside
-/// as ambiguous, and linking starts over without them until nothing new is refused. Updates
-/// `roots` of the contested records (`NONE` for ambiguous ones).
+/// Links the `contested` new records (whole groups that hold two records of one provider) in
+/// the canonical order: phone keys, then e-mail keys, each in key order and each key's holders in
+/// record id order. A refused join sets both its records aside as ambiguous, and linking starts
+/// over without them until nothing new is refused. Updates `roots` of the contested records
+/// (`NONE` for ambiguous ones).
 fn link_canonically(
     records: &[Contact],
     contested: &[u32],
     keys: &[Keys<'_>; 2],
-    linked: &[Option<&PersonId>],
     roots: &mut [u32],
     ambiguities: &mut Vec<Ambiguity>,
 ) {
-    let n = records.len();
     let mut order = contested.to_vec();
     order.sort_unstable_by(|a, b| records[*a as usize].id.cmp(&records[*b as usize].id));
     let mut edges: Vec<(u32, u32, Via)> = Vec::new();
@@ -448,17 +776,6 @@ fn link_canonically(
         for h in holders.values() {
             for w in h.windows(2) {
                 edges.push((w[0], w[1], k.via));
-            }
-        }
-    }
-    let mut by_person: HashMap<&str, u32> = HashMap::new();
-    for &i in &order {
-        if let Some(p) = linked.get(i as usize).copied().flatten() {
-            match by_person.get(p.as_str()) {
-                Some(&first) => edges.push((first, i, Via::Link)),
-                None => {
-                    by_person.insert(p.as_str(), i);
-                }
             }
         }
     }
@@ -477,7 +794,7 @@ fn link_canonically(
                     "{} and {} are linked by {} but each already belongs with another {} record",
                     ra.id,
                     rb.id,
-                    via.describe(),
+                    via.as_str(),
                     if ra.provider() == rb.provider() {
                         ra.provider().as_str()
                     } else {
@@ -493,7 +810,6 @@ fn link_canonically(
             break dsu;
         }
     };
-    debug_assert!(dsu.parent.len() == n);
     for &i in contested {
         roots[i as usize] = if ambiguous_at.contains_key(&i) {
             NONE
@@ -538,6 +854,19 @@ mod tests {
             .collect()
     }
 
+    fn person_of<'m>(records: &[Contact], m: &'m Matching, id: &str) -> Option<&'m str> {
+        let i = records.iter().position(|r| r.id.to_string() == id)?;
+        let g = m.group_of[i];
+        (g != NONE).then(|| m.groups[g as usize].person.as_str())
+    }
+
+    fn links(pairs: &[(ProviderKind, &str, &str)]) -> HashMap<RecordId, PersonId> {
+        pairs
+            .iter()
+            .map(|(p, id, person)| (RecordId::new(*p, *id), person.to_string()))
+            .collect()
+    }
+
     #[test]
     fn links_by_phone_then_email() {
         use ProviderKind::*;
@@ -555,6 +884,7 @@ mod tests {
             ["callbell:u", "chatwoot:1", "privy:a"]
         );
         assert!(m.ambiguous.is_empty());
+        assert!(m.join_candidates.is_empty());
     }
 
     #[test]
@@ -564,14 +894,123 @@ mod tests {
             rec(Privy, "a", Some("+14155550111"), None),
             rec(Chatwoot, "1", Some("+14155550101"), None),
         ];
-        let links: HashMap<_, _> = [
-            (RecordId::new(Privy, "a"), "p:1".to_string()),
-            (RecordId::new(Chatwoot, "1"), "p:1".to_string()),
-        ]
-        .into();
+        let links = links(&[(Privy, "a", "p:1"), (Chatwoot, "1", "p:1")]);
         let m = match_records(&records, &links);
         assert_eq!(m.groups.len(), 1);
         assert_eq!(m.groups[0].person, "p:1");
+    }
+
+    #[test]
+    fn two_existing_people_never_fuse_by_a_key() {
+        use ProviderKind::*;
+        // P1 = protocol:a + callbell:b, P2 = chatwoot:8 + privy:9; chatwoot:8's phone was edited
+        // to P1's.
+        let records = vec![
+            rec(Protocol, "a", Some("+14155550101"), None),
+            rec(Callbell, "b", Some("+14155550101"), None),
+            rec(Chatwoot, "8", Some("+14155550101"), None),
+            rec(Privy, "9", Some("+14155550202"), None),
+        ];
+        let links = links(&[
+            (Protocol, "a", "p:1"),
+            (Callbell, "b", "p:1"),
+            (Chatwoot, "8", "p:2"),
+            (Privy, "9", "p:2"),
+        ]);
+        let m = match_records(&records, &links);
+        assert_eq!(m.groups.len(), 2);
+        assert_eq!(person_of(&records, &m, "chatwoot:8"), Some("p:2"));
+        assert_eq!(person_of(&records, &m, "protocol:a"), Some("p:1"));
+        assert_eq!(m.join_candidates.len(), 1, "{:?}", m.join_candidates);
+        let jc = &m.join_candidates[0];
+        assert_eq!(jc.via, "phone");
+        assert_eq!(jc.key, "+14155550101");
+        assert_eq!(
+            jc.people
+                .iter()
+                .map(|(p, _)| p.as_str())
+                .collect::<Vec<_>>(),
+            ["p:1", "p:2"]
+        );
+        assert!(jc.joinable());
+    }
+
+    #[test]
+    fn a_new_record_joins_the_one_person_its_key_points_at() {
+        use ProviderKind::*;
+        let records = vec![
+            rec(Protocol, "a", Some("+14155550101"), None),
+            rec(Privy, "new", Some("+14155550101"), None),
+        ];
+        let m = match_records(&records, &links(&[(Protocol, "a", "p:1")]));
+        assert_eq!(person_of(&records, &m, "privy:new"), Some("p:1"));
+    }
+
+    #[test]
+    fn a_new_record_pointing_at_two_people_is_ambiguous() {
+        use ProviderKind::*;
+        let records = vec![
+            rec(Protocol, "a", Some("+14155550101"), None),
+            rec(Callbell, "b", None, Some("b@x.io")),
+            rec(Privy, "new", Some("+14155550101"), Some("b@x.io")),
+        ];
+        let m = match_records(
+            &records,
+            &links(&[(Protocol, "a", "p:1"), (Callbell, "b", "p:2")]),
+        );
+        assert_eq!(person_of(&records, &m, "privy:new"), None);
+        assert!(m
+            .ambiguous
+            .iter()
+            .any(|a| a.records == [RecordId::new(Privy, "new")]));
+    }
+
+    #[test]
+    fn a_new_record_whose_person_has_its_provider_is_ambiguous() {
+        use ProviderKind::*;
+        let records = vec![
+            rec(Privy, "a", None, Some("ada@x.io")),
+            rec(Privy, "b", None, Some("ada@x.io")),
+        ];
+        let m = match_records(&records, &links(&[(Privy, "a", "p:1")]));
+        assert_eq!(person_of(&records, &m, "privy:b"), None);
+        assert_eq!(person_of(&records, &m, "privy:a"), Some("p:1"));
+    }
+
+    #[test]
+    fn an_unlinked_record_never_rejoins_its_old_person() {
+        use ProviderKind::*;
+        let records = vec![
+            rec(Protocol, "a", Some("+14155550101"), None),
+            rec(Privy, "x", Some("+14155550101"), None),
+        ];
+        let steering = Steering {
+            unlinked_from: [(RecordId::new(Privy, "x"), ["p:1".to_string()].into())].into(),
+            ..Steering::default()
+        };
+        let links = links(&[(Protocol, "a", "p:1")]);
+        let linked: Vec<_> = records.iter().map(|r| links.get(&r.id)).collect();
+        let m = match_linked(&records, &linked, &steering);
+        let x = person_of(&records, &m, "privy:x").expect("a person of its own");
+        assert_ne!(x, "p:1");
+        assert!(m.join_candidates.is_empty(), "a human said no");
+    }
+
+    #[test]
+    fn ignored_records_take_no_part() {
+        use ProviderKind::*;
+        let records = vec![
+            rec(Protocol, "a", Some("+14155550101"), None),
+            rec(Privy, "x", Some("+14155550101"), None),
+        ];
+        let steering = Steering {
+            ignored: [RecordId::new(Privy, "x")].into(),
+            ..Steering::default()
+        };
+        let m = match_linked(&records, &[], &steering);
+        assert_eq!(m.groups.len(), 1);
+        assert_eq!(person_of(&records, &m, "privy:x"), None);
+        assert!(m.ambiguous.is_empty());
     }
 
     #[test]

@@ -21,7 +21,7 @@ mod stored;
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-pub use matcher::{Ambiguity, PersonId};
+pub use matcher::{Ambiguity, JoinCandidate, PersonId, Steering};
 pub use plan::{Conflict, PersonPlan, Plan, Reason, Skip, Update};
 pub use policy::Policy;
 pub use stored::{Agreed, Baseline};
@@ -40,6 +40,8 @@ pub struct Memory {
     pub baselines: HashMap<RecordId, Baseline>,
     /// Per person: the value of each field the last merge decided.
     pub agreed: HashMap<PersonId, Agreed>,
+    /// What humans decided about identity (`ignore`, `unlink`).
+    pub steering: Steering,
 }
 
 /// The rule tables of the providers being synced.
@@ -72,8 +74,9 @@ pub fn plan(records: &[Contact], memory: &Memory, policy: &Policy, rules: &RuleB
         let index = index::RecordIndex::new(records);
         (index.join(&memory.links), index.join(&memory.baselines))
     };
-    let mut matching = matcher::match_linked(records, &linked);
+    let mut matching = matcher::match_linked(records, &linked, &memory.steering);
     drop(linked);
+    let owners = KeyOwners::new(records, &matching.group_of);
     let tables = Tables::new(policy, rules);
     let ambiguous = std::mem::take(&mut matching.ambiguous);
     let mut rank = vec![0u32; matching.groups.len()];
@@ -86,6 +89,7 @@ pub fn plan(records: &[Contact], memory: &Memory, policy: &Policy, rules: &RuleB
             baselines: &baselines,
             tables: &tables,
             holders: PlanHolders::new(records, rules),
+            owners: &owners,
             scratch: Scratch::default(),
         };
         // Looked up together, so the cache misses overlap.
@@ -103,7 +107,7 @@ pub fn plan(records: &[Contact], memory: &Memory, policy: &Policy, rules: &RuleB
             let group = &matching.groups[g as usize];
             let members = group.members(&matching.members);
             let previous = agreed.get(k).copied().flatten();
-            let person = planner.person(&group.person, previous, members, &mut out);
+            let person = planner.person(g, &group.person, previous, members, &mut out);
             people.push((rank[g as usize], person));
         }
         if !in_person_order && planner.holders.contested.get() {
@@ -121,6 +125,7 @@ pub fn plan(records: &[Contact], memory: &Memory, policy: &Policy, rules: &RuleB
         .or_else(|| plan_people(&matching.by_person, true))
         .unwrap_or_default();
     out.ambiguous = ambiguous;
+    out.join_candidates = std::mem::take(&mut matching.join_candidates);
     out.updates
         .sort_by(|a, b| a.patch.record.cmp(&b.patch.record));
     out.skipped
@@ -209,6 +214,7 @@ struct Planner<'a, 'p> {
     baselines: &'p [Option<&'a Baseline>],
     tables: &'p Tables<'a>,
     holders: PlanHolders<'a>,
+    owners: &'p KeyOwners<'a>,
     scratch: Scratch<'a>,
 }
 
@@ -232,54 +238,109 @@ enum Why {
     Agreed,
 }
 
-/// SPEC section 2: one changer wins; disagreeing changers go by precedence (a conflict); no
-/// changer keeps the agreed value; no agreed value takes the first non-empty value in precedence
-/// order (newly linked records also fill an empty agreed value). `agreed`: whether a value was
-/// agreed before (`None`: nothing was decided for the field yet).
-fn decide(slots: &[Slot<'_>], agreed: Option<bool>, removal_counts: bool) -> Why {
-    let mut best: Option<&Slot<'_>> = None;
-    let mut disagree = false;
-    for s in slots {
-        let Some(base) = s.base else { continue };
-        if base == s.cur || (s.cur.is_none() && !removal_counts) {
-            continue;
-        }
-        match best {
-            None => best = Some(s),
-            Some(b) => {
-                disagree |= b.cur != s.cur;
-                if s.rank < b.rank {
-                    best = Some(s);
+/// What a merge of one field (or one tag or custom-field key) compares against.
+#[derive(Clone, Copy)]
+struct Merge<'v> {
+    /// The value agreed before: `None` when nothing was decided for it yet, `Some(None)` when
+    /// the agreed value is empty.
+    agreed: Option<Option<&'v [u8]>>,
+    /// Whether a value turning empty counts as a change.
+    removal_counts: bool,
+    /// Whether a record with no baseline that holds another value than the agreed one competes
+    /// with it by precedence (SPEC section 10); off for tags, where a newcomer's tags are added.
+    compete: bool,
+}
+
+impl<'v> Merge<'v> {
+    /// The record changed the value since its baseline.
+    fn changed(&self, s: &Slot<'_>) -> bool {
+        s.base.is_some_and(|b| b != s.cur) && (s.cur.is_some() || self.removal_counts)
+    }
+
+    /// The record has no baseline and holds a value other than the agreed one.
+    fn newcomer(&self, s: &Slot<'_>) -> bool {
+        self.compete
+            && s.base.is_none()
+            && s.cur.is_some()
+            && matches!(self.agreed, Some(Some(k)) if s.cur != Some(k))
+    }
+
+    /// The record has a baseline and holds the agreed value.
+    fn holds_agreed(&self, s: &Slot<'_>) -> bool {
+        s.base.is_some() && matches!(self.agreed, Some(Some(k)) if s.cur == Some(k))
+    }
+
+    /// SPEC sections 2 and 10: one changer wins; disagreeing changers go by precedence (a
+    /// conflict); a record with no baseline whose value differs from the agreed one competes
+    /// with the records holding it, by precedence, as a conflict; no changer keeps the agreed
+    /// value; no agreed value takes the first non-empty value in precedence order (newly linked
+    /// records also fill an empty agreed value).
+    fn decide(&self, slots: &[Slot<'_>]) -> Why {
+        let mut best: Option<&Slot<'_>> = None;
+        let mut disagree = false;
+        let mut any_changer = false;
+        for s in slots {
+            let changed = self.changed(s);
+            if !changed && !self.newcomer(s) {
+                continue;
+            }
+            any_changer |= changed;
+            match best {
+                None => best = Some(s),
+                Some(b) => {
+                    disagree |= b.cur != s.cur;
+                    if s.rank < b.rank {
+                        best = Some(s);
+                    }
                 }
             }
         }
-    }
-    if let Some(b) = best {
-        return if disagree {
-            Why::Conflict(b.member)
-        } else {
-            Why::Changed(b.member)
+        if let Some(b) = best {
+            if any_changer {
+                return if disagree {
+                    Why::Conflict(b.member)
+                } else {
+                    Why::Changed(b.member)
+                };
+            }
+            // Only newcomers: they compete with the holders of the agreed value.
+            let holder = slots
+                .iter()
+                .filter(|s| self.holds_agreed(s))
+                .min_by_key(|s| s.rank);
+            return match holder {
+                Some(h) if h.rank < b.rank => Why::Conflict(h.member),
+                Some(_) => Why::Conflict(b.member),
+                None if disagree => Why::Conflict(b.member),
+                None => Why::First(b.member),
+            };
+        }
+        let first = |only_new: bool| {
+            slots
+                .iter()
+                .filter(|s| s.cur.is_some() && (!only_new || s.base.is_none()))
+                .min_by_key(|s| s.rank)
+                .map(|s| Why::First(s.member))
         };
+        match self.agreed {
+            Some(Some(_)) => Why::Agreed,
+            Some(None) => first(true).unwrap_or(Why::Agreed),
+            None => first(false).unwrap_or(Why::Agreed),
+        }
     }
-    let first = |only_new: bool| {
+
+    /// The records a conflict was between: the changers and newcomers, and when nobody changed
+    /// the value, the holders of the agreed value the newcomers competed with.
+    fn contenders<'s>(
+        &self,
+        slots: &'s [Slot<'s>],
+    ) -> impl Iterator<Item = &'s Slot<'s>> + use<'s, 'v> {
+        let any_changer = slots.iter().any(|s| self.changed(s));
+        let m = *self;
         slots
             .iter()
-            .filter(|s| s.cur.is_some() && (!only_new || s.base.is_none()))
-            .min_by_key(|s| s.rank)
-            .map(|s| Why::First(s.member))
-    };
-    match agreed {
-        Some(true) => Why::Agreed,
-        Some(false) => first(true).unwrap_or(Why::Agreed),
-        None => first(false).unwrap_or(Why::Agreed),
+            .filter(move |s| m.changed(s) || m.newcomer(s) || (!any_changer && m.holds_agreed(s)))
     }
-}
-
-/// The changers of a conflict: members whose value differs from their baseline.
-fn changers<'s>(slots: &'s [Slot<'_>], removal_counts: bool) -> impl Iterator<Item = &'s Slot<'s>> {
-    slots
-        .iter()
-        .filter(move |s| s.base.is_some_and(|b| b != s.cur) && (s.cur.is_some() || removal_counts))
 }
 
 const PRESENT: Option<&[u8]> = Some(b"");
@@ -310,6 +371,7 @@ impl<'a> Planner<'a, '_> {
     /// Plans one person: the writes, skips and conflicts go to `out`.
     fn person(
         &mut self,
+        group: u32,
         person: &PersonId,
         previous: Option<&'a Agreed>,
         ids: &[u32],
@@ -380,7 +442,7 @@ impl<'a> Planner<'a, '_> {
                         .collect(),
                 )),
             };
-            self.writes(person, field, agreed, &decided, why, &mut s, out);
+            self.writes(group, person, field, agreed, &decided, why, &mut s, out);
             s.decided.push((field, decided));
         }
 
@@ -436,6 +498,7 @@ impl<'a> Planner<'a, '_> {
     #[allow(clippy::too_many_arguments)]
     fn writes(
         &self,
+        group: u32,
         person: &PersonId,
         field: Field,
         agreed: AgreedRef<'a>,
@@ -503,6 +566,20 @@ impl<'a> Planner<'a, '_> {
                             .unwrap_or_else(|| "the provider cannot address this record".into()),
                     });
                 }
+                continue;
+            }
+            if let Some(holder) = self.owners.held_by_other_person(field, wanted, group) {
+                out.skipped.push(Skip {
+                    person: person.clone(),
+                    record: m.c.id.clone(),
+                    field,
+                    current,
+                    wanted: wanted.clone(),
+                    rule: RuleId::HeldByOtherPerson,
+                    detail: format!(
+                        "{holder} holds this {field} and is not {person}; a human decides (contact-sync review)"
+                    ),
+                });
                 continue;
             }
             let admission = r.admit(&m.c.id, field, &current, wanted, &self.holders);
@@ -578,7 +655,12 @@ impl<'a> Planner<'a, '_> {
             Some(FieldValue::Scalar(v)) => Some(v.as_ref()),
             _ => None,
         };
-        let why = decide(&s.slots, prev.map(|v| v.is_some()), t.propagate_clears);
+        let merge = Merge {
+            agreed: prev.map(|v| v.map(|v| v.key.as_bytes())),
+            removal_counts: t.propagate_clears,
+            compete: true,
+        };
+        let why = merge.decide(&s.slots);
         let agreed = match why {
             Why::Changed(i) | Why::Conflict(i) | Why::First(i) => s.cur[i],
             Why::Agreed => prev.flatten().map(ValueRef::from),
@@ -588,7 +670,8 @@ impl<'a> Planner<'a, '_> {
                 person: person.clone(),
                 field,
                 key: None,
-                candidates: changers(&s.slots, t.propagate_clears)
+                candidates: merge
+                    .contenders(&s.slots)
                     .map(|c| {
                         (
                             s.members[c.member].c.id.clone(),
@@ -647,7 +730,12 @@ impl<'a> Planner<'a, '_> {
                     }),
                 });
             }
-            let why = decide(&s.slots, prev.map(|p| p.contains(tag)), true);
+            let merge = Merge {
+                agreed: prev.map(|p| p.contains(tag).then_some(b"".as_slice())),
+                removal_counts: true,
+                compete: false,
+            };
+            let why = merge.decide(&s.slots);
             let present = match why {
                 Why::Changed(i) | Why::Conflict(i) => s.members[i].c.tags.contains(tag),
                 Why::First(_) => true,
@@ -658,7 +746,8 @@ impl<'a> Planner<'a, '_> {
                     person: person.clone(),
                     field: Field::Tags,
                     key: Some(tag.to_owned()),
-                    candidates: changers(&s.slots, true)
+                    candidates: merge
+                        .contenders(&s.slots)
                         .map(|c| {
                             let shown = if c.cur == PRESENT {
                                 "(added)"
@@ -720,7 +809,12 @@ impl<'a> Planner<'a, '_> {
                     }),
                 });
             }
-            let why = decide(&s.slots, prev.map(|p| p.contains_key(key)), true);
+            let merge = Merge {
+                agreed: prev.map(|p| p.get(key).map(|v| v.as_bytes())),
+                removal_counts: true,
+                compete: true,
+            };
+            let why = merge.decide(&s.slots);
             let value = match why {
                 Why::Changed(i) | Why::Conflict(i) | Why::First(i) => {
                     s.members[i].c.custom_fields.get(key)
@@ -732,7 +826,8 @@ impl<'a> Planner<'a, '_> {
                     person: person.clone(),
                     field: Field::CustomFields,
                     key: Some(key.to_owned()),
-                    candidates: changers(&s.slots, true)
+                    candidates: merge
+                        .contenders(&s.slots)
                         .map(|c| {
                             let m = s.members[c.member].c;
                             let shown = m
@@ -750,6 +845,96 @@ impl<'a> Planner<'a, '_> {
             }
         }
         (AgreedRef::Map, Why::Agreed)
+    }
+}
+
+/// Which person holds each phone and e-mail, so that a key is never written to a record of
+/// another person (SPEC section 10, rule `held-by-other-person`). Built on the first question:
+/// a plan that writes no phone or e-mail never builds it.
+struct KeyOwners<'a> {
+    records: &'a [Contact],
+    group_of: &'a [u32],
+    /// Per field (phone, e-mail) and key: the first record holding it, and a record of another
+    /// person holding it too (`NONE`: none).
+    index: OnceCell<[HashMap<&'a str, (u32, u32)>; 2]>,
+}
+
+impl<'a> KeyOwners<'a> {
+    fn new(records: &'a [Contact], group_of: &'a [u32]) -> Self {
+        KeyOwners {
+            records,
+            group_of,
+            index: OnceCell::new(),
+        }
+    }
+
+    /// The person a record belongs to; every record outside a group (ambiguous) is a person of
+    /// its own. Ignored records are not asked about.
+    fn owner(&self, i: u32) -> u64 {
+        match self.group_of.get(i as usize) {
+            Some(&g) if g != matcher::NONE => u64::from(g),
+            _ => (1u64 << 32) | u64::from(i),
+        }
+    }
+
+    fn index(&self) -> &[HashMap<&'a str, (u32, u32)>; 2] {
+        self.index.get_or_init(|| {
+            let keys = |r: &'a Contact| {
+                [&r.phone, &r.email].map(|v| v.as_ref().filter(|v| v.valid).map(|v| v.key.as_str()))
+            };
+            // The smallest record id holding each key, then the smallest held by another
+            // person than that one: the answer does not depend on the input order.
+            let mut index = [HashMap::new(), HashMap::new()];
+            for (i, r) in self.records.iter().enumerate() {
+                for (slot, key) in keys(r).into_iter().enumerate() {
+                    let Some(key) = key else { continue };
+                    let e = index[slot].entry(key).or_insert((i as u32, matcher::NONE));
+                    if r.id < self.records[e.0 as usize].id {
+                        e.0 = i as u32;
+                    }
+                }
+            }
+            for (i, r) in self.records.iter().enumerate() {
+                for (slot, key) in keys(r).into_iter().enumerate() {
+                    let Some(e) = key.and_then(|k| index[slot].get_mut(k)) else {
+                        continue;
+                    };
+                    if self.owner(e.0) != self.owner(i as u32)
+                        && (e.1 == matcher::NONE || r.id < self.records[e.1 as usize].id)
+                    {
+                        e.1 = i as u32;
+                    }
+                }
+            }
+            index
+        })
+    }
+
+    /// A record of another person than `group` that holds the phone or e-mail `wanted`.
+    fn held_by_other_person(
+        &self,
+        field: Field,
+        wanted: &FieldValue,
+        group: u32,
+    ) -> Option<&'a RecordId> {
+        let slot = match field {
+            Field::Phone => 0,
+            Field::Email => 1,
+            _ => return None,
+        };
+        let FieldValue::Scalar(Some(v)) = wanted else {
+            return None;
+        };
+        let &(first, other) = self.index()[slot].get(v.key.as_str())?;
+        let mine = u64::from(group);
+        let holder = if self.owner(first) != mine {
+            first
+        } else if other != matcher::NONE {
+            other
+        } else {
+            return None;
+        };
+        Some(&self.records[holder as usize].id)
     }
 }
 
@@ -852,7 +1037,5 @@ impl Holders for PlanHolders<'_> {
     }
 }
 
-#[cfg(test)]
-mod reference;
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,6 @@
 //! The plan: what a sync would send, what it would not and why, and what it decided.
 
-use super::matcher::{Ambiguity, PersonId};
+use super::matcher::{Ambiguity, JoinCandidate, PersonId};
 use super::Agreed;
 use crate::model::{Field, FieldValue, Patch, ProviderKind, RecordId};
 use crate::provider::rules::RuleId;
@@ -89,6 +89,8 @@ pub struct Plan {
     pub skipped: Vec<Skip>,
     pub conflicts: Vec<Conflict>,
     pub ambiguous: Vec<Ambiguity>,
+    /// People whose records now share a phone or e-mail: not joined, reported.
+    pub join_candidates: Vec<JoinCandidate>,
     pub people: Vec<PersonPlan>,
 }
 

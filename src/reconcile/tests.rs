@@ -592,6 +592,7 @@ fn arb_memory() -> impl Strategy<Value = Memory> {
         prop::collection::vec((person, arb_fields(true)), 0..5),
     )
         .prop_map(|(links, baselines, agreed)| Memory {
+            steering: Steering::default(),
             links: links.into_iter().collect(),
             baselines: baselines
                 .into_iter()
@@ -637,19 +638,17 @@ fn arb_book() -> impl Strategy<Value = RuleBook> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
 
-    /// On any records, memory, policy and rules, the plan is the original planner's.
+    /// On any records, memory, policy and rules, the order records come in does not change
+    /// the plan.
     #[test]
-    fn same_plan_as_the_reference(
+    fn order_independent_with_memory(
         records in arb_many_records(),
         memory in arb_memory(),
         policy in arb_policy(),
         rules in arb_book(),
         seed in any::<u64>(),
     ) {
-        let want = reference::plan(&records, &memory, &policy, &rules);
         let got = plan(&records, &memory, &policy, &rules);
-        prop_assert_eq!(&got, &want);
-        // And whatever order the records come in.
         let mut shuffled = records.clone();
         let mut s = seed;
         for i in (1..shuffled.len()).rev() {
@@ -657,36 +656,11 @@ proptest! {
             shuffled.swap(i, (s >> 33) as usize % (i + 1));
         }
         let again = plan(&shuffled, &memory, &policy, &rules);
-        prop_assert_eq!(&again, &reference::plan(&shuffled, &memory, &policy, &rules));
         prop_assert_eq!(again.updates, got.updates);
-    }
-
-    /// Over successive runs (apply, remember, edit, plan again), the same plans too.
-    #[test]
-    fn same_plans_over_runs(
-        mut records in arb_many_records(),
-        edits in arb_many_records(),
-        policy in arb_policy(),
-    ) {
-        let rules = book();
-        let mut memory = Memory::default();
-        for round in 0..3 {
-            let want = reference::plan(&records, &memory, &policy, &rules);
-            let got = plan(&records, &memory, &policy, &rules);
-            prop_assert_eq!(&got, &want, "round {}", round);
-            apply(&mut records, &got);
-            memory = synced(&records, &got);
-            if round == 0 {
-                for e in &edits {
-                    if let Some(r) = records.iter_mut().find(|r| r.id == e.id) {
-                        r.name = e.name.clone();
-                        r.tags = e.tags.clone();
-                        r.custom_fields = e.custom_fields.clone();
-                        r.phone = e.phone.clone();
-                    }
-                }
-            }
-        }
+        prop_assert_eq!(again.skipped, got.skipped);
+        prop_assert_eq!(again.conflicts, got.conflicts);
+        prop_assert_eq!(again.ambiguous, got.ambiguous);
+        prop_assert_eq!(again.join_candidates, got.join_candidates);
     }
 }
 
@@ -729,9 +703,9 @@ fn scalar_ref_is_get_borrowed() {
 }
 
 #[test]
-fn a_unique_value_two_people_want_goes_to_the_first_in_person_order() {
+fn a_key_two_people_hold_is_written_to_neither() {
     // Two Privy records share an e-mail (so it links nobody); each person's Chatwoot record
-    // would get it. The records of the second person (by id) come first in the input.
+    // could take it, but another person holds it: neither gets it.
     let records = vec![
         rec(Chatwoot, "2").phone("+14155550102").done(),
         rec(Privy, "a")
@@ -742,20 +716,15 @@ fn a_unique_value_two_people_want_goes_to_the_first_in_person_order() {
         rec(Privy, "b").phone(PHONE).email("shared@x.io").done(),
     ];
     let p = plan(&records, &Memory::default(), &Policy::default(), &book());
-    assert_eq!(
-        field_of(&p, "chatwoot:1", Field::Email),
-        Some(FieldValue::Scalar(Some(Value::plain("shared@x.io")))),
-        "{p:#?}"
-    );
+    assert_eq!(field_of(&p, "chatwoot:1", Field::Email), None, "{p:#?}");
     assert_eq!(field_of(&p, "chatwoot:2", Field::Email), None);
-    assert!(p
-        .skipped
-        .iter()
-        .any(|s| s.rule == RuleId::WouldMergeContacts
-            && s.record.to_string() == "chatwoot:2"
-            && s.detail.starts_with("chatwoot:1 ")));
-    assert_eq!(
-        p,
-        reference::plan(&records, &Memory::default(), &Policy::default(), &book())
-    );
+    for (record, holder) in [("chatwoot:1", "privy:a"), ("chatwoot:2", "privy:b")] {
+        assert!(
+            p.skipped.iter().any(|s| s.rule == RuleId::HeldByOtherPerson
+                && s.record.to_string() == record
+                && s.detail.starts_with(holder)),
+            "{record}: {:#?}",
+            p.skipped
+        );
+    }
 }
