@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::executor::Outcome;
+use crate::identity::{self, review::Review};
 use crate::planfile::PlanFile;
 use crate::reconcile::Update;
 use crate::report::{Format, RunReport};
@@ -74,6 +75,58 @@ pub enum Command {
     Status(StatusArgs),
     /// List records whose writes keep failing (the dead-letter view).
     Failures,
+    /// List what needs a human (ambiguous records, join candidates, conflicts, blocked
+    /// changes), each with the command that settles it. Reads the providers like `diff`.
+    Review(ReviewArgs),
+    /// Make records one person: `link chatwoot:8 privy:9`. Refused if two are of one provider.
+    Link {
+        /// Records as reports print them: provider:id.
+        #[arg(required = true, num_args = 2.., value_name = "RECORD")]
+        records: Vec<String>,
+    },
+    /// Take a record out of its person: it becomes a person of its own, with no baseline, and
+    /// is never joined to the person it left by a key again.
+    Unlink {
+        /// The record, as provider:id.
+        record: String,
+    },
+    /// Leave a record alone: neither matched, merged nor written, until `unignore`.
+    Ignore {
+        /// The record, as provider:id.
+        record: String,
+    },
+    /// Undo `ignore`: the record takes part again (its values compete by precedence).
+    Unignore {
+        /// The record, as provider:id.
+        record: String,
+    },
+    /// Set a person's agreed value of one field once; the next sync spreads it.
+    Resolve(ResolveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ReviewArgs {
+    /// Report format [default: text on a terminal, json otherwise].
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Do not read the providers: show the findings of the last sync.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["from", "value"])))]
+pub struct ResolveArgs {
+    /// The person id, as reports and `review` print it (e.g. p:chatwoot:8).
+    pub person: String,
+    /// The field: name, email, phone, avatar_url, username, external_id, tags, custom_fields.
+    pub field: String,
+    /// Take the value this provider's record of the person held at the last sync.
+    #[arg(long, value_name = "PROVIDER")]
+    pub from: Option<String>,
+    /// Take this value (scalar fields; normalised like provider data).
+    #[arg(long, value_name = "VALUE")]
+    pub value: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -195,6 +248,37 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Sync(args) => sync(&cli.config, args).await,
         Command::Status(args) => status(&cli.config, args.runs),
         Command::Failures => failures(&cli.config),
+        Command::Review(args) => review(&cli.config, args).await,
+        Command::Link { records } => decide(&cli.config, |store, config| {
+            let ids = records
+                .iter()
+                .map(|r| identity::parse_record(r, config))
+                .collect::<Result<Vec<_>, _>>()?;
+            identity::link(store, &ids)
+        }),
+        Command::Unlink { record } => decide(&cli.config, |store, config| {
+            identity::unlink(store, &identity::parse_record(&record, config)?)
+        }),
+        Command::Ignore { record } => decide(&cli.config, |store, config| {
+            identity::ignore(store, &identity::parse_record(&record, config)?, true)
+        }),
+        Command::Unignore { record } => decide(&cli.config, |store, config| {
+            identity::ignore(store, &identity::parse_record(&record, config)?, false)
+        }),
+        Command::Resolve(args) => decide(&cli.config, |store, config| {
+            let from = match (&args.from, &args.value) {
+                (Some(p), _) => identity::ResolveFrom::Provider(
+                    p.parse().map_err(identity::DecisionError::Invalid)?,
+                ),
+                (None, Some(v)) => identity::ResolveFrom::Value(v.clone()),
+                (None, None) => {
+                    return Err(identity::DecisionError::Invalid(
+                        "give --from PROVIDER or --value VALUE".into(),
+                    ))
+                }
+            };
+            identity::resolve(store, config, &args.person, &args.field, &from)
+        }),
         Command::Daemon(args) => {
             let Some(config) = load(&cli.config) else {
                 return Ok(Exit::Usage);
@@ -500,5 +584,78 @@ fn failures(path: &Path) -> anyhow::Result<Exit> {
         );
     }
     println!("Retry just these with `contact-sync sync --retry-failed`.");
+    Ok(Exit::Ok)
+}
+
+/// Runs one identity decision against the state: prints what it changed; exit 2 when the
+/// arguments do not fit the state (nothing changed), 1 when the state cannot be used.
+fn decide(
+    path: &Path,
+    f: impl FnOnce(&mut StateStore, &Config) -> Result<String, identity::DecisionError>,
+) -> anyhow::Result<Exit> {
+    let Some(config) = load(path) else {
+        return Ok(Exit::Usage);
+    };
+    let result = identity::open_state(&config).and_then(|mut store| f(&mut store, &config));
+    match result {
+        Ok(said) => {
+            println!("{said}");
+            Ok(Exit::Ok)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(if e.is_usage() {
+                Exit::Usage
+            } else {
+                Exit::Failures
+            })
+        }
+    }
+}
+
+/// `contact-sync review`: live (a diff's plan) or `--offline` (the last sync's findings).
+async fn review(path: &Path, args: ReviewArgs) -> anyhow::Result<Exit> {
+    let Some(config) = load(path) else {
+        return Ok(Exit::Usage);
+    };
+    let review = if args.offline {
+        let stored = StateStore::open_read_only(&config.state_path)?
+            .map(|s| s.findings())
+            .transpose()?
+            .flatten();
+        match stored {
+            Some(f) => Review::from_json(&f.body)
+                .map_err(|e| anyhow::anyhow!("the stored findings do not parse ({e}); run `contact-sync review` without --offline"))?,
+            None => {
+                eprintln!(
+                    "No findings stored yet (no sync has run on {}); run `contact-sync review` without --offline.",
+                    config.state_path.display()
+                );
+                return Ok(Exit::Failures);
+            }
+        }
+    } else {
+        let engine = build_engine(config)?;
+        let report = engine
+            .run(
+                RunOptions {
+                    diff: true,
+                    ..RunOptions::default()
+                },
+                &CancellationToken::new(),
+                &crate::sync::Quiet,
+            )
+            .await?;
+        for p in &report.problems {
+            eprintln!("{} ({}): {}", p.provider, p.stage, p.error);
+        }
+        Review::of_plan(&report.plan, "live", None)
+    };
+    let text = match args.format.unwrap_or_else(default_format) {
+        Format::Text => review.to_text(false),
+        Format::Markdown => review.to_text(true),
+        Format::Json => review.to_json() + "\n",
+    };
+    print!("{text}");
     Ok(Exit::Ok)
 }

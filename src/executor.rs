@@ -199,7 +199,15 @@ async fn apply_one(
             } else {
                 tracing::warn!(provider = %u.provider(), record = %u.patch.record, error = %e, "Write failed; it will be retried next run.");
             }
-            if let (Some(j), Some(id)) = (journal, write_id) {
+            if let (Some(j), Some(id)) = (journal, write_id.filter(|_| e.outcome_unknown())) {
+                // It may have been applied: left intended, settled next run against what the
+                // provider then holds (SPEC section 10).
+                if let Err(se) = j.with(|s| {
+                    s.write_unknown(j.run, id, &u.patch.record, e.metric_label(), &e.to_string())
+                }) {
+                    tracing::error!(error = %se, "Could not record a write whose outcome is unknown.");
+                }
+            } else if let (Some(j), Some(id)) = (journal, write_id) {
                 if let Err(se) = j.with(|s| {
                     s.write_failed(
                         j.run,

@@ -17,6 +17,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod executor;
+pub mod identity;
 pub mod model;
 pub mod planfile;
 pub mod provider;

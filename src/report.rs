@@ -87,6 +87,7 @@ struct JsonReport<'a> {
     skipped: Vec<JsonSkip>,
     conflicts: Vec<JsonConflict>,
     ambiguous: Vec<JsonAmbiguous>,
+    join_candidates: Vec<JsonJoinCandidate>,
     failures: Vec<JsonFailure>,
     guard: &'a [GuardTrip],
     warnings: &'a [String],
@@ -137,6 +138,24 @@ struct JsonConflict {
 struct JsonAmbiguous {
     records: Vec<String>,
     reason: String,
+    /// Existing people the records' keys point at, when that is the ambiguity.
+    people: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct JsonJoinCandidate {
+    via: &'static str,
+    key: String,
+    holders: Vec<String>,
+    people: Vec<JsonPerson>,
+    /// Whether the people could be one person (no provider in two of them).
+    joinable: bool,
+}
+
+#[derive(Serialize)]
+struct JsonPerson {
+    person: String,
+    records: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -168,6 +187,7 @@ struct JsonSummary {
     skipped: usize,
     conflicts: usize,
     ambiguous: usize,
+    join_candidates: usize,
     pending_writes_verified: usize,
     pending_writes_not_applied: usize,
     duration_ms: u128,
@@ -258,6 +278,7 @@ impl RunReport {
             skipped: self.plan.skipped.len(),
             conflicts: self.plan.conflicts.len(),
             ambiguous: self.plan.ambiguous.len(),
+            join_candidates: self.plan.join_candidates.len(),
             pending_writes_verified: self.pending_checked.0,
             pending_writes_not_applied: self.pending_checked.1,
             duration_ms: self.duration_ms,
@@ -324,6 +345,26 @@ impl RunReport {
             .map(|a| JsonAmbiguous {
                 records: a.records.iter().map(ToString::to_string).collect(),
                 reason: a.reason.clone(),
+                people: a.people.clone(),
+            })
+            .collect();
+        let join_candidates = self
+            .plan
+            .join_candidates
+            .iter()
+            .map(|j| JsonJoinCandidate {
+                via: j.via,
+                key: j.key.clone(),
+                holders: j.holders.iter().map(ToString::to_string).collect(),
+                people: j
+                    .people
+                    .iter()
+                    .map(|(p, rs)| JsonPerson {
+                        person: p.clone(),
+                        records: rs.iter().map(ToString::to_string).collect(),
+                    })
+                    .collect(),
+                joinable: j.joinable(),
             })
             .collect();
         let mut failures: Vec<JsonFailure> = self
@@ -365,6 +406,7 @@ impl RunReport {
             skipped,
             conflicts,
             ambiguous,
+            join_candidates,
             failures,
             guard: &self.guard,
             warnings: &self.warnings,
@@ -483,6 +525,25 @@ impl RunReport {
                 out.push('\n');
             }
         }
+        if !self.plan.join_candidates.is_empty() {
+            out.push_str(&format!(
+                "\n{}",
+                h(2, "Join candidates (not joined; see `contact-sync review`)")
+            ));
+            for j in &self.plan.join_candidates {
+                let people: Vec<String> = j.people.iter().map(|(p, _)| p.clone()).collect();
+                let holders: Vec<String> = j.holders.iter().map(ToString::to_string).collect();
+                let _ = writeln!(
+                    out,
+                    "{}{} share the {} {} across people {}",
+                    if markdown { "- " } else { "  " },
+                    holders.join(" and "),
+                    j.via,
+                    j.key,
+                    people.join(" and ")
+                );
+            }
+        }
         if !self.plan.ambiguous.is_empty() {
             out.push_str(&format!("\n{}", h(2, "Ambiguous (left alone)")));
             for a in &self.plan.ambiguous {
@@ -530,8 +591,8 @@ impl RunReport {
         out.push_str(&format!("\n{}", h(2, "Summary")));
         let _ = writeln!(
             out,
-            "{} people; {} writes planned, {} applied, {} failed; {} skipped by rules; {} conflicts; {} ambiguous",
-            s.people, s.planned_writes, s.applied, s.failed + s.not_attempted, s.skipped, s.conflicts, s.ambiguous
+            "{} people; {} writes planned, {} applied, {} failed; {} skipped by rules; {} conflicts; {} ambiguous; {} join candidates",
+            s.people, s.planned_writes, s.applied, s.failed + s.not_attempted, s.skipped, s.conflicts, s.ambiguous, s.join_candidates
         );
         for line in self.provider_lines() {
             let _ = writeln!(out, "{}{line}", if markdown { "    " } else { "  " });

@@ -16,6 +16,7 @@ use tracing::Instrument;
 
 use crate::config::Config;
 use crate::executor::{self, baseline_of, Journal, Lane, Outcome};
+use crate::identity::review::Review;
 use crate::model::{Contact, FieldValue, ProviderKind, RecordId};
 use crate::planfile::{PlanFile, PlanFileError};
 use crate::provider::{self, AnyProvider, ProviderError};
@@ -136,6 +137,7 @@ impl Engine {
             .await
     }
 
+    /// The pass, one phase after another (ARCHITECTURE.md names them).
     async fn run_inner(
         &self,
         opts: RunOptions,
@@ -144,135 +146,33 @@ impl Engine {
     ) -> Result<RunReport, SyncError> {
         let started = Instant::now();
         let mode = opts.mode();
-        let state_path = self.config.state_path.as_path();
-        // A diff reads state without locking or changing it.
-        let (store, memory) = match mode {
-            Mode::Diff => match StateStore::open_read_only(state_path)? {
-                Some(s) => {
-                    let m = s.load_memory()?;
-                    (None, m)
-                }
-                None => (None, Memory::default()),
-            },
-            Mode::Sync => {
-                let s = StateStore::open(state_path)?;
-                let m = s.load_memory()?;
-                (Some(s), m)
-            }
+        let (store, mut memory) = self.open_state(mode)?;
+        let run_id = match (&store, mode) {
+            (Some(s), Mode::Sync) => Some(s.begin_run("sync")?),
+            _ => None,
         };
-        let run_id = store.as_ref().map(|s| s.begin_run("sync")).transpose()?;
         if let Some(id) = run_id {
             tracing::Span::current().record("state_run", id);
         }
 
         // 1. List every provider at once.
         let list_started = Instant::now();
-        let listings = futures::future::join_all(
-            self.providers
-                .values()
-                .map(|p| async move { (p.kind(), provider::list_all(p).await) }),
-        )
-        .await;
-        let mut records: Vec<Contact> = Vec::new();
-        let mut listed = BTreeMap::new();
-        let mut problems = Vec::new();
-        for (kind, result) in listings {
-            match result {
-                Ok(l) => {
-                    tracing::info!(provider = %kind, records = l.contacts.len(), pages = l.pages, "Listed contacts.");
-                    listed.insert(kind, l.contacts.len());
-                    records.extend(l.contacts);
-                }
-                Err(e) => {
-                    tracing::error!(provider = %kind, error = %e, "Listing failed; this provider is left out of this run.");
-                    problems.push(ProviderProblem {
-                        provider: kind.to_string(),
-                        stage: "list".into(),
-                        error: e.to_string(),
-                    });
-                }
-            }
-        }
+        let listed = self.list().await;
         let list_ms = list_started.elapsed().as_millis();
-        let warnings: Vec<String> = records
-            .iter()
-            .flat_map(|r| r.warnings.iter().map(move |w| format!("{}: {w}", r.id)))
-            .collect();
-        for w in &warnings {
-            tracing::warn!(warning = %w, "Provider data kept as-is.");
-        }
+        let records = listed.records;
         let by_id: HashMap<&RecordId, &Contact> = records.iter().map(|r| (&r.id, r)).collect();
 
-        // 2. Settle writes a crashed process left unconfirmed: does the record hold them now?
-        let mut pending_checked = (0, 0);
-        if let Some(s) = &store {
-            for p in s.pending_writes()? {
-                let Some(r) = by_id.get(&p.record) else {
-                    continue;
-                };
-                let applied = p.after.iter().all(|(f, v)| r.get(*f).same_as(v));
-                s.settle_pending(p.id, applied)?;
-                if applied {
-                    pending_checked.0 += 1;
-                } else {
-                    pending_checked.1 += 1;
-                }
-                tracing::info!(record = %p.record, applied, "Checked a write left unconfirmed by an earlier run.");
-            }
-        }
+        // 2. Settle writes whose outcome is unknown (a crash after sending, a timeout).
+        let pending_checked = settle_unknown_writes(store.as_ref(), mode, &by_id, &mut memory)?;
 
-        // 3. Plan (or take the plan file's writes, minus stale ones).
+        // 3. Plan (or take the plan file's writes, minus stale and now-forbidden ones).
         let mut plan = reconcile::plan(&records, &memory, &self.config.policy, &self.rules);
-        let mut stale = Vec::new();
-        if let Some(file) = &opts.plan {
-            let updates = file.updates().map_err(|message| PlanFileError::Invalid {
-                path: "plan".into(),
-                message,
-            })?;
-            let agreed = file.agreed();
-            plan.updates = updates;
-            for (i, u) in plan.updates.iter_mut().enumerate() {
-                match by_id.get(&u.patch.record) {
-                    None => stale.push((i, "the record no longer exists".to_string())),
-                    Some(r) => {
-                        let changed: Vec<String> = u
-                            .patch
-                            .changes
-                            .iter()
-                            .filter(|c| !r.get(c.field).same_as(&c.old))
-                            .map(|c| c.field.to_string())
-                            .collect();
-                        if changed.is_empty() {
-                            u.patch.update_ref = r.update_ref.clone().unwrap_or_default();
-                        } else {
-                            stale.push((
-                                i,
-                                format!(
-                                    "changed since the plan was made ({}); not overwritten",
-                                    changed.join(", ")
-                                ),
-                            ));
-                        }
-                    }
-                }
-            }
-            for p in &mut plan.people {
-                if let Some(a) = agreed.get(&p.person) {
-                    p.agreed = a.clone();
-                }
-            }
-        }
+        let stale = match &opts.plan {
+            Some(file) => self.take_plan_file(file, &mut plan, &records, &by_id, &memory)?,
+            None => Vec::new(),
+        };
         if opts.retry_failed {
-            let failed: HashSet<RecordId> = match &store {
-                Some(s) => s.failures()?.into_iter().map(|f| f.record).collect(),
-                None => StateStore::open_read_only(state_path)?
-                    .map(|s| s.failures())
-                    .transpose()?
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|f| f.record)
-                    .collect(),
-            };
+            let failed = failed_records(store.as_ref(), &self.config.state_path)?;
             plan.updates.retain(|u| failed.contains(&u.patch.record));
         }
 
@@ -280,7 +180,7 @@ impl Engine {
         let guard = if opts.force {
             Vec::new()
         } else {
-            self.guard_rails(&plan, &listed, &stale)
+            self.guard_rails(&plan, &listed.counts, &stale)
         };
         for g in &guard {
             tracing::error!(provider = %g.provider, threshold = %g.threshold, "{}", g.message);
@@ -292,10 +192,10 @@ impl Engine {
             plan,
             outcomes: None,
             stale,
-            listed,
-            problems,
+            listed: listed.counts,
+            problems: listed.problems,
             guard,
-            warnings,
+            warnings: listed.warnings,
             pending_checked,
             duration_ms: 0,
             list_ms,
@@ -303,10 +203,14 @@ impl Engine {
             lanes: BTreeMap::new(),
         };
         // A diff stops here: it has no writable store and no run in the history.
-        let (Some(mut store), Some(run)) = (store, run_id) else {
+        let (Some(store), Some(run)) = (store, run_id) else {
             report.duration_ms = started.elapsed().as_millis();
             return Ok(report);
         };
+        store.save_findings(
+            run,
+            &Review::of_plan(&report.plan, "last-run", Some(run)).to_json(),
+        )?;
         if !report.guard.is_empty() {
             let msg = report
                 .guard
@@ -320,7 +224,164 @@ impl Engine {
         }
 
         // 5. Persist the decision, then apply.
-        store.save_people(&report.plan.people, &memory)?;
+        let mut store = self
+            .apply(store, run, &memory, &by_id, &mut report, cancel, progress)
+            .await?;
+
+        // 6. Baselines of everything not written (written ones were saved with their
+        //    confirmation). A record the plan file found stale keeps its old baseline, so its
+        //    edit is still a change next run.
+        save_baselines(&mut store, &report, &by_id, &memory)?;
+        let failed = report.failure_count();
+        let outcome = if cancel.is_cancelled() {
+            "interrupted"
+        } else if failed > 0 {
+            "failed"
+        } else {
+            "ok"
+        };
+        store.finish_run(run, outcome, counts(&report), None)?;
+        report.duration_ms = started.elapsed().as_millis();
+        tracing::info!(
+            planned = report.plan.updates.len(),
+            applied = report.applied(),
+            failed,
+            duration_ms = report.duration_ms as u64,
+            "Run finished."
+        );
+        Ok(report)
+    }
+
+    /// Opens the state: read-only and unlocked for a diff, locked for a sync.
+    fn open_state(&self, mode: Mode) -> Result<(Option<StateStore>, Memory), SyncError> {
+        let path = self.config.state_path.as_path();
+        Ok(match mode {
+            Mode::Diff => match StateStore::open_read_only(path)? {
+                Some(s) => {
+                    let m = s.load_memory()?;
+                    // Kept open (read-only) so unknown writes can be settled in memory.
+                    (Some(s), m)
+                }
+                None => (None, Memory::default()),
+            },
+            Mode::Sync => {
+                let s = StateStore::open(path)?;
+                let m = s.load_memory()?;
+                (Some(s), m)
+            }
+        })
+    }
+
+    /// Lists every provider at once; a provider whose listing fails is left out of the run.
+    async fn list(&self) -> Listed {
+        let listings = futures::future::join_all(
+            self.providers
+                .values()
+                .map(|p| async move { (p.kind(), provider::list_all(p).await) }),
+        )
+        .await;
+        let mut out = Listed::default();
+        for (kind, result) in listings {
+            match result {
+                Ok(l) => {
+                    tracing::info!(provider = %kind, records = l.contacts.len(), pages = l.pages, "Listed contacts.");
+                    out.counts.insert(kind, l.contacts.len());
+                    out.records.extend(l.contacts);
+                }
+                Err(e) => {
+                    tracing::error!(provider = %kind, error = %e, "Listing failed; this provider is left out of this run.");
+                    out.problems.push(ProviderProblem {
+                        provider: kind.to_string(),
+                        stage: "list".into(),
+                        error: e.to_string(),
+                    });
+                }
+            }
+        }
+        out.warnings = out
+            .records
+            .iter()
+            .flat_map(|r| r.warnings.iter().map(move |w| format!("{}: {w}", r.id)))
+            .collect();
+        for w in &out.warnings {
+            tracing::warn!(warning = %w, "Provider data kept as-is.");
+        }
+        out
+    }
+
+    /// Replaces the plan's updates by the plan file's. A record changed since the plan was
+    /// made is stale: its write is not sent (and its edit stays an edit). The others are checked
+    /// again against the rules on the fresh listing. Returns the stale updates' indexes.
+    fn take_plan_file(
+        &self,
+        file: &PlanFile,
+        plan: &mut Plan,
+        records: &[Contact],
+        by_id: &HashMap<&RecordId, &Contact>,
+        memory: &Memory,
+    ) -> Result<Vec<(usize, String)>, SyncError> {
+        let updates = file.updates().map_err(|message| PlanFileError::Invalid {
+            path: "plan".into(),
+            message,
+        })?;
+        let mut fresh = Vec::new();
+        let mut stale_updates = Vec::new();
+        for mut u in updates {
+            match by_id.get(&u.patch.record) {
+                None => stale_updates.push((u, "the record no longer exists".to_string())),
+                Some(r) => {
+                    let changed: Vec<String> = u
+                        .patch
+                        .changes
+                        .iter()
+                        .filter(|c| !r.get(c.field).same_as(&c.old))
+                        .map(|c| c.field.to_string())
+                        .collect();
+                    if changed.is_empty() {
+                        u.patch.update_ref = r.update_ref.clone().unwrap_or_default();
+                        fresh.push(u);
+                    } else {
+                        stale_updates.push((
+                            u,
+                            format!(
+                                "changed since the plan was made ({}); not overwritten",
+                                changed.join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        let skipped = reconcile::recheck(records, memory, &self.rules, &mut fresh);
+        let agreed = file.agreed();
+        for p in &mut plan.people {
+            if let Some(a) = agreed.get(&p.person) {
+                p.agreed = a.clone();
+            }
+        }
+        plan.skipped.extend(skipped);
+        plan.updates = fresh;
+        let mut stale = Vec::new();
+        for (u, why) in stale_updates {
+            stale.push((plan.updates.len(), why));
+            plan.updates.push(u);
+        }
+        Ok(stale)
+    }
+
+    /// Saves the agreed values, then applies every update that is not stale, journaling each.
+    #[allow(clippy::too_many_arguments)]
+    async fn apply(
+        &self,
+        mut store: StateStore,
+        run: i64,
+        memory: &Memory,
+        by_id: &HashMap<&RecordId, &Contact>,
+        report: &mut RunReport,
+        cancel: &CancellationToken,
+        progress: &dyn Progress,
+    ) -> Result<StateStore, SyncError> {
+        store.save_people(&report.plan.people, memory)?;
         let stale_idx: HashSet<usize> = report.stale.iter().map(|(i, _)| *i).collect();
         let to_send: Vec<Update> = report
             .plan
@@ -363,64 +424,26 @@ impl Engine {
         report.apply_ms = apply_started.elapsed().as_millis();
         report.lanes = executed.lanes;
         let mut sent = executed.outcomes.into_iter();
-        let outcomes: Vec<Outcome> = (0..report.plan.updates.len())
-            .map(|i| {
-                if stale_idx.contains(&i) {
-                    Outcome::NotAttempted("stale".into())
-                } else {
-                    sent.next()
-                        .unwrap_or(Outcome::NotAttempted("not sent".into()))
-                }
-            })
-            .collect();
-        let written: HashSet<&RecordId> = report
-            .plan
-            .updates
-            .iter()
-            .zip(&outcomes)
-            .filter(|(_, o)| o.is_applied())
-            .map(|(u, _)| &u.patch.record)
-            .collect();
-
-        // 6. Baselines of everything not written (written ones were saved with their confirmation).
-        let mut rows: Vec<(RecordId, String, reconcile::Baseline)> = Vec::new();
-        for p in &report.plan.people {
-            for id in &p.records {
-                if written.contains(id) {
-                    continue;
-                }
-                if let Some(r) = by_id.get(id) {
-                    rows.push((id.clone(), p.person.clone(), baseline_of(r)));
-                }
-            }
-        }
-        let mut store = Arc::try_unwrap(journal.store)
+        report.outcomes = Some(
+            (0..report.plan.updates.len())
+                .map(|i| {
+                    if stale_idx.contains(&i) {
+                        Outcome::NotAttempted("stale".into())
+                    } else {
+                        sent.next()
+                            .unwrap_or(Outcome::NotAttempted("not sent".into()))
+                    }
+                })
+                .collect(),
+        );
+        let store = Arc::try_unwrap(journal.store)
             .map_err(|_| StateError::Io {
-                path: state_path.into(),
+                path: self.config.state_path.clone(),
                 message: "state store still in use".into(),
             })?
             .into_inner()
             .unwrap_or_else(|e| e.into_inner());
-        store.save_records(rows.iter().map(|(a, b, c)| (a, b, c)), &memory)?;
-        report.outcomes = Some(outcomes);
-        let failed = report.failure_count();
-        let outcome = if cancel.is_cancelled() {
-            "interrupted"
-        } else if failed > 0 {
-            "failed"
-        } else {
-            "ok"
-        };
-        store.finish_run(run, outcome, counts(&report), None)?;
-        report.duration_ms = started.elapsed().as_millis();
-        tracing::info!(
-            planned = report.plan.updates.len(),
-            applied = report.applied(),
-            failed,
-            duration_ms = report.duration_ms as u64,
-            "Run finished."
-        );
-        Ok(report)
+        Ok(store)
     }
 
     fn guard_rails(
@@ -483,6 +506,122 @@ impl Engine {
         }
         trips
     }
+}
+
+/// What listing every provider gave.
+#[derive(Default)]
+struct Listed {
+    records: Vec<Contact>,
+    /// Records listed per provider (providers whose listing failed are absent).
+    counts: BTreeMap<ProviderKind, usize>,
+    problems: Vec<ProviderProblem>,
+    warnings: Vec<String>,
+}
+
+/// Settles writes left `intended` (a crash after sending, or a timeout or dropped connection
+/// that left the outcome unknown) against what the provider holds now (SPEC section 10): each
+/// field the record holds exactly as we tried to write it becomes its baseline, in `memory` and
+/// (for a sync) in the state, so it is never mistaken for a new edit by that record. Returns
+/// (writes verified as applied, writes not or not wholly applied).
+fn settle_unknown_writes(
+    store: Option<&StateStore>,
+    mode: Mode,
+    by_id: &HashMap<&RecordId, &Contact>,
+    memory: &mut Memory,
+) -> Result<(usize, usize), SyncError> {
+    let mut checked = (0, 0);
+    let Some(s) = store else {
+        return Ok(checked);
+    };
+    for p in s.pending_writes()? {
+        let Some(r) = by_id.get(&p.record) else {
+            continue;
+        };
+        let held: Vec<_> = p
+            .after
+            .iter()
+            .filter(|(f, v)| r.get(**f).same_as(v))
+            .collect();
+        let applied = held.len() == p.after.len();
+        let baseline = (!held.is_empty()).then(|| {
+            let mut b = memory.baselines.get(&p.record).cloned().unwrap_or_default();
+            for (f, v) in &held {
+                b.insert(**f, (*v).clone());
+            }
+            b
+        });
+        if let Some(b) = &baseline {
+            memory.baselines.insert(p.record.clone(), b.clone());
+        }
+        if mode == Mode::Sync {
+            s.settle_pending(p.id, applied, baseline.as_ref().map(|b| (&p.record, b)))?;
+        }
+        if applied {
+            checked.0 += 1;
+        } else {
+            checked.1 += 1;
+        }
+        tracing::info!(record = %p.record, applied, "Checked a write whose outcome was unknown.");
+    }
+    Ok(checked)
+}
+
+/// The records in the dead-letter view, for `--retry-failed`.
+fn failed_records(
+    store: Option<&StateStore>,
+    path: &std::path::Path,
+) -> Result<HashSet<RecordId>, SyncError> {
+    let rows = match store {
+        Some(s) => s.failures()?,
+        None => StateStore::open_read_only(path)?
+            .map(|s| s.failures())
+            .transpose()?
+            .unwrap_or_default(),
+    };
+    Ok(rows.into_iter().map(|f| f.record).collect())
+}
+
+/// Saves the link and baseline of every record the run placed and did not write (written ones
+/// were saved with their confirmation); records a plan file found stale keep their old
+/// baseline, so their edit is still a change next run.
+fn save_baselines(
+    store: &mut StateStore,
+    report: &RunReport,
+    by_id: &HashMap<&RecordId, &Contact>,
+    memory: &Memory,
+) -> Result<(), SyncError> {
+    let outcomes = report.outcomes.as_deref().unwrap_or_default();
+    let written: HashSet<&RecordId> = report
+        .plan
+        .updates
+        .iter()
+        .zip(outcomes)
+        .filter(|(_, o)| o.is_applied())
+        .map(|(u, _)| &u.patch.record)
+        .collect();
+    let stale: HashSet<&RecordId> = report
+        .stale
+        .iter()
+        .filter_map(|(i, _)| report.plan.updates.get(*i))
+        .map(|u| &u.patch.record)
+        .collect();
+    let mut rows: Vec<(RecordId, String, reconcile::Baseline)> = Vec::new();
+    for p in &report.plan.people {
+        for id in &p.records {
+            if written.contains(id) {
+                continue;
+            }
+            let Some(r) = by_id.get(id) else { continue };
+            let baseline = if stale.contains(id) {
+                memory.baselines.get(id).cloned().unwrap_or_default()
+            } else {
+                baseline_of(r)
+            };
+            rows.push((id.clone(), p.person.clone(), baseline));
+        }
+    }
+    store.save_records(rows.iter().map(|(a, b, c)| (a, b, c)), memory)?;
+    Ok(())
 }
 
 fn daily_limit(p: &crate::config::ProviderConfig) -> Option<u64> {

@@ -54,6 +54,8 @@ impl Group {
 pub struct Ambiguity {
     pub records: Vec<RecordId>,
     pub reason: String,
+    /// The existing people the records' keys point at, where that is why they are ambiguous.
+    pub people: Vec<PersonId>,
 }
 
 /// Two or more people whose records now share a phone or e-mail. Not joined: a human decides
@@ -205,7 +207,8 @@ struct Key<'a> {
     /// The existing people (by number) whose linked records hold it: the first, and whether
     /// another one does too.
     owner: u32,
-    owners_several: bool,
+    /// Another one, when more than one person's records hold it.
+    owner2: u32,
 }
 
 /// The keys of one kind (phone or e-mail): which key each record holds.
@@ -241,7 +244,7 @@ impl<'a> Keys<'a> {
                         providers: 0,
                         clash: false,
                         owner: NONE,
-                        owners_several: false,
+                        owner2: NONE,
                     });
                 }
                 let entry = &mut keys[k as usize];
@@ -254,8 +257,8 @@ impl<'a> Keys<'a> {
                     }
                 } else if entry.owner == NONE {
                     entry.owner = p;
-                } else if entry.owner != p {
-                    entry.owners_several = true;
+                } else if entry.owner != p && entry.owner2 == NONE {
+                    entry.owner2 = p;
                 }
                 k
             })
@@ -292,6 +295,7 @@ impl<'a> Keys<'a> {
             ids.sort();
             out.push(Ambiguity {
                 records: ids,
+                people: Vec::new(),
                 reason: format!(
                     "several records of one provider share the {} {:?}; not linked by it",
                     self.via.as_str(),
@@ -416,70 +420,70 @@ pub(crate) fn match_linked(
     // 3. Each group of new records joins the one existing person its keys point at, forms a
     //    new person when none does, and is ambiguous otherwise.
     //    Per root: the person it joins (a person number), `NONE` for a new person.
-    let mut fit: HashMap<u32, Fit> = HashMap::new();
+    let mut fit: HashMap<u32, Vec<u32>> = HashMap::new();
     for i in 0..n {
         let root = roots[i];
         if root == NONE {
             continue;
         }
-        let entry = fit.entry(root).or_insert(Fit::None);
+        let forbidden = |p: u32| {
+            steering
+                .unlinked_from
+                .get(&records[i].id)
+                .is_some_and(|s| s.contains(person_ids[p as usize]))
+        };
         for k in &keys {
             let Some(key) = k.of(i) else { continue };
-            if key.owner == NONE {
-                continue;
-            }
-            let forbidden = |p: u32| {
-                steering
-                    .unlinked_from
-                    .get(&records[i].id)
-                    .is_some_and(|s| s.contains(person_ids[p as usize]))
-            };
-            if key.owners_several {
-                *entry = Fit::Several;
-            } else if !forbidden(key.owner) {
-                *entry = match *entry {
-                    Fit::None => Fit::One(key.owner),
-                    Fit::One(p) if p == key.owner => Fit::One(p),
-                    _ => Fit::Several,
-                };
+            for p in [key.owner, key.owner2] {
+                if p == NONE || forbidden(p) {
+                    continue;
+                }
+                let people = fit.entry(root).or_default();
+                if !people.contains(&p) {
+                    people.push(p);
+                }
             }
         }
     }
-    let mut set_aside: BTreeMap<u32, String> = BTreeMap::new();
-    for (&root, f) in &fit {
-        let reason = match *f {
-            Fit::None => continue,
-            Fit::One(p) if person_mask[p as usize] & providers[root as usize] == 0 => continue,
-            Fit::One(p) => format!(
+    let mut set_aside: BTreeMap<u32, (String, Vec<PersonId>)> = BTreeMap::new();
+    for (&root, fits) in &fit {
+        let mut named: Vec<PersonId> = fits
+            .iter()
+            .map(|&p| person_ids[p as usize].clone())
+            .collect();
+        named.sort();
+        let reason = match fits.as_slice() {
+            [p] if person_mask[*p as usize] & providers[root as usize] == 0 => continue,
+            [p] => format!(
                 "its phone or e-mail points at person {}, who already has a record of that provider; not joined",
-                person_ids[p as usize]
+                person_ids[*p as usize]
             ),
-            Fit::Several => {
-                "its phone or e-mail points at more than one person; not joined".to_owned()
-            }
+            _ => format!(
+                "its phone or e-mail points at more than one person ({}); not joined",
+                named.join(", ")
+            ),
         };
-        set_aside.insert(root, reason);
+        set_aside.insert(root, (reason, named));
     }
     if !set_aside.is_empty() {
-        let mut pending: BTreeMap<(u32, String), Vec<RecordId>> = BTreeMap::new();
+        let mut pending: BTreeMap<u32, Vec<RecordId>> = BTreeMap::new();
         for i in 0..n {
             let root = roots[i];
             if root == NONE {
                 continue;
             }
-            if let Some(reason) = set_aside.get(&root) {
-                pending
-                    .entry((root, reason.clone()))
-                    .or_default()
-                    .push(records[i].id.clone());
+            if set_aside.contains_key(&root) {
+                pending.entry(root).or_default().push(records[i].id.clone());
                 roots[i] = NONE;
             }
         }
-        for ((_, reason), mut ids) in pending {
+        for (root, mut ids) in pending {
             ids.sort();
+            let (reason, people) = set_aside.remove(&root).unwrap_or_default();
             ambiguities.push(Ambiguity {
                 records: ids,
                 reason,
+                people,
             });
         }
     }
@@ -495,8 +499,8 @@ pub(crate) fn match_linked(
         let (key, person) = if person_of[i] != NONE {
             (person_of[i], person_of[i])
         } else if roots[i] != NONE {
-            match fit.get(&roots[i]) {
-                Some(Fit::One(p)) => (*p, *p),
+            match fit.get(&roots[i]).map(Vec::as_slice) {
+                Some([p]) => (*p, *p),
                 _ => (n as u32 + roots[i], NONE),
             }
         } else {
@@ -568,14 +572,6 @@ pub(crate) fn match_linked(
     }
 }
 
-/// Which existing people a group of new records fits.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Fit {
-    None,
-    One(u32),
-    Several,
-}
-
 /// Keeps, of two or more records of one provider linked to one person, the smallest record id;
 /// the others are set aside as ambiguous.
 fn set_aside_doubles(
@@ -606,6 +602,7 @@ fn set_aside_doubles(
         }
         ambiguities.push(Ambiguity {
             records: ids,
+            people: Vec::new(),
             reason: format!(
                 "linked to the same person as {keep}, another record of that provider; left out until a human unlinks one"
             ),
@@ -830,6 +827,7 @@ fn link_canonically(
         ambiguities.push(Ambiguity {
             records: ids,
             reason,
+            people: Vec::new(),
         });
     }
 }

@@ -16,6 +16,7 @@ mod index;
 pub mod matcher;
 pub mod plan;
 pub mod policy;
+mod recheck;
 mod stored;
 
 use std::cell::{Cell, OnceCell, RefCell};
@@ -24,6 +25,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 pub use matcher::{Ambiguity, JoinCandidate, PersonId, Steering};
 pub use plan::{Conflict, PersonPlan, Plan, Reason, Skip, Update};
 pub use policy::Policy;
+pub use recheck::recheck;
 pub use stored::{Agreed, Baseline};
 
 use crate::model::{

@@ -13,6 +13,7 @@
 //! state at the same time.
 
 pub mod codec;
+mod decisions;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -22,6 +23,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 pub use codec::{decode_baseline, decode_fields, encode_baseline, encode_fields};
+pub use decisions::{actor, DecisionRow, Findings, KnownRecord, Relink};
 
 use crate::model::{Field, FieldValue, ProviderKind, RecordId};
 use crate::reconcile::{Baseline, Memory, PersonId, PersonPlan, Update};
@@ -101,6 +103,8 @@ const MIGRATIONS: &[&str] = &[
         last_run INTEGER NOT NULL,
         PRIMARY KEY (provider, native)
     ) WITHOUT ROWID;",
+    // 2: identity decisions and the last run's findings (SPEC section 10).
+    decisions::MIGRATION,
 ];
 
 /// Inserts a record's link and baseline, or replaces them.
@@ -340,6 +344,7 @@ impl StateStore {
             let (person, agreed) = row.map_err(|e| sql(p, e))?;
             memory.agreed.insert(person, decode_fields(&agreed).into());
         }
+        memory.steering = self.load_steering()?;
         Ok(memory)
     }
 
@@ -555,16 +560,58 @@ impl StateStore {
     }
 
     /// Settles a pending write after checking the provider: `verified` (the record holds the
-    /// intended values) or `not-applied`.
-    pub fn settle_pending(&self, write: i64, applied: bool) -> Result<(), StateError> {
+    /// intended values) or `not-applied`; with `baseline`, the record's baseline becomes it in
+    /// the same transaction (the fields it holds as intended count as confirmed).
+    pub fn settle_pending(
+        &self,
+        write: i64,
+        applied: bool,
+        baseline: Option<(&RecordId, &Baseline)>,
+    ) -> Result<(), StateError> {
         let state = if applied { "verified" } else { "not-applied" };
-        self.conn
-            .execute(
-                "UPDATE writes SET state = ?2, finished_at = ?3 WHERE id = ?1",
-                params![write, state, now()],
+        let p = &self.path;
+        let tx = self.conn.unchecked_transaction().map_err(|e| sql(p, e))?;
+        tx.execute(
+            "UPDATE writes SET state = ?2, finished_at = ?3 WHERE id = ?1",
+            params![write, state, now()],
+        )
+        .map_err(|e| sql(p, e))?;
+        if let Some((record, baseline)) = baseline {
+            tx.execute(
+                "UPDATE records SET baseline = ?3, updated_at = ?4 WHERE provider = ?1 AND native = ?2",
+                params![record.provider.as_str(), record.native, encode_baseline(baseline), now()],
             )
-            .map_err(|e| sql(&self.path, e))?;
-        Ok(())
+            .map_err(|e| sql(p, e))?;
+        }
+        tx.commit().map_err(|e| sql(p, e))
+    }
+
+    /// Records that a write's outcome is unknown (it timed out, or the connection was lost
+    /// after it was sent): it stays `intended`, so the next run settles it against what the
+    /// provider holds, and the dead-letter view counts it.
+    pub fn write_unknown(
+        &mut self,
+        run: i64,
+        write: i64,
+        record: &RecordId,
+        kind: &str,
+        error: &str,
+    ) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().map_err(|e| sql(&path, e))?;
+        let ts = now();
+        tx.execute(
+            "UPDATE writes SET error = ?2 WHERE id = ?1",
+            params![write, error],
+        )
+        .map_err(|e| sql(&path, e))?;
+        tx.execute(
+            "INSERT INTO failures (provider, native, attempts, last_error, error_kind, first_failed_at, last_failed_at, last_run) VALUES (?1, ?2, 1, ?3, ?4, ?5, ?5, ?6)
+             ON CONFLICT(provider, native) DO UPDATE SET attempts = attempts + 1, last_error = excluded.last_error, error_kind = excluded.error_kind, last_failed_at = excluded.last_failed_at, last_run = excluded.last_run",
+            params![record.provider.as_str(), record.native, error, kind, ts, run],
+        )
+        .map_err(|e| sql(&path, e))?;
+        tx.commit().map_err(|e| sql(&path, e))
     }
 
     /// The most recent runs, newest first.
