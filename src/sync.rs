@@ -599,11 +599,13 @@ fn save_baselines(
         .filter(|(_, o)| o.is_applied())
         .map(|(u, _)| &u.patch.record)
         .collect();
-    let stale: HashSet<&RecordId> = report
+    // A stale record's baseline: what it held when the plan was made (the plan's `old`
+    // values), over its remembered baseline, so what it holds now counts as its edit.
+    let stale: HashMap<&RecordId, &Update> = report
         .stale
         .iter()
         .filter_map(|(i, _)| report.plan.updates.get(*i))
-        .map(|u| &u.patch.record)
+        .map(|u| (&u.patch.record, u))
         .collect();
     let mut rows: Vec<(RecordId, String, reconcile::Baseline)> = Vec::new();
     for p in &report.plan.people {
@@ -612,10 +614,19 @@ fn save_baselines(
                 continue;
             }
             let Some(r) = by_id.get(id) else { continue };
-            let baseline = if stale.contains(id) {
-                memory.baselines.get(id).cloned().unwrap_or_default()
-            } else {
-                baseline_of(r)
+            let baseline = match stale.get(id) {
+                Some(u) => {
+                    let mut b = memory
+                        .baselines
+                        .get(id)
+                        .cloned()
+                        .unwrap_or_else(|| baseline_of(r));
+                    for c in &u.patch.changes {
+                        b.insert(c.field, c.old.clone());
+                    }
+                    b
+                }
+                None => baseline_of(r),
             };
             rows.push((id.clone(), p.person.clone(), baseline));
         }

@@ -570,21 +570,18 @@ impl<'a> Planner<'a, '_> {
                 }
                 continue;
             }
-            if let Some(holder) = self.owners.held_by_other_person(field, wanted, group) {
-                out.skipped.push(Skip {
-                    person: person.clone(),
-                    record: m.c.id.clone(),
-                    field,
-                    current,
-                    wanted: wanted.clone(),
-                    rule: RuleId::HeldByOtherPerson,
-                    detail: format!(
-                        "{holder} holds this {field} and is not {person}; a human decides (contact-sync review)"
-                    ),
-                });
-                continue;
+            let mut admission = r.admit(&m.c.id, field, &current, wanted, &self.holders);
+            if admission.write.is_some() {
+                if let Some(holder) = self.owners.held_by_other_person(field, wanted, group) {
+                    admission.write = None;
+                    admission.blocked.push(Blocked {
+                        rule: RuleId::HeldByOtherPerson,
+                        detail: format!(
+                            "{holder} holds this {field} and is not {person}; a human decides (contact-sync review)"
+                        ),
+                    });
+                }
             }
-            let admission = r.admit(&m.c.id, field, &current, wanted, &self.holders);
             for Blocked { rule, detail } in admission.blocked {
                 out.skipped.push(Skip {
                     person: person.clone(),

@@ -41,8 +41,25 @@ pub fn recheck(
         let mut reasons = Vec::new();
         for (change, reason) in u.patch.changes.drain(..).zip(u.reasons.drain(..)) {
             let current = current_record.get(change.field);
+            let admission = table.admit(
+                &u.patch.record,
+                change.field,
+                &current,
+                &change.new,
+                &holders,
+            );
             let mut blocked: Vec<Blocked> = Vec::new();
-            if let Some(holder) = owners.held_by_other_person(change.field, &change.new, group) {
+            if admission.write.as_ref() != Some(&change.new) {
+                blocked.extend(admission.blocked);
+                if blocked.is_empty() {
+                    blocked.push(Blocked {
+                        rule: RuleId::ReadOnly,
+                        detail: "the rules no longer allow this value".into(),
+                    });
+                }
+            } else if let Some(holder) =
+                owners.held_by_other_person(change.field, &change.new, group)
+            {
                 blocked.push(Blocked {
                     rule: RuleId::HeldByOtherPerson,
                     detail: format!(
@@ -50,23 +67,6 @@ pub fn recheck(
                         change.field, u.person
                     ),
                 });
-            } else {
-                let admission = table.admit(
-                    &u.patch.record,
-                    change.field,
-                    &current,
-                    &change.new,
-                    &holders,
-                );
-                if admission.write.as_ref() != Some(&change.new) {
-                    blocked.extend(admission.blocked);
-                    if blocked.is_empty() {
-                        blocked.push(Blocked {
-                            rule: RuleId::ReadOnly,
-                            detail: "the rules no longer allow this value".into(),
-                        });
-                    }
-                }
             }
             if blocked.is_empty() {
                 kept.push(change);
