@@ -16,7 +16,6 @@ use url::Url;
 
 use super::error::ProviderError;
 use crate::budget::{QuotaReport, RateBudget, Refusal};
-use crate::config::Secret;
 use crate::model::ProviderKind;
 
 /// Timeouts, limits and retry settings for one provider.
@@ -429,11 +428,6 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
             .unwrap_or(Duration::ZERO)
             .min(Duration::from_secs(3600)),
     )
-}
-
-/// An `Authorization: Bearer` header value, marked sensitive so it is never logged.
-pub fn bearer(provider: ProviderKind, token: &Secret) -> Result<HeaderValue, ProviderError> {
-    sensitive(provider, &format!("Bearer {}", token.expose()))
 }
 
 /// A header value holding a secret, marked sensitive.
