@@ -199,7 +199,8 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
             let Some(config) = load(&cli.config) else {
                 return Ok(Exit::Usage);
             };
-            crate::daemon::run_with_signals(config, cli.config.clone(), args.run_now).await
+            crate::daemon::run_with_signals(config, cli.config.clone(), args.run_now).await?;
+            Ok(Exit::Ok)
         }
     }
 }

@@ -22,7 +22,6 @@ pub use secret::{Secret, SecretSource};
 
 use crate::budget::Rate;
 use crate::model::{Field, Normalizer, ProviderKind};
-use crate::provider::http::HttpSettings;
 use crate::reconcile::policy::{complete_precedence, Policy};
 use raw::{RawCommon, RawConfig, RawGuard};
 
@@ -70,6 +69,33 @@ pub struct DaemonSettings {
     /// Where `/healthz` and `/metrics` are served; `None` disables the listener.
     pub listen: Option<SocketAddr>,
     pub shutdown_grace: Duration,
+}
+
+/// Timeouts, limits and retry settings for one provider.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Per-request timeout, including reading the body.
+    pub timeout: Duration,
+    /// Largest response body accepted.
+    pub max_body_bytes: usize,
+    /// Retries after the first attempt, for retryable failures.
+    pub max_retries: u32,
+    /// First backoff; doubles each retry, with full jitter.
+    pub backoff_base: Duration,
+    /// Largest single backoff.
+    pub backoff_max: Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            timeout: Duration::from_secs(30),
+            max_body_bytes: 16 * 1024 * 1024,
+            max_retries: 4,
+            backoff_base: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Guard rails for one provider.
