@@ -5,7 +5,7 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | everything applied, or nothing to do |
-//! | 1 | some records or providers failed (reported), or a guard rail stopped the run |
+//! | 1 | some records or providers failed (reported), a guard rail or a signal stopped the run, or a runtime failure (state locked or unreadable, listener cannot bind); the message says what to do |
 //! | 2 | usage or configuration error (the message names file, key and line) |
 //! | 3 | `diff --exit-code` only: changes are pending |
 
@@ -32,10 +32,9 @@ use crate::telemetry::{self, LogFormat};
 /// Every run lists all contacts of every configured provider, links the records that are the
 /// same person (by phone, then e-mail, then links from earlier runs), merges each field three
 /// ways against what the last sync agreed, and sends each provider the smallest set of
-/// rate-limited updates its rules allow. Exit codes: 0 done, 1 some records failed or a guard
-/// rail stopped the run, 2 usage or configuration error, 3 (`diff --exit-code`) changes pending.
+/// rate-limited updates its rules allow.
 #[derive(Debug, Parser)]
-#[command(name = "contact-sync", version, about, long_about)]
+#[command(name = "contact-sync", version, about, long_about, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Config file (TOML). See config/contact-sync.example.toml for every key.
     #[arg(
@@ -140,6 +139,16 @@ pub struct StatusArgs {
     pub runs: usize,
 }
 
+/// The exit-code table printed at the end of `--help` (kept in step with the README).
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  done: everything applied, or nothing to do
+  1  some records or providers failed (reported), a guard rail or a signal stopped the run,
+     or a runtime failure (state locked or unreadable, listener cannot bind); the message
+     says what to do
+  2  usage or configuration error (the message names file, key and line)
+  3  `diff --exit-code` only: changes are pending";
+
 /// Process exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -177,10 +186,66 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code.into(),
         Err(e) => {
-            eprintln!("error: {e:#}");
-            Exit::Usage.into()
+            // Usage and config problems were reported and turned into `Exit::Usage` where
+            // they were found; anything that arrives here is a runtime failure.
+            eprintln!("error: {}", chain(&e));
+            if let Some(hint) = hint(&e) {
+                eprintln!("hint: {hint}");
+            }
+            Exit::Failures.into()
         }
     }
+}
+
+/// The error and its causes joined by `: `, leaving out a cause whose text the message before it
+/// already holds (several errors print their source in their own message).
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
+/// What to do about a runtime failure, when its cause says more than its message.
+fn hint(e: &anyhow::Error) -> Option<&'static str> {
+    use crate::daemon::DaemonError;
+    use crate::state::StateError;
+    use crate::sync::SyncError;
+    e.chain().find_map(|cause| {
+        let state = cause.downcast_ref::<StateError>().or_else(|| {
+            match cause.downcast_ref::<SyncError>() {
+                Some(SyncError::State(s)) => Some(s),
+                _ => None,
+            }
+        });
+        if let Some(s) = state {
+            return Some(match s {
+                StateError::Locked { .. } => {
+                    "only one sync runs per state file; run this again when the other one has finished"
+                }
+                StateError::Sqlite { .. } => {
+                    "the state file cannot be read or written: check its permissions and free disk space; if it is damaged, restore it from a backup (or move it aside to start over, which forgets links and baselines)"
+                }
+                StateError::File { .. } | StateError::Io { .. } => {
+                    "check that the state directory exists and is writable by this user (`state.path`)"
+                }
+                StateError::TooNew { .. } => "run the newer contact-sync that wrote this state",
+            });
+        }
+        match cause.downcast_ref::<DaemonError>()? {
+            DaemonError::Listen { .. } => Some(
+                "stop the process using that address, or set `daemon.listen` to a free loopback port (or \"\" to serve nothing)",
+            ),
+            _ => None,
+        }
+    })
 }
 
 async fn run(cli: Cli) -> anyhow::Result<Exit> {
@@ -199,8 +264,15 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
             let Some(config) = load(&cli.config) else {
                 return Ok(Exit::Usage);
             };
-            crate::daemon::run_with_signals(config, cli.config.clone(), args.run_now).await?;
-            Ok(Exit::Ok)
+            match crate::daemon::run_with_signals(config, cli.config.clone(), args.run_now).await {
+                Ok(()) => Ok(Exit::Ok),
+                // The providers' settings are configuration: exit 2, as `sync` does.
+                Err(e @ crate::daemon::DaemonError::Providers(_)) => {
+                    eprintln!("error: {e}");
+                    Ok(Exit::Usage)
+                }
+                Err(e) => Err(e.into()),
+            }
         }
     }
 }
@@ -263,8 +335,17 @@ fn render(report: &RunReport, format: Format) -> String {
     }
 }
 
-fn build_engine(config: Config) -> anyhow::Result<Engine> {
-    Engine::new(config).context("cannot set up the providers")
+/// The providers of `config`, or `None` after printing why they cannot be set up: their
+/// settings (a token that cannot be sent in a header, a malformed section) are configuration,
+/// so this exits 2.
+fn build_engine(config: Config) -> Option<Engine> {
+    match Engine::new(config) {
+        Ok(engine) => Some(engine),
+        Err(e) => {
+            eprintln!("error: cannot set up the providers: {e}");
+            None
+        }
+    }
 }
 
 async fn diff(path: &Path, args: DiffArgs) -> anyhow::Result<Exit> {
@@ -272,7 +353,9 @@ async fn diff(path: &Path, args: DiffArgs) -> anyhow::Result<Exit> {
         return Ok(Exit::Usage);
     };
     let fingerprint = config.fingerprint();
-    let engine = build_engine(config)?;
+    let Some(engine) = build_engine(config) else {
+        return Ok(Exit::Usage);
+    };
     let report = engine
         .run(
             RunOptions {
@@ -358,7 +441,9 @@ async fn sync(path: &Path, args: SyncArgs) -> anyhow::Result<Exit> {
         },
         None => None,
     };
-    let engine = build_engine(config)?;
+    let Some(engine) = build_engine(config) else {
+        return Ok(Exit::Usage);
+    };
     let bar = std::io::stderr().is_terminal().then(|| {
         let b = ProgressBar::new(0);
         b.set_style(
