@@ -395,6 +395,31 @@ async fn diff(path: &Path, args: DiffArgs) -> anyhow::Result<Exit> {
     })
 }
 
+/// Cancels `cancel` on the first SIGTERM or SIGINT, as the daemon stops: the run plans and
+/// sends nothing new, lets in-flight requests finish (within `daemon.shutdown_grace`, see
+/// [`sync`]) and persists what they did.
+///
+/// # Errors
+/// The signal handlers cannot be installed.
+fn stop_on_signals(cancel: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot install a SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install a SIGINT handler")?;
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        eprintln!("{name}: finishing in-flight requests, sending nothing new.");
+        tracing::info!(
+            signal = name,
+            "Stopping: no new requests; letting in-flight ones finish."
+        );
+        cancel.cancel();
+    });
+    Ok(())
+}
+
 /// A progress bar on a terminal.
 struct Bar(Option<ProgressBar>);
 
@@ -441,6 +466,7 @@ async fn sync(path: &Path, args: SyncArgs) -> anyhow::Result<Exit> {
         },
         None => None,
     };
+    let grace = config.daemon.shutdown_grace;
     let Some(engine) = build_engine(config) else {
         return Ok(Exit::Usage);
     };
@@ -455,26 +481,33 @@ async fn sync(path: &Path, args: SyncArgs) -> anyhow::Result<Exit> {
         b
     });
     let cancel = CancellationToken::new();
-    let on_signal = cancel.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("Interrupted: finishing in-flight requests, sending nothing new.");
-            on_signal.cancel();
-        }
-    });
+    stop_on_signals(cancel.clone())?;
     let progress = Bar(bar);
-    let report = engine
-        .run(
-            RunOptions {
-                diff: false,
-                force: args.force,
-                retry_failed: args.retry_failed,
-                plan,
-            },
-            &cancel,
-            &progress,
-        )
-        .await?;
+    let run = engine.run(
+        RunOptions {
+            diff: false,
+            force: args.force,
+            retry_failed: args.retry_failed,
+            plan,
+        },
+        &cancel,
+        &progress,
+    );
+    tokio::pin!(run);
+    let report = tokio::select! {
+        report = &mut run => report?,
+        () = cancel.cancelled() => match tokio::time::timeout(grace, &mut run).await {
+            Ok(report) => report?,
+            Err(_) => {
+                eprintln!(
+                    "Stopped: in-flight requests did not finish within daemon.shutdown_grace ({}); \
+                     the write journal lets the next run check what was sent.",
+                    humantime::format_duration(grace)
+                );
+                return Ok(Exit::Failures);
+            }
+        },
+    };
     if let Some(b) = &progress.0 {
         b.finish_and_clear();
     }
