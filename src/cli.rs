@@ -5,7 +5,7 @@
 //! | code | meaning |
 //! |---|---|
 //! | 0 | everything applied, or nothing to do |
-//! | 1 | some records or providers failed (reported), or a guard rail stopped the run |
+//! | 1 | some records or providers failed (reported), a guard rail or a signal stopped the run, or a runtime failure (state locked or unreadable, listener cannot bind); the message says what to do |
 //! | 2 | usage or configuration error (the message names file, key and line) |
 //! | 3 | `diff --exit-code` only: changes are pending |
 
@@ -33,10 +33,9 @@ use crate::telemetry::{self, LogFormat};
 /// Every run lists all contacts of every configured provider, links the records that are the
 /// same person (by phone, then e-mail, then links from earlier runs), merges each field three
 /// ways against what the last sync agreed, and sends each provider the smallest set of
-/// rate-limited updates its rules allow. Exit codes: 0 done, 1 some records failed or a guard
-/// rail stopped the run, 2 usage or configuration error, 3 (`diff --exit-code`) changes pending.
+/// rate-limited updates its rules allow.
 #[derive(Debug, Parser)]
-#[command(name = "contact-sync", version, about, long_about)]
+#[command(name = "contact-sync", version, about, long_about, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Config file (TOML). See config/contact-sync.example.toml for every key.
     #[arg(
@@ -193,6 +192,16 @@ pub struct StatusArgs {
     pub runs: usize,
 }
 
+/// The exit-code table printed at the end of `--help` (kept in step with the README).
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  done: everything applied, or nothing to do
+  1  some records or providers failed (reported), a guard rail or a signal stopped the run,
+     or a runtime failure (state locked or unreadable, listener cannot bind); the message
+     says what to do
+  2  usage or configuration error (the message names file, key and line)
+  3  `diff --exit-code` only: changes are pending";
+
 /// Process exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -230,10 +239,66 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code.into(),
         Err(e) => {
-            eprintln!("error: {e:#}");
-            Exit::Usage.into()
+            // Usage and config problems were reported and turned into `Exit::Usage` where
+            // they were found; anything that arrives here is a runtime failure.
+            eprintln!("error: {}", chain(&e));
+            if let Some(hint) = hint(&e) {
+                eprintln!("hint: {hint}");
+            }
+            Exit::Failures.into()
         }
     }
+}
+
+/// The error and its causes joined by `: `, leaving out a cause whose text the message before it
+/// already holds (several errors print their source in their own message).
+fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
+/// What to do about a runtime failure, when its cause says more than its message.
+fn hint(e: &anyhow::Error) -> Option<&'static str> {
+    use crate::daemon::DaemonError;
+    use crate::state::StateError;
+    use crate::sync::SyncError;
+    e.chain().find_map(|cause| {
+        let state = cause.downcast_ref::<StateError>().or_else(|| {
+            match cause.downcast_ref::<SyncError>() {
+                Some(SyncError::State(s)) => Some(s),
+                _ => None,
+            }
+        });
+        if let Some(s) = state {
+            return Some(match s {
+                StateError::Locked { .. } => {
+                    "only one sync runs per state file; run this again when the other one has finished"
+                }
+                StateError::Sqlite { .. } => {
+                    "the state file cannot be read or written: check its permissions and free disk space; if it is damaged, restore it from a backup (or move it aside to start over, which forgets links and baselines)"
+                }
+                StateError::File { .. } | StateError::Io { .. } => {
+                    "check that the state directory exists and is writable by this user (`state.path`)"
+                }
+                StateError::TooNew { .. } => "run the newer contact-sync that wrote this state",
+            });
+        }
+        match cause.downcast_ref::<DaemonError>()? {
+            DaemonError::Listen { .. } => Some(
+                "stop the process using that address, or set `daemon.listen` to a free loopback port (or \"\" to serve nothing)",
+            ),
+            _ => None,
+        }
+    })
 }
 
 async fn run(cli: Cli) -> anyhow::Result<Exit> {
@@ -283,7 +348,15 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
             let Some(config) = load(&cli.config) else {
                 return Ok(Exit::Usage);
             };
-            crate::daemon::run_with_signals(config, cli.config.clone(), args.run_now).await
+            match crate::daemon::run_with_signals(config, cli.config.clone(), args.run_now).await {
+                Ok(()) => Ok(Exit::Ok),
+                // The providers' settings are configuration: exit 2, as `sync` does.
+                Err(e @ crate::daemon::DaemonError::Providers(_)) => {
+                    eprintln!("error: {e}");
+                    Ok(Exit::Usage)
+                }
+                Err(e) => Err(e.into()),
+            }
         }
     }
 }
@@ -346,8 +419,17 @@ fn render(report: &RunReport, format: Format) -> String {
     }
 }
 
-fn build_engine(config: Config) -> anyhow::Result<Engine> {
-    Engine::new(config).context("cannot set up the providers")
+/// The providers of `config`, or `None` after printing why they cannot be set up: their
+/// settings (a token that cannot be sent in a header, a malformed section) are configuration,
+/// so this exits 2.
+fn build_engine(config: Config) -> Option<Engine> {
+    match Engine::new(config) {
+        Ok(engine) => Some(engine),
+        Err(e) => {
+            eprintln!("error: cannot set up the providers: {e}");
+            None
+        }
+    }
 }
 
 async fn diff(path: &Path, args: DiffArgs) -> anyhow::Result<Exit> {
@@ -355,7 +437,9 @@ async fn diff(path: &Path, args: DiffArgs) -> anyhow::Result<Exit> {
         return Ok(Exit::Usage);
     };
     let fingerprint = config.fingerprint();
-    let engine = build_engine(config)?;
+    let Some(engine) = build_engine(config) else {
+        return Ok(Exit::Usage);
+    };
     let report = engine
         .run(
             RunOptions {
@@ -393,6 +477,31 @@ async fn diff(path: &Path, args: DiffArgs) -> anyhow::Result<Exit> {
     } else {
         Exit::Ok
     })
+}
+
+/// Cancels `cancel` on the first SIGTERM or SIGINT, as the daemon stops: the run plans and
+/// sends nothing new, lets in-flight requests finish (within `daemon.shutdown_grace`, see
+/// [`sync`]) and persists what they did.
+///
+/// # Errors
+/// The signal handlers cannot be installed.
+fn stop_on_signals(cancel: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot install a SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install a SIGINT handler")?;
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        eprintln!("{name}: finishing in-flight requests, sending nothing new.");
+        tracing::info!(
+            signal = name,
+            "Stopping: no new requests; letting in-flight ones finish."
+        );
+        cancel.cancel();
+    });
+    Ok(())
 }
 
 /// A progress bar on a terminal.
@@ -441,7 +550,10 @@ async fn sync(path: &Path, args: SyncArgs) -> anyhow::Result<Exit> {
         },
         None => None,
     };
-    let engine = build_engine(config)?;
+    let grace = config.daemon.shutdown_grace;
+    let Some(engine) = build_engine(config) else {
+        return Ok(Exit::Usage);
+    };
     let bar = std::io::stderr().is_terminal().then(|| {
         let b = ProgressBar::new(0);
         b.set_style(
@@ -453,26 +565,33 @@ async fn sync(path: &Path, args: SyncArgs) -> anyhow::Result<Exit> {
         b
     });
     let cancel = CancellationToken::new();
-    let on_signal = cancel.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("Interrupted: finishing in-flight requests, sending nothing new.");
-            on_signal.cancel();
-        }
-    });
+    stop_on_signals(cancel.clone())?;
     let progress = Bar(bar);
-    let report = engine
-        .run(
-            RunOptions {
-                diff: false,
-                force: args.force,
-                retry_failed: args.retry_failed,
-                plan,
-            },
-            &cancel,
-            &progress,
-        )
-        .await?;
+    let run = engine.run(
+        RunOptions {
+            diff: false,
+            force: args.force,
+            retry_failed: args.retry_failed,
+            plan,
+        },
+        &cancel,
+        &progress,
+    );
+    tokio::pin!(run);
+    let report = tokio::select! {
+        report = &mut run => report?,
+        () = cancel.cancelled() => match tokio::time::timeout(grace, &mut run).await {
+            Ok(report) => report?,
+            Err(_) => {
+                eprintln!(
+                    "Stopped: in-flight requests did not finish within daemon.shutdown_grace ({}); \
+                     the write journal lets the next run check what was sent.",
+                    humantime::format_duration(grace)
+                );
+                return Ok(Exit::Failures);
+            }
+        },
+    };
     if let Some(b) = &progress.0 {
         b.finish_and_clear();
     }
@@ -635,7 +754,9 @@ async fn review(path: &Path, args: ReviewArgs) -> anyhow::Result<Exit> {
             }
         }
     } else {
-        let engine = build_engine(config)?;
+        let Some(engine) = build_engine(config) else {
+            return Ok(Exit::Usage);
+        };
         let report = engine
             .run(
                 RunOptions {

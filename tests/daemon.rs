@@ -193,8 +193,7 @@ async fn slow_runs_never_overlap() {
     ));
     tokio::time::sleep(Duration::from_millis(5500)).await;
     stopper.send(Control::Shutdown).await.expect("send");
-    let exit = handle.await.expect("join").expect("daemon ok");
-    assert_eq!(exit as u8, 0);
+    handle.await.expect("join").expect("daemon ok");
 
     let store = StateStore::open(&w.state_path()).expect("state");
     let mut runs = store.recent_runs(100).expect("runs");
@@ -296,6 +295,5 @@ async fn sighup_reload_keeps_the_old_config_when_the_new_one_is_bad() {
     );
 
     control.send(Control::Shutdown).await.expect("send");
-    let exit = handle.await.expect("join").expect("daemon ok");
-    assert_eq!(exit as u8, 0);
+    handle.await.expect("join").expect("daemon ok");
 }

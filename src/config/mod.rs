@@ -5,6 +5,7 @@
 //! naming the file, the key and its line. Reading secrets (environment, files, systemd
 //! credentials) happens last, in [`Config::resolve_secrets`].
 
+mod collect;
 pub mod raw;
 mod secret;
 
@@ -22,9 +23,11 @@ pub use secret::{Secret, SecretSource};
 
 use crate::budget::Rate;
 use crate::model::{Field, Normalizer, ProviderKind};
-use crate::provider::http::HttpSettings;
 use crate::reconcile::policy::{complete_precedence, Policy};
-use raw::{RawCommon, RawConfig, RawGuard};
+use raw::{
+    ProviderSection, RawCallbell, RawChatwoot, RawCommon, RawConfig, RawGuard, RawPrivy,
+    RawProtocol,
+};
 
 /// The example config shipped with the project; a unit test keeps it valid.
 pub const EXAMPLE: &str = include_str!("../../config/contact-sync.example.toml");
@@ -70,6 +73,33 @@ pub struct DaemonSettings {
     /// Where `/healthz` and `/metrics` are served; `None` disables the listener.
     pub listen: Option<SocketAddr>,
     pub shutdown_grace: Duration,
+}
+
+/// Timeouts, limits and retry settings for one provider.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Per-request timeout, including reading the body.
+    pub timeout: Duration,
+    /// Largest response body accepted.
+    pub max_body_bytes: usize,
+    /// Retries after the first attempt, for retryable failures.
+    pub max_retries: u32,
+    /// First backoff; doubles each retry, with full jitter.
+    pub backoff_base: Duration,
+    /// Largest single backoff.
+    pub backoff_max: Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            timeout: Duration::from_secs(30),
+            max_body_bytes: 16 * 1024 * 1024,
+            max_retries: 4,
+            backoff_base: Duration::from_millis(200),
+            backoff_max: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Guard rails for one provider.
@@ -179,10 +209,37 @@ impl Config {
     }
 
     /// Parses and validates TOML text (no I/O). `file` names it in messages.
+    ///
+    /// Every unknown key and wrong type is reported, with the problems validation finds in the
+    /// rest of the file, all in one [`ConfigErrors`] sorted by line.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| ConfigErrors(vec![serde_error(text, file, &e)]))?;
-        validate(raw, text, file)
+        let read = collect::read(text);
+        let mut errors: Vec<ConfigError> = read
+            .problems
+            .iter()
+            .map(|p| serde_error(&read.text, file, p))
+            .collect();
+        let Some(raw) = read.raw else {
+            return Err(ConfigErrors(errors));
+        };
+        match validate(raw, &read.text, file) {
+            Ok(config) if errors.is_empty() => return Ok(config),
+            Ok(_) => {}
+            Err(found) => {
+                // A neutralised key holds a placeholder: what validation says of it is noise.
+                let about_neutralised = |e: &ConfigError| {
+                    read.neutralised.iter().any(|k| {
+                        e.key == *k
+                            || e.key
+                                .strip_prefix(k.as_str())
+                                .is_some_and(|r| r.starts_with('.'))
+                    })
+                };
+                errors.extend(found.0.into_iter().filter(|e| !about_neutralised(e)));
+            }
+        }
+        errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+        Err(ConfigErrors(errors))
     }
 
     /// Replaces every secret reference with its value, or reports every one that is missing.
@@ -389,107 +446,12 @@ pub fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, Config
     });
     check_guard("guard", &raw.guard, &mut e);
 
-    let mut providers = Vec::new();
     let p = &raw.providers;
-    if let Some(s) = &p.protocol {
-        let page_size = check_page_size("providers.protocol.page_size", s.page_size, 100, &mut e);
-        providers.push(common(
-            ProviderKind::Protocol,
-            &s.common(),
-            &raw.guard,
-            default_rate(ProviderKind::Protocol),
-            &mut e,
-            ProviderSpecific::Protocol {
-                legacy_put: s.legacy_put,
-                page_size,
-            },
-        ));
-    }
-    if let Some(s) = &p.callbell {
-        let specific = ProviderSpecific::Callbell {
-            known_tags: s.known_tags.iter().cloned().collect(),
-            known_custom_fields: s.known_custom_fields.iter().cloned().collect(),
-        };
-        providers.push(common(
-            ProviderKind::Callbell,
-            &s.common(),
-            &raw.guard,
-            default_rate(ProviderKind::Callbell),
-            &mut e,
-            specific,
-        ));
-    }
-    if let Some(s) = &p.chatwoot {
-        let section = "providers.chatwoot";
-        let inbox_identifier = one_secret(
-            section,
-            "inbox_identifier",
-            s.inbox_identifier_env.as_deref(),
-            s.inbox_identifier_file.as_ref(),
-            s.inbox_identifier_credential.as_deref(),
-            true,
-            &mut e,
-        );
-        let hmac_token = one_secret(
-            section,
-            "hmac_token",
-            s.hmac_token_env.as_deref(),
-            s.hmac_token_file.as_ref(),
-            s.hmac_token_credential.as_deref(),
-            false,
-            &mut e,
-        );
-        let sort = s.sort.clone().unwrap_or_else(|| "name".into());
-        const SORTS: [&str; 8] = [
-            "name",
-            "email",
-            "phone_number",
-            "last_activity_at",
-            "-name",
-            "-email",
-            "-phone_number",
-            "-last_activity_at",
-        ];
-        if !SORTS.contains(&sort.as_str()) {
-            e.push(
-                "providers.chatwoot.sort",
-                format!("{sort:?} is not one of {}", SORTS.join(", ")),
-            );
-        }
-        let specific = ProviderSpecific::Chatwoot {
-            account_id: s.account_id,
-            inbox_id: s.inbox_id,
-            inbox_identifier: inbox_identifier.unwrap_or(SecretSource::Env(String::new())),
-            hmac_token,
-            sort,
-        };
-        providers.push(common(
-            ProviderKind::Chatwoot,
-            &s.common(),
-            &raw.guard,
-            default_rate(ProviderKind::Chatwoot),
-            &mut e,
-            specific,
-        ));
-    }
-    if let Some(s) = &p.privy {
-        let page_size = check_page_size("providers.privy.page_size", s.page_size, 100, &mut e);
-        if s.daily_limit == Some(0) {
-            e.push("providers.privy.daily_limit", "must be at least 1");
-        }
-        let daily_limit = Some(s.daily_limit.unwrap_or(10_000));
-        providers.push(common(
-            ProviderKind::Privy,
-            &s.common(),
-            &raw.guard,
-            default_rate(ProviderKind::Privy),
-            &mut e,
-            ProviderSpecific::Privy {
-                daily_limit,
-                page_size,
-            },
-        ));
-    }
+    let mut providers = Vec::new();
+    providers.extend(provider(p.protocol.as_ref(), &raw.guard, &mut e));
+    providers.extend(provider(p.callbell.as_ref(), &raw.guard, &mut e));
+    providers.extend(provider(p.chatwoot.as_ref(), &raw.guard, &mut e));
+    providers.extend(provider(p.privy.as_ref(), &raw.guard, &mut e));
 
     if !e.list.is_empty() {
         return Err(ConfigErrors(e.list));
@@ -509,6 +471,109 @@ pub fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, Config
         },
         providers,
     })
+}
+
+/// A provider section's own keys, validated into its [`ProviderSpecific`].
+trait Specific: ProviderSection {
+    /// Checks the keys only this provider has, recording problems in `e`.
+    fn specific(&self, e: &mut Errors<'_>) -> ProviderSpecific;
+}
+
+/// Validates one `[providers.<name>]` section, when it is present.
+fn provider<S: Specific>(
+    section: Option<&S>,
+    guard: &RawGuard,
+    e: &mut Errors<'_>,
+) -> Option<ProviderConfig> {
+    let s = section?;
+    let specific = s.specific(e);
+    Some(common(
+        S::KIND,
+        &s.common(),
+        guard,
+        default_rate(S::KIND),
+        e,
+        specific,
+    ))
+}
+
+impl Specific for RawProtocol {
+    fn specific(&self, e: &mut Errors<'_>) -> ProviderSpecific {
+        ProviderSpecific::Protocol {
+            legacy_put: self.legacy_put,
+            page_size: check_page_size("providers.protocol.page_size", self.page_size, 100, e),
+        }
+    }
+}
+
+impl Specific for RawCallbell {
+    fn specific(&self, _e: &mut Errors<'_>) -> ProviderSpecific {
+        ProviderSpecific::Callbell {
+            known_tags: self.known_tags.iter().cloned().collect(),
+            known_custom_fields: self.known_custom_fields.iter().cloned().collect(),
+        }
+    }
+}
+
+impl Specific for RawChatwoot {
+    fn specific(&self, e: &mut Errors<'_>) -> ProviderSpecific {
+        let section = "providers.chatwoot";
+        let inbox_identifier = one_secret(
+            section,
+            "inbox_identifier",
+            self.inbox_identifier_env.as_deref(),
+            self.inbox_identifier_file.as_ref(),
+            self.inbox_identifier_credential.as_deref(),
+            true,
+            e,
+        );
+        let hmac_token = one_secret(
+            section,
+            "hmac_token",
+            self.hmac_token_env.as_deref(),
+            self.hmac_token_file.as_ref(),
+            self.hmac_token_credential.as_deref(),
+            false,
+            e,
+        );
+        let sort = self.sort.clone().unwrap_or_else(|| "name".into());
+        const SORTS: [&str; 8] = [
+            "name",
+            "email",
+            "phone_number",
+            "last_activity_at",
+            "-name",
+            "-email",
+            "-phone_number",
+            "-last_activity_at",
+        ];
+        if !SORTS.contains(&sort.as_str()) {
+            e.push(
+                "providers.chatwoot.sort",
+                format!("{sort:?} is not one of {}", SORTS.join(", ")),
+            );
+        }
+        ProviderSpecific::Chatwoot {
+            account_id: self.account_id,
+            inbox_id: self.inbox_id,
+            inbox_identifier: inbox_identifier.unwrap_or(SecretSource::Env(String::new())),
+            hmac_token,
+            sort,
+        }
+    }
+}
+
+impl Specific for RawPrivy {
+    fn specific(&self, e: &mut Errors<'_>) -> ProviderSpecific {
+        let page_size = check_page_size("providers.privy.page_size", self.page_size, 100, e);
+        if self.daily_limit == Some(0) {
+            e.push("providers.privy.daily_limit", "must be at least 1");
+        }
+        ProviderSpecific::Privy {
+            daily_limit: Some(self.daily_limit.unwrap_or(10_000)),
+            page_size,
+        }
+    }
 }
 
 /// Conservative defaults per provider (SPEC section 9).
@@ -760,14 +825,19 @@ fn fallback_url() -> Url {
     Url::parse("http://invalid.invalid/").expect("a constant URL parses")
 }
 
-fn serde_error(text: &str, file: &str, err: &toml::de::Error) -> ConfigError {
-    let line = err.span().map(|s| line_at(text, s.start));
-    let message = err.message().to_owned();
-    // serde names an unknown key in backticks: report it as the key.
-    let key = message
-        .strip_prefix("unknown field `")
-        .and_then(|rest| rest.split('`').next())
-        .map(String::from)
+fn serde_error(text: &str, file: &str, problem: &collect::SerdeProblem) -> ConfigError {
+    let line = problem.offset.map(|at| line_at(text, at));
+    let message = problem.message.clone();
+    // The full dotted key when the text names one; else serde's unknown key in backticks.
+    let key = problem
+        .key
+        .clone()
+        .or_else(|| {
+            message
+                .strip_prefix("unknown field `")
+                .and_then(|rest| rest.split('`').next())
+                .map(String::from)
+        })
         .or_else(|| {
             line.and_then(|l| text.lines().nth(l - 1))
                 .filter(|l| l.contains('='))
@@ -854,10 +924,47 @@ mod tests {
     fn unknown_key_names_key_and_line() {
         let text = "[state]\npath = \"x.db\"\n\n[providers.privy]\nbase_url = \"http://127.0.0.1:1\"\ntokn_env = \"X\"\n";
         let err = Config::parse(text, "c.toml").expect_err("unknown key");
-        let e = &err.0[0];
-        assert_eq!(e.key, "tokn_env");
+        let e = err
+            .0
+            .iter()
+            .find(|e| e.message.contains("unknown field"))
+            .expect("the unknown key is reported");
+        assert_eq!(e.key, "providers.privy.tokn_env");
         assert_eq!(e.line, Some(6));
         assert!(err.to_string().contains("c.toml:6"), "{err}");
+    }
+
+    #[test]
+    fn every_unknown_key_and_wrong_type_is_reported_at_once_with_validation_problems() {
+        let text = "[state]\npth = \"x.db\"\n\n[providers.privy]\nbase_url = \"http://127.0.0.1:1\"\ntokn_env = \"X\"\ntoken_env = \"P\"\npage_size = \"ten\"\n[providers.privy.rate_limit]\nrequests = \"5\"\nper = \"1m\"\n[providers.nope]\nbase_url = \"x\"\n[schedule]\ncron = \"bad\"\ntimezone = 7\n";
+        let err = Config::parse(text, "c.toml").expect_err("invalid");
+        let keys: Vec<_> = err.0.iter().map(|e| (e.key.as_str(), e.line)).collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("state.pth", Some(2)),
+                ("providers.privy.tokn_env", Some(6)),
+                ("providers.privy.page_size", Some(8)),
+                ("providers.privy.rate_limit.requests", Some(10)),
+                ("providers.nope", Some(12)),
+                ("schedule.cron", Some(15)),
+                ("schedule.timezone", Some(16)),
+            ],
+            "{err}"
+        );
+        assert!(err.0[2].message.contains("expected"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("c.toml:8: `providers.privy.page_size`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_syntax_error_is_reported_once() {
+        let err = Config::parse("[state\npath = 1\n", "c.toml").expect_err("syntax");
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert_eq!(err.0[0].line, Some(1), "{err}");
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use crate::model::ProviderKind;
+
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -253,8 +255,16 @@ pub struct RawCommon<'a> {
     pub guard: Option<RawGuardOverride>,
 }
 
+/// A `[providers.<name>]` section: which provider it configures and the keys all of them have.
+pub trait ProviderSection {
+    /// The provider the section configures.
+    const KIND: ProviderKind;
+    /// The keys every provider section has.
+    fn common(&self) -> RawCommon<'_>;
+}
+
 macro_rules! provider_section {
-    ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident : $ty:ty),* $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident = $kind:ident { $($(#[$fmeta:meta])* $field:ident : $ty:ty),* $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Deserialize)]
         #[serde(deny_unknown_fields)]
@@ -284,8 +294,10 @@ macro_rules! provider_section {
             $($(#[$fmeta])* pub $field: $ty,)*
         }
 
-        impl $name {
-            pub fn common(&self) -> RawCommon<'_> {
+        impl ProviderSection for $name {
+            const KIND: ProviderKind = ProviderKind::$kind;
+
+            fn common(&self) -> RawCommon<'_> {
                 RawCommon {
                     base_url: &self.base_url,
                     token_env: self.token_env.as_deref(),
@@ -306,7 +318,7 @@ macro_rules! provider_section {
 
 provider_section!(
     /// `[providers.protocol]`.
-    RawProtocol {
+    RawProtocol = Protocol {
         /// Use the older `PUT` endpoint, which writes `display_name` only.
         #[serde(default)]
         legacy_put: bool,
@@ -317,7 +329,7 @@ provider_section!(
 
 provider_section!(
     /// `[providers.callbell]`.
-    RawCallbell {
+    RawCallbell = Callbell {
         /// Tags that exist in the account (Callbell has no API to list them).
         #[serde(default)]
         known_tags: Vec<String>,
@@ -329,7 +341,7 @@ provider_section!(
 
 provider_section!(
     /// `[providers.chatwoot]`.
-    RawChatwoot {
+    RawChatwoot = Chatwoot {
         /// Account whose contacts are synced.
         account_id: u64,
         /// Inbox whose contact source ids are used for updates.
@@ -353,7 +365,7 @@ provider_section!(
 
 provider_section!(
     /// `[providers.privy]`.
-    RawPrivy {
+    RawPrivy = Privy {
         /// Requests per day the account allows.
         daily_limit: Option<u64>,
         /// Page size for listing (the API allows up to 100).

@@ -22,10 +22,32 @@ use uuid::Uuid;
 pub use control::Control;
 use health::{Health, SharedHealth};
 
-use crate::cli::Exit;
 use crate::config::Config;
+use crate::provider::ProviderError;
 use crate::report::RunReport;
 use crate::sync::{Engine, Quiet, RunOptions, SyncError};
+
+/// Why the daemon could not start or keep running. Each is a runtime failure (the config was
+/// valid), and each message says what to look at.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// SIGTERM, SIGINT or SIGHUP handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    /// The `/healthz` and `/metrics` listener could not bind.
+    #[error("cannot listen on {addr} for /healthz and /metrics (is another process using it? change `daemon.listen`): {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The cron scheduler could not start or take the job.
+    #[error("cannot start the scheduler: {0}")]
+    Scheduler(#[source] tokio_cron_scheduler::JobSchedulerError),
+    /// The providers could not be set up from the config.
+    #[error("cannot set up the providers: {0}")]
+    Providers(#[source] ProviderError),
+}
 
 /// A sync in progress: its task, the token that stops it sending, and when it started.
 type Running = (
@@ -48,9 +70,9 @@ pub async fn run_with_signals(
     config: Config,
     path: PathBuf,
     run_now: bool,
-) -> anyhow::Result<Exit> {
+) -> Result<(), DaemonError> {
     let (tx, rx) = mpsc::channel(16);
-    control::forward_signals(tx.clone())?;
+    control::forward_signals(tx.clone()).map_err(DaemonError::Signals)?;
     run(
         config,
         DaemonOptions {
@@ -70,10 +92,10 @@ struct Scheduled {
     timezone: chrono_tz::Tz,
 }
 
-async fn schedule(config: &Config, tx: &mpsc::Sender<Control>) -> anyhow::Result<Scheduled> {
-    let scheduler = JobScheduler::new().await?;
+async fn schedule(config: &Config, tx: &mpsc::Sender<Control>) -> Result<Scheduled, DaemonError> {
+    let scheduler = JobScheduler::new().await.map_err(DaemonError::Scheduler)?;
     let job = add_job(&scheduler, config, tx).await?;
-    scheduler.start().await?;
+    scheduler.start().await.map_err(DaemonError::Scheduler)?;
     Ok(Scheduled {
         scheduler,
         job,
@@ -86,7 +108,7 @@ async fn add_job(
     scheduler: &JobScheduler,
     config: &Config,
     tx: &mpsc::Sender<Control>,
-) -> anyhow::Result<Uuid> {
+) -> Result<Uuid, DaemonError> {
     let tx = tx.clone();
     let job = Job::new_async_tz(
         config.schedule.cron.as_str(),
@@ -99,8 +121,9 @@ async fn add_job(
                 let _ = tx.try_send(Control::SyncNow);
             })
         },
-    )?;
-    Ok(scheduler.add(job).await?)
+    )
+    .map_err(DaemonError::Scheduler)?;
+    scheduler.add(job).await.map_err(DaemonError::Scheduler)
 }
 
 /// The daemon loop. Tests drive it through `tx`/`rx` instead of signals.
@@ -109,15 +132,17 @@ pub async fn run(
     opts: DaemonOptions,
     tx: mpsc::Sender<Control>,
     mut rx: mpsc::Receiver<Control>,
-) -> anyhow::Result<Exit> {
+) -> Result<(), DaemonError> {
     crate::daemon::health::prometheus();
     let health: SharedHealth = Arc::new(Mutex::new(Health::default()));
     let stop_listener = CancellationToken::new();
     if let Some(addr) = config.daemon.listen {
-        let bound = health::serve(addr, health.clone(), stop_listener.clone()).await?;
+        let bound = health::serve(addr, health.clone(), stop_listener.clone())
+            .await
+            .map_err(|source| DaemonError::Listen { addr, source })?;
         tracing::info!(address = %bound, "Serving /healthz and /metrics.");
     }
-    let mut engine = Arc::new(Engine::new(config.clone())?);
+    let mut engine = Arc::new(Engine::new(config.clone()).map_err(DaemonError::Providers)?);
     let mut grace = config.daemon.shutdown_grace;
     let mut scheduled = schedule(&config, &tx).await?;
     let next = config
@@ -202,7 +227,7 @@ pub async fn run(
         w.abort();
     }
     tracing::info!("Stopped.");
-    Ok(Exit::Ok)
+    Ok(())
 }
 
 async fn apply_reload(

@@ -16,35 +16,11 @@ use url::Url;
 
 use super::error::ProviderError;
 use crate::budget::{QuotaReport, RateBudget, Refusal};
-use crate::config::Secret;
 use crate::model::ProviderKind;
 
-/// Timeouts, limits and retry settings for one provider.
-#[derive(Debug, Clone)]
-pub struct HttpSettings {
-    /// Per-request timeout, including reading the body.
-    pub timeout: Duration,
-    /// Largest response body accepted.
-    pub max_body_bytes: usize,
-    /// Retries after the first attempt, for retryable failures.
-    pub max_retries: u32,
-    /// First backoff; doubles each retry, with full jitter.
-    pub backoff_base: Duration,
-    /// Largest single backoff.
-    pub backoff_max: Duration,
-}
-
-impl Default for HttpSettings {
-    fn default() -> Self {
-        HttpSettings {
-            timeout: Duration::from_secs(30),
-            max_body_bytes: 16 * 1024 * 1024,
-            max_retries: 4,
-            backoff_base: Duration::from_millis(200),
-            backoff_max: Duration::from_secs(10),
-        }
-    }
-}
+/// Validated HTTP settings live in `config` (where validated types live); re-exported here for
+/// the callers that name them beside the client.
+pub use crate::config::HttpSettings;
 
 /// Reads a provider's error body into a human message (its error envelope's `message`).
 pub type ErrorParser = fn(StatusCode, &[u8]) -> String;
@@ -429,11 +405,6 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
             .unwrap_or(Duration::ZERO)
             .min(Duration::from_secs(3600)),
     )
-}
-
-/// An `Authorization: Bearer` header value, marked sensitive so it is never logged.
-pub fn bearer(provider: ProviderKind, token: &Secret) -> Result<HeaderValue, ProviderError> {
-    sensitive(provider, &format!("Bearer {}", token.expose()))
 }
 
 /// A header value holding a secret, marked sensitive.

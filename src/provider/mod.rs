@@ -6,6 +6,7 @@
 //! [`Patch`] per record with [`AnyProvider::apply`] (only the executor does that).
 //! **Invariant:** only `provider/<name>/api.rs` knows a provider's JSON.
 
+pub mod base;
 pub mod callbell;
 pub mod chatwoot;
 pub mod error;
@@ -65,12 +66,20 @@ pub enum LookupKey {
 /// What every adapter does.
 #[allow(async_fn_in_trait)] // Dispatch is static, through `AnyProvider`.
 pub trait Provider {
+    /// The parts every adapter shares (HTTP client, rules, normaliser, credential).
+    fn base(&self) -> &base::ClientBase;
     /// Which provider this is.
-    fn kind(&self) -> ProviderKind;
+    fn kind(&self) -> ProviderKind {
+        self.base().kind()
+    }
     /// What its update endpoint may write.
-    fn rules(&self) -> &FieldRules;
+    fn rules(&self) -> &FieldRules {
+        &self.base().rules
+    }
     /// The shared HTTP client (and through it the rate budget).
-    fn http(&self) -> &http::ProviderHttp;
+    fn http(&self) -> &http::ProviderHttp {
+        &self.base().http
+    }
     /// Authenticates and makes one cheap request.
     async fn healthcheck(&self) -> Result<(), ProviderError>;
     /// One page of contacts, starting at `cursor` (`None` = first page).

@@ -33,7 +33,10 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Map, Value};
 use sha2::Sha256;
 
+// Chatwoot checks phones against `\A\+[1-9]\d{1,14}\z`, which is exactly strict E.164
+// as `is_e164` checks it (one implementation; the tests below pin the rule).
 use super::{json_response, Flavor, SeedPerson, SimOptions, SimShared, Store};
+use crate::model::normalize::is_e164;
 
 /// Chatwoot's 404 text (`ActiveRecord::RecordNotFound`).
 const NOT_FOUND: &str = "Resource could not be found";
@@ -762,16 +765,6 @@ fn is_email(s: &str) -> bool {
     let ok =
         |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && !p.chars().any(char::is_whitespace));
     ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
-}
-
-/// Strict E.164: `\A\+[1-9]\d{1,14}\z`.
-fn is_e164(s: &str) -> bool {
-    let Some(digits) = s.strip_prefix('+') else {
-        return false;
-    };
-    (2..=15).contains(&digits.len())
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && !digits.starts_with('0')
 }
 
 /// With `reformat_on_write`, stores the e-mail's domain upper-cased (a case change only, as a

@@ -31,7 +31,10 @@ use axum::Router;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Map, Value};
 
+// Privy wants phones as `^\+[1-9]\d{1,14}$`, which is exactly strict E.164 as `is_e164`
+// checks it (one implementation; the tests below pin the rule).
 use super::{json_response, Flavor, SeedPerson, SimOptions, SimShared};
+use crate::model::normalize::is_e164;
 
 /// Privy's answers for the shared middleware.
 pub struct PrivyFlavor;
@@ -273,16 +276,6 @@ fn problems(current: &Value, fields: &Map<String, Value>) -> Vec<(String, String
         }
     }
     out
-}
-
-/// `^\+[1-9]\d{1,14}$`.
-fn is_e164(s: &str) -> bool {
-    let Some(digits) = s.strip_prefix('+') else {
-        return false;
-    };
-    (2..=15).contains(&digits.len())
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && !digits.starts_with('0')
 }
 
 /// `local@domain.tld` without whitespace.

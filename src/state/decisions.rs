@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rusqlite::{params, OptionalExtension};
 
 use super::codec::{decode_fields, encode_fields, encode_value};
-use super::{now, sql, StateError, StateStore};
+use super::{now, AtPath, StateError, StateStore};
 use crate::model::{Field, FieldValue, ProviderKind, RecordId};
 use crate::reconcile::{Baseline, PersonId, Steering};
 
@@ -92,12 +92,12 @@ impl StateStore {
         let mut stmt = self
             .conn
             .prepare("SELECT provider, native FROM ignored")
-            .map_err(|e| sql(p, e))?;
+            .at(p)?;
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-            .map_err(|e| sql(p, e))?;
+            .at(p)?;
         for row in rows {
-            let (provider, native) = row.map_err(|e| sql(p, e))?;
+            let (provider, native) = row.at(p)?;
             if let Ok(provider) = provider.parse::<ProviderKind>() {
                 steering.ignored.insert(RecordId::new(provider, native));
             }
@@ -105,7 +105,7 @@ impl StateStore {
         let mut stmt = self
             .conn
             .prepare("SELECT provider, native, person FROM unlinked")
-            .map_err(|e| sql(p, e))?;
+            .at(p)?;
         let rows = stmt
             .query_map([], |r| {
                 Ok((
@@ -114,9 +114,9 @@ impl StateStore {
                     r.get::<_, String>(2)?,
                 ))
             })
-            .map_err(|e| sql(p, e))?;
+            .at(p)?;
         for row in rows {
-            let (provider, native, person) = row.map_err(|e| sql(p, e))?;
+            let (provider, native, person) = row.at(p)?;
             if let Ok(provider) = provider.parse::<ProviderKind>() {
                 steering
                     .unlinked_from
@@ -138,7 +138,7 @@ impl StateStore {
                 |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
             )
             .optional()
-            .map_err(|e| sql(p, e))
+            .at(p)
             .map(|row| {
                 row.map(|(person, baseline)| KnownRecord {
                     person,
@@ -153,15 +153,15 @@ impl StateStore {
         let mut stmt = self
             .conn
             .prepare("SELECT provider, native FROM records WHERE person = ?1")
-            .map_err(|e| sql(p, e))?;
+            .at(p)?;
         let rows = stmt
             .query_map([person], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
             })
-            .map_err(|e| sql(p, e))?;
+            .at(p)?;
         let mut out = Vec::new();
         for row in rows {
-            let (provider, native) = row.map_err(|e| sql(p, e))?;
+            let (provider, native) = row.at(p)?;
             if let Ok(provider) = provider.parse::<ProviderKind>() {
                 out.push(RecordId::new(provider, native));
             }
@@ -179,7 +179,7 @@ impl StateStore {
                 [person],
                 |r| r.get::<_, bool>(0),
             )
-            .map_err(|e| sql(p, e))
+            .at(p)
     }
 
     /// The agreed values of a person.
@@ -193,7 +193,7 @@ impl StateStore {
                 |r| r.get(0),
             )
             .optional()
-            .map_err(|e| sql(p, e))?;
+            .at(p)?;
         Ok(agreed.map(|a| decode_fields(&a)).unwrap_or_default())
     }
 
@@ -206,7 +206,7 @@ impl StateStore {
                 params![id.provider.as_str(), id.native],
                 |r| r.get::<_, bool>(0),
             )
-            .map_err(|e| sql(p, e))
+            .at(p)
     }
 
     /// Links `relinks` (each record to its new person, with no baseline, so its values compete
@@ -221,13 +221,13 @@ impl StateStore {
         unlinked_from: Option<(&RecordId, &PersonId)>,
     ) -> Result<i64, StateError> {
         let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| sql(&path, e))?;
+        let tx = self.conn.transaction().at(&path)?;
         let ts = now();
         tx.execute(
             "INSERT INTO decisions (kind, subject, detail, actor, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![kind, subject, detail, actor(), ts],
         )
-        .map_err(|e| sql(&path, e))?;
+        .at(&path)?;
         let decision = tx.last_insert_rowid();
         for r in relinks {
             tx.execute(
@@ -240,21 +240,21 @@ impl StateStore {
                     ts
                 ],
             )
-            .map_err(|e| sql(&path, e))?;
+            .at(&path)?;
             tx.execute(
                 "DELETE FROM unlinked WHERE provider = ?1 AND native = ?2 AND person = ?3",
                 params![r.record.provider.as_str(), r.record.native, r.person],
             )
-            .map_err(|e| sql(&path, e))?;
+            .at(&path)?;
         }
         if let Some((record, person)) = unlinked_from {
             tx.execute(
                 "INSERT OR IGNORE INTO unlinked (provider, native, person, decision) VALUES (?1, ?2, ?3, ?4)",
                 params![record.provider.as_str(), record.native, person, decision],
             )
-            .map_err(|e| sql(&path, e))?;
+            .at(&path)?;
         }
-        tx.commit().map_err(|e| sql(&path, e))?;
+        tx.commit().at(&path)?;
         Ok(decision)
     }
 
@@ -262,33 +262,33 @@ impl StateStore {
     /// so what it holds now competes by precedence instead of counting as an edit.
     pub fn decide_ignore(&mut self, id: &RecordId, ignore: bool) -> Result<i64, StateError> {
         let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| sql(&path, e))?;
+        let tx = self.conn.transaction().at(&path)?;
         let kind = if ignore { "ignore" } else { "unignore" };
         tx.execute(
             "INSERT INTO decisions (kind, subject, detail, actor, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![kind, id.to_string(), "{}", actor(), now()],
         )
-        .map_err(|e| sql(&path, e))?;
+        .at(&path)?;
         let decision = tx.last_insert_rowid();
         if ignore {
             tx.execute(
                 "INSERT OR IGNORE INTO ignored (provider, native, decision) VALUES (?1, ?2, ?3)",
                 params![id.provider.as_str(), id.native, decision],
             )
-            .map_err(|e| sql(&path, e))?;
+            .at(&path)?;
         } else {
             tx.execute(
                 "DELETE FROM ignored WHERE provider = ?1 AND native = ?2",
                 params![id.provider.as_str(), id.native],
             )
-            .map_err(|e| sql(&path, e))?;
+            .at(&path)?;
             tx.execute(
                 "UPDATE records SET baseline = '{}' WHERE provider = ?1 AND native = ?2",
                 params![id.provider.as_str(), id.native],
             )
-            .map_err(|e| sql(&path, e))?;
+            .at(&path)?;
         }
-        tx.commit().map_err(|e| sql(&path, e))?;
+        tx.commit().at(&path)?;
         Ok(decision)
     }
 
@@ -303,7 +303,7 @@ impl StateStore {
         let mut agreed = self.agreed_of(person)?;
         let before = agreed.get(&field).map(encode_value);
         agreed.insert(field, value.clone());
-        let tx = self.conn.transaction().map_err(|e| sql(&path, e))?;
+        let tx = self.conn.transaction().at(&path)?;
         let ts = now();
         let detail = serde_json::json!({
             "field": field.as_str(),
@@ -314,14 +314,14 @@ impl StateStore {
             "INSERT INTO decisions (kind, subject, detail, actor, created_at) VALUES ('resolve', ?1, ?2, ?3, ?4)",
             params![person, detail.to_string(), actor(), ts],
         )
-        .map_err(|e| sql(&path, e))?;
+        .at(&path)?;
         let decision = tx.last_insert_rowid();
         tx.execute(
             "INSERT INTO people (person, agreed, updated_at) VALUES (?1, ?2, ?3) ON CONFLICT(person) DO UPDATE SET agreed = excluded.agreed, updated_at = excluded.updated_at",
             params![person, encode_fields(&agreed), ts],
         )
-        .map_err(|e| sql(&path, e))?;
-        tx.commit().map_err(|e| sql(&path, e))?;
+        .at(&path)?;
+        tx.commit().at(&path)?;
         Ok(decision)
     }
 
@@ -333,7 +333,7 @@ impl StateStore {
             .prepare(
                 "SELECT id, kind, subject, detail, actor, created_at FROM decisions ORDER BY id",
             )
-            .map_err(|e| sql(p, e))?;
+            .at(p)?;
         let rows = stmt
             .query_map([], |r| {
                 Ok(DecisionRow {
@@ -345,8 +345,8 @@ impl StateStore {
                     created_at: r.get(5)?,
                 })
             })
-            .map_err(|e| sql(p, e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| sql(p, e))
+            .at(p)?;
+        rows.collect::<Result<_, _>>().at(p)
     }
 
     /// Replaces the stored findings with the ones of run `run`.
@@ -356,7 +356,7 @@ impl StateStore {
                 "INSERT INTO findings (id, run_id, created_at, body) VALUES (1, ?1, ?2, ?3) ON CONFLICT(id) DO UPDATE SET run_id = excluded.run_id, created_at = excluded.created_at, body = excluded.body",
                 params![run, now(), body],
             )
-            .map_err(|e| sql(&self.path, e))?;
+            .at(&self.path)?;
         Ok(())
     }
 
@@ -375,7 +375,7 @@ impl StateStore {
                 },
             )
             .optional()
-            .map_err(|e| sql(&self.path, e))
+            .at(&self.path)
     }
 
     /// Every person id in use, for choosing new ones.
@@ -384,10 +384,8 @@ impl StateStore {
         let mut stmt = self
             .conn
             .prepare("SELECT person FROM records UNION SELECT person FROM people")
-            .map_err(|e| sql(p, e))?;
-        let rows = stmt
-            .query_map([], |r| r.get::<_, String>(0))
-            .map_err(|e| sql(p, e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| sql(p, e))
+            .at(p)?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0)).at(p)?;
+        rows.collect::<Result<_, _>>().at(p)
     }
 }

@@ -37,8 +37,23 @@ pub enum StateError {
         #[source]
         source: rusqlite::Error,
     },
-    #[error("state file {path} is in use by another contact-sync process (lock {lock}); wait for it to finish or stop it")]
-    Locked { path: PathBuf, lock: PathBuf },
+    #[error("state file {path} is in use by {} (lock {lock}); wait for it to finish, or stop it{}", holder.map_or_else(|| "another contact-sync process".to_owned(), |pid| format!("contact-sync process {pid}")), holder.map_or_else(String::new, |pid| format!(" (`kill {pid}`)")))]
+    Locked {
+        path: PathBuf,
+        lock: PathBuf,
+        /// The process id written in the lock file by the process holding it, when readable.
+        holder: Option<u32>,
+    },
+    /// A file operation on the state failed.
+    #[error("state file {path}: cannot {what}: {source}")]
+    File {
+        path: PathBuf,
+        /// What was being done, e.g. "create directory /var/lib/contact-sync".
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A failure with no underlying error to carry (the store was still in use).
     #[error("state file {path}: {message}")]
     Io { path: PathBuf, message: String },
     #[error("state file {path} has schema version {found}, newer than this contact-sync understands ({supported}); upgrade contact-sync")]
@@ -184,9 +199,10 @@ impl StateStore {
     /// [`StateError::Locked`] when another process holds the lock.
     pub fn open(path: &Path) -> Result<Self, StateError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StateError::Io {
+            std::fs::create_dir_all(dir).map_err(|source| StateError::File {
                 path: path.into(),
-                message: format!("cannot create directory {}: {e}", dir.display()),
+                what: format!("create directory {}", dir.display()),
+                source,
             })?;
         }
         let lock_path = lock_path(path);
@@ -195,26 +211,32 @@ impl StateStore {
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| StateError::Io {
+            .map_err(|source| StateError::File {
                 path: path.into(),
-                message: format!("cannot open lock file {}: {e}", lock_path.display()),
+                what: format!("open lock file {}", lock_path.display()),
+                source,
             })?;
         match lock.try_lock() {
-            Ok(()) => {}
+            Ok(()) => record_holder(&lock),
             Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(&lock_path)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u32>().ok());
                 return Err(StateError::Locked {
                     path: path.into(),
                     lock: lock_path,
-                })
+                    holder,
+                });
             }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(StateError::Io {
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(StateError::File {
                     path: path.into(),
-                    message: format!("cannot lock {}: {e}", lock_path.display()),
+                    what: format!("lock {}", lock_path.display()),
+                    source,
                 })
             }
         }
-        let conn = Connection::open(path).map_err(|e| sql(path, e))?;
+        let conn = Connection::open(path).at(path)?;
         let mut store = StateStore {
             path: path.into(),
             conn,
@@ -235,7 +257,7 @@ impl StateStore {
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(|e| sql(path, e))?;
+        .at(path)?;
         let store = StateStore {
             path: path.into(),
             conn,
@@ -244,11 +266,11 @@ impl StateStore {
         store
             .conn
             .busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(|e| sql(path, e))?;
+            .at(path)?;
         let version: i64 = store
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| sql(path, e))?;
+            .at(path)?;
         if version > MIGRATIONS.len() as i64 {
             return Err(StateError::TooNew {
                 path: path.into(),
@@ -272,12 +294,12 @@ impl StateStore {
     fn configure(&mut self) -> Result<(), StateError> {
         self.conn
             .busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(|e| sql(&self.path, e))?;
+            .at(&self.path)?;
         self.conn
             .execute_batch(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
             )
-            .map_err(|e| sql(&self.path, e))
+            .at(&self.path)
     }
 
     fn migrate(&mut self) -> Result<(), StateError> {
@@ -285,7 +307,7 @@ impl StateStore {
         let version: i64 = self
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(|e| sql(&path, e))?;
+            .at(&path)?;
         let supported = MIGRATIONS.len() as i64;
         if version > supported {
             return Err(StateError::TooNew {
@@ -295,11 +317,11 @@ impl StateStore {
             });
         }
         for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = self.conn.transaction().map_err(|e| sql(&path, e))?;
-            tx.execute_batch(m).map_err(|e| sql(&path, e))?;
+            let tx = self.conn.transaction().at(&path)?;
+            tx.execute_batch(m).at(&path)?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)
-                .map_err(|e| sql(&path, e))?;
-            tx.commit().map_err(|e| sql(&path, e))?;
+                .at(&path)?;
+            tx.commit().at(&path)?;
         }
         Ok(())
     }
@@ -311,7 +333,7 @@ impl StateStore {
         let mut stmt = self
             .conn
             .prepare("SELECT provider, native, person, baseline FROM records")
-            .map_err(|e| sql(p, e))?;
+            .at(p)?;
         let rows = stmt
             .query_map([], |r| {
                 Ok((
@@ -321,9 +343,9 @@ impl StateStore {
                     r.get::<_, String>(3)?,
                 ))
             })
-            .map_err(|e| sql(p, e))?;
+            .at(p)?;
         for row in rows {
-            let (provider, native, person, baseline) = row.map_err(|e| sql(p, e))?;
+            let (provider, native, person, baseline) = row.at(p)?;
             let Ok(provider) = provider.parse::<ProviderKind>() else {
                 continue;
             };
@@ -336,12 +358,12 @@ impl StateStore {
         let mut stmt = self
             .conn
             .prepare("SELECT person, agreed FROM people")
-            .map_err(|e| sql(p, e))?;
+            .at(p)?;
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
-            .map_err(|e| sql(p, e))?;
+            .at(p)?;
         for row in rows {
-            let (person, agreed) = row.map_err(|e| sql(p, e))?;
+            let (person, agreed) = row.at(p)?;
             memory.agreed.insert(person, decode_fields(&agreed).into());
         }
         memory.steering = self.load_steering()?;
@@ -355,7 +377,7 @@ impl StateStore {
                 "INSERT INTO runs (mode, started_at) VALUES (?1, ?2)",
                 params![mode, now()],
             )
-            .map_err(|e| sql(&self.path, e))?;
+            .at(&self.path)?;
         Ok(self.conn.last_insert_rowid())
     }
 
@@ -372,7 +394,7 @@ impl StateStore {
                 "UPDATE runs SET finished_at = ?2, outcome = ?3, planned = ?4, applied = ?5, failed = ?6, skipped = ?7, conflicts = ?8, message = ?9 WHERE id = ?1",
                 params![run, now(), outcome, counts.planned as i64, counts.applied as i64, counts.failed as i64, counts.skipped as i64, counts.conflicts as i64, message],
             )
-            .map_err(|e| sql(&self.path, e))?;
+            .at(&self.path)?;
         Ok(())
     }
 
@@ -383,22 +405,22 @@ impl StateStore {
         memory: &Memory,
     ) -> Result<(), StateError> {
         let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| sql(&path, e))?;
+        let tx = self.conn.transaction().at(&path)?;
         {
             let ts = now();
             let mut upsert = tx
                 .prepare("INSERT INTO people (person, agreed, updated_at) VALUES (?1, ?2, ?3) ON CONFLICT(person) DO UPDATE SET agreed = excluded.agreed, updated_at = excluded.updated_at")
-                .map_err(|e| sql(&path, e))?;
+                .at(&path)?;
             for p in people {
                 if memory.agreed.get(&p.person) == Some(&p.agreed) {
                     continue;
                 }
                 upsert
                     .execute(params![p.person, encode_fields(&p.agreed), ts])
-                    .map_err(|e| sql(&path, e))?;
+                    .at(&path)?;
             }
         }
-        tx.commit().map_err(|e| sql(&path, e))
+        tx.commit().at(&path)
     }
 
     /// Saves record rows (person link and baseline) that differ from `memory`, in one
@@ -409,11 +431,11 @@ impl StateStore {
         memory: &Memory,
     ) -> Result<usize, StateError> {
         let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| sql(&path, e))?;
+        let tx = self.conn.transaction().at(&path)?;
         let mut n = 0;
         {
             let ts = now();
-            let mut upsert = tx.prepare(UPSERT_RECORD).map_err(|e| sql(&path, e))?;
+            let mut upsert = tx.prepare(UPSERT_RECORD).at(&path)?;
             for (id, person, baseline) in rows {
                 if memory.links.get(id) == Some(person)
                     && memory.baselines.get(id) == Some(baseline)
@@ -428,11 +450,11 @@ impl StateStore {
                         encode_baseline(baseline),
                         ts
                     ])
-                    .map_err(|e| sql(&path, e))?;
+                    .at(&path)?;
                 n += 1;
             }
         }
-        tx.commit().map_err(|e| sql(&path, e))?;
+        tx.commit().at(&path)?;
         Ok(n)
     }
 
@@ -452,7 +474,7 @@ impl StateStore {
                 "INSERT INTO writes (run_id, provider, native, person, changes, state, created_at) VALUES (?1, ?2, ?3, ?4, ?5, 'intended', ?6)",
                 params![run, r.provider.as_str(), r.native, update.person, serde_json::Value::Object(changes).to_string(), now()],
             )
-            .map_err(|e| sql(&self.path, e))?;
+            .at(&self.path)?;
         Ok(self.conn.last_insert_rowid())
     }
 
@@ -466,10 +488,10 @@ impl StateStore {
         baseline: &Baseline,
     ) -> Result<(), StateError> {
         let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| sql(&path, e))?;
+        let tx = self.conn.transaction().at(&path)?;
         let ts = now();
         tx.execute("UPDATE writes SET state = 'confirmed', http_status = 200, finished_at = ?2 WHERE id = ?1", params![write, ts])
-            .map_err(|e| sql(&path, e))?;
+            .at(&path)?;
         tx.execute(
             UPSERT_RECORD,
             params![
@@ -480,13 +502,13 @@ impl StateStore {
                 ts
             ],
         )
-        .map_err(|e| sql(&path, e))?;
+        .at(&path)?;
         tx.execute(
             "DELETE FROM failures WHERE provider = ?1 AND native = ?2",
             params![record.provider.as_str(), record.native],
         )
-        .map_err(|e| sql(&path, e))?;
-        tx.commit().map_err(|e| sql(&path, e))
+        .at(&path)?;
+        tx.commit().at(&path)
     }
 
     /// Records a write as failed and counts it in the dead-letter view.
@@ -500,20 +522,20 @@ impl StateStore {
         error: &str,
     ) -> Result<(), StateError> {
         let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| sql(&path, e))?;
+        let tx = self.conn.transaction().at(&path)?;
         let ts = now();
         tx.execute(
             "UPDATE writes SET state = 'failed', http_status = ?2, error = ?3, finished_at = ?4 WHERE id = ?1",
             params![write, status.map(i64::from), error, ts],
         )
-        .map_err(|e| sql(&path, e))?;
+        .at(&path)?;
         tx.execute(
             "INSERT INTO failures (provider, native, attempts, last_error, error_kind, first_failed_at, last_failed_at, last_run) VALUES (?1, ?2, 1, ?3, ?4, ?5, ?5, ?6)
              ON CONFLICT(provider, native) DO UPDATE SET attempts = attempts + 1, last_error = excluded.last_error, error_kind = excluded.error_kind, last_failed_at = excluded.last_failed_at, last_run = excluded.last_run",
             params![record.provider.as_str(), record.native, error, kind, ts, run],
         )
-        .map_err(|e| sql(&path, e))?;
-        tx.commit().map_err(|e| sql(&path, e))
+        .at(&path)?;
+        tx.commit().at(&path)
     }
 
     /// Writes left `intended` by an earlier process that stopped mid-write.
@@ -522,7 +544,7 @@ impl StateStore {
         let mut stmt = self
             .conn
             .prepare("SELECT id, provider, native, changes FROM writes WHERE state = 'intended' ORDER BY id")
-            .map_err(|e| sql(p, e))?;
+            .at(p)?;
         let rows = stmt
             .query_map([], |r| {
                 Ok((
@@ -532,10 +554,10 @@ impl StateStore {
                     r.get::<_, String>(3)?,
                 ))
             })
-            .map_err(|e| sql(p, e))?;
+            .at(p)?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, provider, native, changes) = row.map_err(|e| sql(p, e))?;
+            let (id, provider, native, changes) = row.at(p)?;
             let Ok(provider) = provider.parse::<ProviderKind>() else {
                 continue;
             };
@@ -570,20 +592,20 @@ impl StateStore {
     ) -> Result<(), StateError> {
         let state = if applied { "verified" } else { "not-applied" };
         let p = &self.path;
-        let tx = self.conn.unchecked_transaction().map_err(|e| sql(p, e))?;
+        let tx = self.conn.unchecked_transaction().at(p)?;
         tx.execute(
             "UPDATE writes SET state = ?2, finished_at = ?3 WHERE id = ?1",
             params![write, state, now()],
         )
-        .map_err(|e| sql(p, e))?;
+        .at(p)?;
         if let Some((record, baseline)) = baseline {
             tx.execute(
                 "UPDATE records SET baseline = ?3, updated_at = ?4 WHERE provider = ?1 AND native = ?2",
                 params![record.provider.as_str(), record.native, encode_baseline(baseline), now()],
             )
-            .map_err(|e| sql(p, e))?;
+            .at(p)?;
         }
-        tx.commit().map_err(|e| sql(p, e))
+        tx.commit().at(p)
     }
 
     /// Records that a write's outcome is unknown (it timed out, or the connection was lost
@@ -598,20 +620,20 @@ impl StateStore {
         error: &str,
     ) -> Result<(), StateError> {
         let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| sql(&path, e))?;
+        let tx = self.conn.transaction().at(&path)?;
         let ts = now();
         tx.execute(
             "UPDATE writes SET error = ?2 WHERE id = ?1",
             params![write, error],
         )
-        .map_err(|e| sql(&path, e))?;
+        .at(&path)?;
         tx.execute(
             "INSERT INTO failures (provider, native, attempts, last_error, error_kind, first_failed_at, last_failed_at, last_run) VALUES (?1, ?2, 1, ?3, ?4, ?5, ?5, ?6)
              ON CONFLICT(provider, native) DO UPDATE SET attempts = attempts + 1, last_error = excluded.last_error, error_kind = excluded.error_kind, last_failed_at = excluded.last_failed_at, last_run = excluded.last_run",
             params![record.provider.as_str(), record.native, error, kind, ts, run],
         )
-        .map_err(|e| sql(&path, e))?;
-        tx.commit().map_err(|e| sql(&path, e))
+        .at(&path)?;
+        tx.commit().at(&path)
     }
 
     /// The most recent runs, newest first.
@@ -620,7 +642,7 @@ impl StateStore {
         let mut stmt = self
             .conn
             .prepare("SELECT id, mode, started_at, finished_at, outcome, planned, applied, failed, skipped, conflicts, message FROM runs ORDER BY id DESC LIMIT ?1")
-            .map_err(|e| sql(p, e))?;
+            .at(p)?;
         let rows = stmt
             .query_map([limit as i64], |r| {
                 Ok(RunRow {
@@ -637,8 +659,8 @@ impl StateStore {
                     message: r.get(10)?,
                 })
             })
-            .map_err(|e| sql(p, e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| sql(p, e))
+            .at(p)?;
+        rows.collect::<Result<_, _>>().at(p)
     }
 
     /// Records whose writes failed, most recent first.
@@ -647,7 +669,7 @@ impl StateStore {
         let mut stmt = self
             .conn
             .prepare("SELECT provider, native, attempts, last_error, error_kind, first_failed_at, last_failed_at, last_run FROM failures ORDER BY last_failed_at DESC, provider, native")
-            .map_err(|e| sql(p, e))?;
+            .at(p)?;
         let rows = stmt
             .query_map([], |r| {
                 Ok((
@@ -661,7 +683,7 @@ impl StateStore {
                     r.get::<_, i64>(7)?,
                 ))
             })
-            .map_err(|e| sql(p, e))?;
+            .at(p)?;
         let mut out = Vec::new();
         for row in rows {
             let (
@@ -673,7 +695,7 @@ impl StateStore {
                 first_failed_at,
                 last_failed_at,
                 last_run,
-            ) = row.map_err(|e| sql(p, e))?;
+            ) = row.at(p)?;
             let Ok(provider) = provider.parse::<ProviderKind>() else {
                 continue;
             };
@@ -696,18 +718,18 @@ impl StateStore {
         let mut stmt = self
             .conn
             .prepare("SELECT state, COUNT(*) FROM writes GROUP BY state")
-            .map_err(|e| sql(p, e))?;
+            .at(p)?;
         let rows = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-            .map_err(|e| sql(p, e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| sql(p, e))
+            .at(p)?;
+        rows.collect::<Result<_, _>>().at(p)
     }
 
     /// SQLite's own integrity check: `"ok"` when the file is sound.
     pub fn integrity_check(&self) -> Result<String, StateError> {
         self.conn
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .map_err(|e| sql(&self.path, e))
+            .at(&self.path)
     }
 
     /// The last finished run of `mode` that succeeded, if any.
@@ -715,7 +737,7 @@ impl StateStore {
         self.conn
             .query_row("SELECT finished_at FROM runs WHERE outcome = 'ok' AND mode != 'diff' ORDER BY id DESC LIMIT 1", [], |r| r.get(0))
             .optional()
-            .map_err(|e| sql(&self.path, e))
+            .at(&self.path)
     }
 }
 
@@ -726,11 +748,29 @@ pub fn lock_path(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-fn sql(path: &Path, source: rusqlite::Error) -> StateError {
-    StateError::Sqlite {
-        path: path.into(),
-        source,
+/// Names the state file on a SQLite error: `conn.execute(..).at(path)?`.
+trait AtPath<T> {
+    /// The result, its error wrapped in [`StateError::Sqlite`] for `path`.
+    fn at(self, path: &Path) -> Result<T, StateError>;
+}
+
+impl<T> AtPath<T> for rusqlite::Result<T> {
+    fn at(self, path: &Path) -> Result<T, StateError> {
+        self.map_err(|source| StateError::Sqlite {
+            path: path.into(),
+            source,
+        })
     }
+}
+
+/// Writes this process's id into the lock file it now holds, so a second process can say who
+/// holds the state. Best effort: the lock works without it.
+fn record_holder(mut lock: &File) {
+    use std::io::Write as _;
+    let _ = lock
+        .set_len(0)
+        .and_then(|()| write!(lock, "{}", std::process::id()))
+        .and_then(|()| lock.flush());
 }
 
 /// When a timestamp string was written, for display.
@@ -752,8 +792,16 @@ mod tests {
         let path = dir.path().join("s.db");
         let _first = StateStore::open(&path).expect("first open");
         let err = StateStore::open(&path).expect_err("second open");
-        assert!(matches!(err, StateError::Locked { .. }), "{err}");
-        assert!(err.to_string().contains("another contact-sync process"));
+        let pid = std::process::id();
+        assert!(
+            matches!(err, StateError::Locked { holder: Some(p), .. } if p == pid),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains(&format!("in use by contact-sync process {pid}")),
+            "{err}"
+        );
     }
 
     #[test]

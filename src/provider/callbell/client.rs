@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use reqwest::header::{HeaderValue, AUTHORIZATION};
+use reqwest::header::AUTHORIZATION;
 use reqwest::{Method, StatusCode};
 
 use super::api::{self, ContactEnvelope, ContactsPage, ErrorBody};
@@ -10,8 +10,8 @@ use super::map;
 use crate::budget::RateBudget;
 use crate::config::{ProviderConfig, ProviderSpecific};
 use crate::model::{Contact, Normalizer, Patch, ProviderKind};
-use crate::provider::http::{self, ProviderHttp};
-use crate::provider::{FieldRules, Page, Provider, ProviderError};
+use crate::provider::base::{wrong_settings, ClientBase, Credential};
+use crate::provider::{Page, Provider, ProviderError};
 
 const KIND: ProviderKind = ProviderKind::Callbell;
 
@@ -19,18 +19,14 @@ const KIND: ProviderKind = ProviderKind::Callbell;
 /// authentication. Callbell sends no rate-limit headers and no `Retry-After`, so the budget
 /// relies on the configured quota (300 requests/s) and backs off on 429.
 pub struct CallbellClient {
-    http: ProviderHttp,
-    rules: FieldRules,
-    normalizer: Normalizer,
-    /// `Bearer <token>`, marked sensitive so it is never logged.
-    auth: HeaderValue,
+    base: ClientBase,
 }
 
 impl std::fmt::Debug for CallbellClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CallbellClient")
-            .field("http", &self.http)
-            .field("rules", &self.rules)
+            .field("http", &self.base.http)
+            .field("rules", &self.base.rules)
             .finish_non_exhaustive()
     }
 }
@@ -51,38 +47,17 @@ impl CallbellClient {
             known_custom_fields,
         } = &config.specific
         else {
-            return Err(ProviderError::Protocol {
-                provider: KIND,
-                message: "the configuration given is not a [providers.callbell] section".into(),
-            });
+            return Err(wrong_settings(KIND));
         };
-        let token = config
-            .token
-            .resolve()
-            .map_err(|message| ProviderError::Protocol {
-                provider: KIND,
-                message: format!("cannot read the token: {message}"),
-            })?;
-        // `http::bearer` reports its (secret-free) error under another provider; name ours.
-        let auth =
-            http::bearer(ProviderKind::Callbell, &token).map_err(|_| ProviderError::Protocol {
-                provider: KIND,
-                message:
-                    "the configured token holds characters that cannot be sent in an HTTP header"
-                        .into(),
-            })?;
-        let http = ProviderHttp::new(
-            KIND,
-            config.base_url.clone(),
-            budget,
-            config.http.clone(),
-            parse_error,
-        )?;
         Ok(CallbellClient {
-            http,
-            rules: map::rules(known_tags.clone(), known_custom_fields.clone()),
-            normalizer,
-            auth,
+            base: ClientBase::new(
+                config,
+                normalizer,
+                budget,
+                map::rules(known_tags.clone(), known_custom_fields.clone()),
+                parse_error,
+                Credential::Bearer,
+            )?,
         })
     }
 
@@ -92,12 +67,14 @@ impl CallbellClient {
         operation: &'static str,
         page: u64,
     ) -> Result<ContactsPage, ProviderError> {
-        let url = self.http.url(&[api::CONTACTS])?;
-        self.http
+        let url = self.base.http.url(&[api::CONTACTS])?;
+        self.base
+            .http
             .send_json(operation, || {
-                self.http
+                self.base
+                    .http
                     .request(Method::GET, url.clone())
-                    .header(AUTHORIZATION, self.auth.clone())
+                    .header(AUTHORIZATION, self.base.auth.clone())
                     .query(&[(api::PAGE_PARAM, page)])
             })
             .await
@@ -105,16 +82,8 @@ impl CallbellClient {
 }
 
 impl Provider for CallbellClient {
-    fn kind(&self) -> ProviderKind {
-        KIND
-    }
-
-    fn rules(&self) -> &FieldRules {
-        &self.rules
-    }
-
-    fn http(&self) -> &ProviderHttp {
-        &self.http
+    fn base(&self) -> &ClientBase {
+        &self.base
     }
 
     async fn healthcheck(&self) -> Result<(), ProviderError> {
@@ -150,7 +119,7 @@ impl Provider for CallbellClient {
         let contacts = body
             .contacts
             .into_iter()
-            .map(|dto| map::to_contact(dto, &self.normalizer))
+            .map(|dto| map::to_contact(dto, &self.base.normalizer))
             .collect();
         Ok(Page {
             contacts,
@@ -182,13 +151,15 @@ impl Provider for CallbellClient {
             provider: KIND,
             message: format!("not sent to {}: {message}", patch.record),
         })?;
-        let url = self.http.url(&[api::CONTACTS, &patch.update_ref])?;
+        let url = self.base.http.url(&[api::CONTACTS, &patch.update_ref])?;
         let envelope: ContactEnvelope = self
+            .base
             .http
             .send_json("update contact", || {
-                self.http
+                self.base
+                    .http
                     .request(Method::PATCH, url.clone())
-                    .header(AUTHORIZATION, self.auth.clone())
+                    .header(AUTHORIZATION, self.base.auth.clone())
                     .json(&body)
             })
             .await?;
@@ -199,7 +170,7 @@ impl Provider for CallbellClient {
                 operation: "update contact",
                 message,
             })?;
-        Ok(map::to_contact(dto, &self.normalizer))
+        Ok(map::to_contact(dto, &self.base.normalizer))
     }
 }
 

@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use reqwest::header::HeaderValue;
 use reqwest::Method;
 
 use super::api::{self, ContactList, ContactRecord, ContactShow, PublicContact};
@@ -11,7 +10,7 @@ use super::map;
 use crate::budget::RateBudget;
 use crate::config::{ProviderConfig, ProviderSpecific, Secret};
 use crate::model::{Contact, Field, Normalizer, Patch, ProviderKind};
-use crate::provider::http::{self, ProviderHttp};
+use crate::provider::base::{wrong_settings, ClientBase, Credential};
 use crate::provider::rules::{FieldRule, Format};
 use crate::provider::{FieldRules, Page, Provider, ProviderError};
 
@@ -83,11 +82,8 @@ pub fn field_rules() -> FieldRules {
 /// inbox. The inbox identifier is a secret carried in the public API's URL path, so URLs are
 /// never logged or put in errors.
 pub struct ChatwootClient {
-    http: ProviderHttp,
-    rules: FieldRules,
-    normalizer: Normalizer,
-    /// The application API access token, as a header value marked sensitive.
-    token_header: HeaderValue,
+    /// Its `auth` is the application API access token, sent as `api_access_token`.
+    base: ClientBase,
     account_id: String,
     inbox_id: u64,
     inbox_identifier: Secret,
@@ -101,7 +97,7 @@ pub struct ChatwootClient {
 impl std::fmt::Debug for ChatwootClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChatwootClient")
-            .field("http", &self.http)
+            .field("http", &self.base.http)
             .field("account_id", &self.account_id)
             .field("inbox_id", &self.inbox_id)
             .field("hmac", &self.hmac_token.is_some())
@@ -133,21 +129,8 @@ impl ChatwootClient {
             sort,
         } = &config.specific
         else {
-            return Err(protocol(
-                "the Chatwoot adapter was given another provider's settings".into(),
-            ));
+            return Err(wrong_settings(KIND));
         };
-        let token = config
-            .token
-            .resolve()
-            .map_err(|m| protocol(format!("token: {m}")))?;
-        let token_header =
-            http::sensitive(ProviderKind::Chatwoot, token.expose()).map_err(|_| {
-                protocol(
-                    "the configured token holds characters that cannot be sent in an HTTP header"
-                        .into(),
-                )
-            })?;
         let inbox_identifier = inbox_identifier
             .resolve()
             .map_err(|m| protocol(format!("inbox_identifier: {m}")))?;
@@ -163,18 +146,15 @@ impl ChatwootClient {
                     .map_err(|m| protocol(format!("hmac_token: {m}")))
             })
             .transpose()?;
-        let http = ProviderHttp::new(
-            KIND,
-            config.base_url.clone(),
-            budget,
-            config.http.clone(),
-            map::error_message,
-        )?;
         Ok(ChatwootClient {
-            http,
-            rules: field_rules(),
-            normalizer,
-            token_header,
+            base: ClientBase::new(
+                config,
+                normalizer,
+                budget,
+                field_rules(),
+                map::error_message,
+                Credential::Raw,
+            )?,
             account_id: account_id.to_string(),
             inbox_id: *inbox_id,
             inbox_identifier,
@@ -200,15 +180,17 @@ impl ChatwootClient {
 
     /// One page of the application API's contact list.
     async fn fetch_page(&self, page: u64) -> Result<ContactList, ProviderError> {
-        let url = self.http.url(&api::list_path(&self.account_id))?;
+        let url = self.base.http.url(&api::list_path(&self.account_id))?;
         let page_text = page.to_string();
         let list: ContactList = self
+            .base
             .http
             .send_json("list contacts", || {
-                self.http
+                self.base
+                    .http
                     .request(Method::GET, url.clone())
                     .query(&[("page", page_text.as_str()), ("sort", self.sort.as_str())])
-                    .header(api::ACCESS_TOKEN_HEADER, self.token_header.clone())
+                    .header(api::ACCESS_TOKEN_HEADER, self.base.auth.clone())
             })
             .await?;
         let served = list.meta.current_page.as_ref().and_then(|v| match v {
@@ -232,14 +214,17 @@ impl ChatwootClient {
             return Ok(identifier.clone());
         }
         let url = self
+            .base
             .http
             .url(&api::contact_path(&self.account_id, native))?;
         let show: ContactShow = self
+            .base
             .http
             .send_json("read contact", || {
-                self.http
+                self.base
+                    .http
                     .request(Method::GET, url.clone())
-                    .header(api::ACCESS_TOKEN_HEADER, self.token_header.clone())
+                    .header(api::ACCESS_TOKEN_HEADER, self.base.auth.clone())
             })
             .await?;
         self.remember_identifier(&show.payload);
@@ -319,15 +304,16 @@ impl ChatwootClient {
         let Some(source_id) = map::source_id_for(rec, self.inbox_id) else {
             return Ok(());
         };
-        let url = self.http.url(&api::public_contact_path(
+        let url = self.base.http.url(&api::public_contact_path(
             self.inbox_identifier.expose(),
             &source_id,
         ))?;
         let hmac = self.hmac_pair(rec.identifier.clone().unwrap_or_default());
         let result: Result<PublicContact, ProviderError> = self
+            .base
             .http
             .send_json("read contact through the public API", || {
-                let request = self.http.request(Method::GET, url.clone());
+                let request = self.base.http.request(Method::GET, url.clone());
                 match &hmac {
                     Some((hash, identifier)) => request.query(&[
                         ("identifier", identifier.as_str()),
@@ -361,16 +347,8 @@ impl ChatwootClient {
 }
 
 impl Provider for ChatwootClient {
-    fn kind(&self) -> ProviderKind {
-        KIND
-    }
-
-    fn rules(&self) -> &FieldRules {
-        &self.rules
-    }
-
-    fn http(&self) -> &ProviderHttp {
-        &self.http
+    fn base(&self) -> &ClientBase {
+        &self.base
     }
 
     /// Lists the first page (application API token and account), then reads one contact of it
@@ -408,7 +386,7 @@ impl Provider for ChatwootClient {
             .iter()
             .map(|rec| {
                 self.remember_identifier(rec);
-                map::to_contact(rec, self.inbox_id, &self.normalizer)
+                map::to_contact(rec, self.inbox_id, &self.base.normalizer)
             })
             .collect();
         let seen = seen.saturating_add(contacts.len() as u64);
@@ -464,14 +442,18 @@ impl Provider for ChatwootClient {
                 body.identifier_hash = Some(hash);
             }
         }
-        let url = self.http.url(&api::public_contact_path(
+        let url = self.base.http.url(&api::public_contact_path(
             self.inbox_identifier.expose(),
             &patch.update_ref,
         ))?;
         let record: ContactRecord = self
+            .base
             .http
             .send_json("update contact", || {
-                self.http.request(Method::PATCH, url.clone()).json(&body)
+                self.base
+                    .http
+                    .request(Method::PATCH, url.clone())
+                    .json(&body)
             })
             .await
             .map_err(|e| self.redact(e))?;
@@ -496,11 +478,11 @@ impl Provider for ChatwootClient {
             });
         }
         self.remember_identifier(&record);
-        let mut contact = map::to_contact(&record, self.inbox_id, &self.normalizer);
+        let mut contact = map::to_contact(&record, self.inbox_id, &self.base.normalizer);
         // The public record has no contact_inboxes: the session just used still addresses it.
         contact.update_ref = Some(patch.update_ref.clone());
         contact.write_blocked = None;
-        let missing = map::unstored(&body, &contact, &self.normalizer);
+        let missing = map::unstored(&body, &contact, &self.base.normalizer);
         if !missing.is_empty() {
             return Err(ProviderError::Rejected {
                 provider: KIND,

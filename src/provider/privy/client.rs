@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use reqwest::header::{HeaderValue, AUTHORIZATION};
+use reqwest::header::AUTHORIZATION;
 use reqwest::Method;
 use serde_json::{Map, Value};
 use url::Url;
@@ -13,7 +13,7 @@ use super::map;
 use crate::budget::RateBudget;
 use crate::config::{ProviderConfig, ProviderSpecific};
 use crate::model::{Contact, Field, Normalizer, Patch, ProviderKind};
-use crate::provider::http::{bearer, ProviderHttp};
+use crate::provider::base::{ClientBase, Credential};
 use crate::provider::rules::{FieldRule, Format};
 use crate::provider::{FieldRules, Page, Provider, ProviderError};
 
@@ -21,11 +21,7 @@ const PRIVY: ProviderKind = ProviderKind::Privy;
 
 /// Talks to one Privy account.
 pub struct PrivyClient {
-    http: ProviderHttp,
-    rules: FieldRules,
-    normalizer: Normalizer,
-    /// `Bearer <token>`, marked sensitive so it is never logged.
-    auth: HeaderValue,
+    base: ClientBase,
     page_size: u32,
     /// Non-string custom fields per record id (see [`map::typed_custom_fields`]), so a write
     /// that replaces the whole map keeps a number a number. Only records holding such values
@@ -36,7 +32,7 @@ pub struct PrivyClient {
 impl std::fmt::Debug for PrivyClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PrivyClient")
-            .field("http", &self.http)
+            .field("http", &self.base.http)
             .field("page_size", &self.page_size)
             .finish_non_exhaustive()
     }
@@ -81,35 +77,21 @@ impl PrivyClient {
         normalizer: Normalizer,
         budget: Arc<RateBudget>,
     ) -> Result<Self, ProviderError> {
-        let token = config
-            .token
-            .resolve()
-            .map_err(|message| ProviderError::Protocol {
-                provider: PRIVY,
-                message: format!("cannot read the token: {message}"),
-            })?;
-        let auth = bearer(ProviderKind::Privy, &token).map_err(|_| ProviderError::Protocol {
-            provider: PRIVY,
-            message: "the configured token holds characters that cannot be sent in an HTTP header"
-                .into(),
-        })?;
         let page_size = match &config.specific {
             ProviderSpecific::Privy { page_size, .. } => (*page_size).clamp(1, MAX_PAGE_SIZE),
             _ => MAX_PAGE_SIZE,
         };
-        let http = ProviderHttp::new(
-            PRIVY,
-            config.base_url.clone(),
-            budget,
-            config.http.clone(),
-            api::parse_error,
-        )?
-        .with_quota_headers(api::quota_report);
-        Ok(PrivyClient {
-            http,
-            rules: privy_rules(),
+        let mut base = ClientBase::new(
+            config,
             normalizer,
-            auth,
+            budget,
+            privy_rules(),
+            api::parse_error,
+            Credential::Bearer,
+        )?;
+        base.http = base.http.with_quota_headers(api::quota_report);
+        Ok(PrivyClient {
+            base,
             page_size,
             typed: Mutex::new(HashMap::new()),
         })
@@ -121,12 +103,14 @@ impl PrivyClient {
         page: u64,
         per_page: u32,
     ) -> Result<ListResponse, ProviderError> {
-        let url = self.http.url(&CONTACTS)?;
-        self.http
+        let url = self.base.http.url(&CONTACTS)?;
+        self.base
+            .http
             .send_json(operation, || {
-                self.http
+                self.base
+                    .http
                     .request(Method::GET, url.clone())
-                    .header(AUTHORIZATION, self.auth.clone())
+                    .header(AUTHORIZATION, self.base.auth.clone())
                     .query(&[("page", page), ("per_page", u64::from(per_page))])
             })
             .await
@@ -144,7 +128,7 @@ impl PrivyClient {
                 } else {
                     typed.insert(dto.id.clone(), t);
                 }
-                map::to_contact(dto, &self.normalizer)
+                map::to_contact(dto, &self.base.normalizer)
             })
             .collect()
     }
@@ -153,17 +137,19 @@ impl PrivyClient {
     fn mapped_one(&self, record: &ContactDto) -> Contact {
         self.mapped(std::slice::from_ref(record))
             .pop()
-            .unwrap_or_else(|| map::to_contact(record, &self.normalizer))
+            .unwrap_or_else(|| map::to_contact(record, &self.base.normalizer))
     }
 
     /// `GET /v1/contacts/{id}`.
     async fn read(&self, url: Url) -> Result<Contact, ProviderError> {
         let envelope: ContactEnvelope = self
+            .base
             .http
             .send_json("read contact", || {
-                self.http
+                self.base
+                    .http
                     .request(Method::GET, url.clone())
-                    .header(AUTHORIZATION, self.auth.clone())
+                    .header(AUTHORIZATION, self.base.auth.clone())
             })
             .await?;
         Ok(self.mapped_one(&envelope.data))
@@ -176,16 +162,8 @@ impl PrivyClient {
 }
 
 impl Provider for PrivyClient {
-    fn kind(&self) -> ProviderKind {
-        PRIVY
-    }
-
-    fn rules(&self) -> &FieldRules {
-        &self.rules
-    }
-
-    fn http(&self) -> &ProviderHttp {
-        &self.http
+    fn base(&self) -> &ClientBase {
+        &self.base
     }
 
     async fn healthcheck(&self) -> Result<(), ProviderError> {
@@ -243,17 +221,20 @@ impl Provider for PrivyClient {
                 message: format!("cannot update {}: {message}", patch.record),
             })?;
         let url = self
+            .base
             .http
             .url(&[CONTACTS[0], CONTACTS[1], patch.update_ref.as_str()])?;
         if body.is_empty() {
             return self.read(url).await;
         }
         let sent: Result<ContactEnvelope, ProviderError> = self
+            .base
             .http
             .send_json("update contact", || {
-                self.http
+                self.base
+                    .http
                     .request(Method::PATCH, url.clone())
-                    .header(AUTHORIZATION, self.auth.clone())
+                    .header(AUTHORIZATION, self.base.auth.clone())
                     .json(&body)
             })
             .await;

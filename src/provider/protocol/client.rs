@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use reqwest::header::{HeaderValue, AUTHORIZATION};
+use reqwest::header::AUTHORIZATION;
 use reqwest::Method;
 
 use super::api::{self, ContactDto, ListResponse};
@@ -11,7 +11,7 @@ use super::map::{self, UpdateMode};
 use crate::budget::RateBudget;
 use crate::config::{ProviderConfig, ProviderSpecific};
 use crate::model::{Contact, Field, Normalizer, Patch, ProviderKind};
-use crate::provider::http::{bearer, ProviderHttp};
+use crate::provider::base::{wrong_settings, ClientBase, Credential};
 use crate::provider::rules::{FieldRule, Format};
 use crate::provider::{FieldRules, Page, Provider, ProviderError};
 
@@ -23,11 +23,7 @@ const LEGACY_READ_ONLY: &str = "legacy PUT mode writes display_name only";
 /// The Protocol adapter.
 #[derive(Debug)]
 pub struct ProtocolClient {
-    http: ProviderHttp,
-    rules: FieldRules,
-    normalizer: Normalizer,
-    /// `Authorization: Bearer …`, marked sensitive so it is never logged.
-    auth: HeaderValue,
+    base: ClientBase,
     mode: UpdateMode,
     /// Records per list page (1..=100; validated in config).
     page_size: u32,
@@ -49,38 +45,22 @@ impl ProtocolClient {
             page_size,
         } = &config.specific
         else {
-            return Err(ProviderError::Protocol {
-                provider: KIND,
-                message:
-                    "internal error: the Protocol adapter was given another provider's settings"
-                        .into(),
-            });
+            return Err(wrong_settings(KIND));
         };
-        let token = config
-            .token
-            .resolve()
-            .map_err(|message| ProviderError::Protocol {
-                provider: KIND,
-                message: format!("cannot read the API token: {message}"),
-            })?;
-        let auth = bearer(ProviderKind::Protocol, &token)?;
-        let http = ProviderHttp::new(
-            KIND,
-            config.base_url.clone(),
-            budget,
-            config.http.clone(),
-            api::parse_error,
-        )?;
         let mode = if *legacy_put {
             UpdateMode::LegacyPut
         } else {
             UpdateMode::Patch
         };
         Ok(ProtocolClient {
-            http,
-            rules: field_rules(mode),
-            normalizer,
-            auth,
+            base: ClientBase::new(
+                config,
+                normalizer,
+                budget,
+                field_rules(mode),
+                api::parse_error,
+                Credential::Bearer,
+            )?,
             mode,
             page_size: (*page_size).clamp(1, api::MAX_LIMIT),
         })
@@ -93,16 +73,18 @@ impl ProtocolClient {
         starting_after: Option<&str>,
         operation: &'static str,
     ) -> Result<ListResponse, ProviderError> {
-        let url = self.http.url(&api::CONTACTS)?;
+        let url = self.base.http.url(&api::CONTACTS)?;
         let mut query = vec![(api::LIMIT, limit.to_string())];
         if let Some(after) = starting_after {
             query.push((api::STARTING_AFTER, after.to_owned()));
         }
-        self.http
+        self.base
+            .http
             .send_json(operation, || {
-                self.http
+                self.base
+                    .http
                     .request(Method::GET, url.clone())
-                    .header(AUTHORIZATION, self.auth.clone())
+                    .header(AUTHORIZATION, self.base.auth.clone())
                     .query(&query)
             })
             .await
@@ -144,16 +126,8 @@ pub fn field_rules(mode: UpdateMode) -> FieldRules {
 }
 
 impl Provider for ProtocolClient {
-    fn kind(&self) -> ProviderKind {
-        KIND
-    }
-
-    fn rules(&self) -> &FieldRules {
-        &self.rules
-    }
-
-    fn http(&self) -> &ProviderHttp {
-        &self.http
+    fn base(&self) -> &ClientBase {
+        &self.base
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(provider = %KIND), err(level = "debug"))]
@@ -179,7 +153,7 @@ impl Provider for ProtocolClient {
         let contacts = page
             .data
             .iter()
-            .map(|dto| map::to_contact(dto, &self.normalizer))
+            .map(|dto| map::to_contact(dto, &self.base.normalizer))
             .collect();
         Ok(Page {
             contacts,
@@ -213,15 +187,18 @@ impl Provider for ProtocolClient {
             message: format!("not sending the update of {}: {why}", patch.record),
         })?;
         let url = self
+            .base
             .http
             .url(&[api::CONTACTS[0], api::CONTACTS[1], &patch.update_ref])?;
         let dto: ContactDto = if body.is_empty() {
             // Nothing to change: read the record instead of sending an empty write.
-            self.http
+            self.base
+                .http
                 .send_json("retrieve contact", || {
-                    self.http
+                    self.base
+                        .http
                         .request(Method::GET, url.clone())
-                        .header(AUTHORIZATION, self.auth.clone())
+                        .header(AUTHORIZATION, self.base.auth.clone())
                 })
                 .await?
         } else {
@@ -229,16 +206,18 @@ impl Provider for ProtocolClient {
                 UpdateMode::Patch => (Method::PATCH, "update contact"),
                 UpdateMode::LegacyPut => (Method::PUT, "update contact (legacy PUT)"),
             };
-            self.http
+            self.base
+                .http
                 .send_json(operation, || {
-                    self.http
+                    self.base
+                        .http
                         .request(method.clone(), url.clone())
-                        .header(AUTHORIZATION, self.auth.clone())
+                        .header(AUTHORIZATION, self.base.auth.clone())
                         .json(&body)
                 })
                 .await?
         };
-        Ok(map::to_contact(&dto, &self.normalizer))
+        Ok(map::to_contact(&dto, &self.base.normalizer))
     }
 }
 
