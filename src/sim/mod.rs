@@ -830,9 +830,15 @@ async fn middleware(State(shared): State<Arc<SimShared>>, req: Request, next: Ne
             return broken_body(Bytes::new());
         }
         Some(Fault::ApplyThenStall(d)) => {
-            let real = handle(&shared, req, next).await;
+            let mut real = handle(&shared, req, next).await;
+            if shared.flavor.quota_headers() {
+                add_quota_headers(&shared, real.headers_mut());
+            }
+            // Logged now: a client that gives up closes the connection, and the server then
+            // drops this future before the answer would have been logged.
+            record(real.status().as_u16());
             tokio::time::sleep(d).await;
-            real
+            return real;
         }
         Some(Fault::ResetMidBody) => {
             let real = handle(&shared, req, next).await;
