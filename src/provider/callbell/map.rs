@@ -140,6 +140,13 @@ pub fn to_update(patch: &Patch) -> Result<UpdateBody, String> {
     Ok(body)
 }
 
+/// The fields `POST /contacts` takes (`post_contacts.md`): the phone is the identifier.
+pub const CREATE_FIELDS: [Field; 4] = [Field::Name, Field::Phone, Field::Tags, Field::CustomFields];
+
+/// What a create requires: each group needs one of its fields (identifier and name; the
+/// source comes from config).
+pub const CREATE_REQUIRES: &[&[Field]] = &[&[Field::Phone], &[Field::Name]];
+
 /// What the account holds that a create may name: its source and its known tags and keys.
 #[derive(Debug, Clone, Copy)]
 pub struct CreateContext<'a> {
@@ -169,9 +176,9 @@ pub fn phone_identifier(e164: &str) -> Result<String, String> {
 ///
 /// # Errors
 /// A missing name or phone (the planner skips such a person with `missing-required`), a phone
-/// that is not a valid number, a tag or custom-field key the account does not know (Callbell
-/// would reject the whole create with a 422), or a field `POST /contacts` does not take (email,
-/// avatar, username, external id): the planner broke its contract, and nothing is sent.
+/// that is not a valid number, or a tag or custom-field key the account does not know
+/// (Callbell would reject the whole create with a 422): nothing is sent. Fields the endpoint
+/// has no parameter for (e-mail, avatar, username, external id) are left out.
 pub fn create_body(new: &NewContact, ctx: CreateContext<'_>) -> Result<CreateBody, String> {
     let mut identifier = None;
     let mut name = None;
@@ -208,9 +215,9 @@ pub fn create_body(new: &NewContact, ctx: CreateContext<'_>) -> Result<CreateBod
                 }
                 custom_fields = (!map.is_empty()).then(|| map.clone());
             }
-            (field, _) => {
-                return Err(format!("callbell's POST /contacts takes no {field}"));
-            }
+            // Fields `POST /contacts` has no parameter for (e-mail, avatar, username, external
+            // id) are left out, as an update leaves out what Callbell cannot write.
+            _ => {}
         }
     }
     // `post_contacts.md`: identifier, source and name are required parameters.
@@ -452,7 +459,7 @@ mod tests {
     }
 
     #[test]
-    fn create_body_refuses_unknown_tags_missing_fields_and_foreign_fields() {
+    fn create_body_refuses_unknown_tags_and_missing_fields_and_leaves_out_foreign_ones() {
         let tags: BTreeSet<String> = ["vip".to_string()].into();
         let keys = BTreeSet::new();
         let base = [
@@ -470,11 +477,14 @@ mod tests {
         )]))
         .contains("nope"));
         assert!(err(with(vec![(Field::CustomFields, map(&[("tier", "1")]))])).contains("tier"));
-        assert!(err(with(vec![(
-            Field::Email,
-            FieldValue::Scalar(Some(Value::plain("a@b.co")))
-        )]))
-        .contains("email"));
+        let email = create_body(
+            &with(vec![(
+                Field::Email,
+                FieldValue::Scalar(Some(Value::plain("a@b.co"))),
+            )]),
+            ctx(&tags, &keys),
+        );
+        assert_eq!(email.expect("an e-mail is left out").name, "Ada");
         let no_name = NewContact {
             provider: ProviderKind::Callbell,
             fields: vec![(Field::Phone, e164("+14155550101"))],

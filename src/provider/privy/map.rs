@@ -149,14 +149,26 @@ pub fn update_body(
     Ok(body)
 }
 
+/// The fields `POST /v1/contacts` takes (those of the update page; SPEC section 11).
+pub const CREATE_FIELDS: [Field; 5] = [
+    Field::Name,
+    Field::Email,
+    Field::Phone,
+    Field::Tags,
+    Field::CustomFields,
+];
+
+/// What a create requires: each group needs one of its fields (an e-mail or a phone).
+pub const CREATE_REQUIRES: &[&[Field]] = &[&[Field::Email, Field::Phone]];
+
 /// The `POST /v1/contacts` body for `new`: first and last name from the display name (family
 /// name = last word), the e-mail as written, the phone in E.164, the tags and the flat custom
 /// fields. Consent is never part of it (see [`CreateBody`]).
 ///
 /// # Errors
-/// Neither an e-mail nor a phone (Privy requires one), a value that is not a valid e-mail or
-/// phone, or a field Privy has no place for (avatar, username, external id): the planner broke
-/// its contract, and nothing is sent.
+/// Neither an e-mail nor a phone (Privy requires one) or a value that is not a valid e-mail or
+/// phone: nothing is sent. Fields Privy has no place for (avatar, username, external id) are
+/// left out.
 pub fn create_body(new: &NewContact) -> Result<CreateBody, String> {
     let mut body = CreateBody::default();
     for (field, value) in &new.fields {
@@ -187,7 +199,9 @@ pub fn create_body(new: &NewContact) -> Result<CreateBody, String> {
                         .collect()
                 });
             }
-            (field, _) => return Err(format!("privy has no {field} field to create with")),
+            // Fields Privy has no place for (avatar, username, external id) are left out, as an
+            // update leaves out a field the provider does not support.
+            _ => {}
         }
     }
     if body.email.is_none() && body.phone_number.is_none() {
@@ -247,8 +261,15 @@ mod tests {
         let avatar = create_body(&new(vec![
             (Field::Email, scalar("a@b.co")),
             (Field::AvatarUrl, scalar("https://x/y.png")),
-        ]));
-        assert!(avatar.expect_err("no avatar").contains("avatar_url"));
+        ]))
+        .expect("an avatar is left out");
+        assert_eq!(
+            avatar,
+            CreateBody {
+                email: Some("a@b.co".into()),
+                ..CreateBody::default()
+            }
+        );
     }
 
     #[test]

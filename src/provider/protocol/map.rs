@@ -84,13 +84,21 @@ pub fn update_body(patch: &Patch, mode: UpdateMode) -> Result<UpdateBody, String
     Ok(body)
 }
 
+/// The fields `POST /v1/contacts` takes (`protocol-contacts-overview.md`, "Create a contact").
+pub const CREATE_FIELDS: [Field; 4] =
+    [Field::Name, Field::Phone, Field::AvatarUrl, Field::Username];
+
+/// What a create requires: each group needs one of its fields (username and phone number).
+pub const CREATE_REQUIRES: &[&[Field]] = &[&[Field::Username], &[Field::Phone]];
+
 /// Builds the `POST /v1/contacts` body for `new`: username and phone (E.164) required, the
-/// display name and avatar when planned.
+/// display name and avatar when planned. Fields the endpoint has no parameter for (e-mail,
+/// tags, custom fields, external id) are left out, as an update leaves out a field the
+/// provider does not support.
 ///
 /// # Errors
-/// A missing username or phone (the planner skips such a person with `missing-required`), a
-/// phone that is not a valid number, or a field Protocol has no place for: the planner broke
-/// its contract, and nothing is sent.
+/// A missing username or phone (the planner skips such a person with `missing-required`) or a
+/// phone that is not a valid number: nothing is sent.
 pub fn create_body(new: &NewContact) -> Result<CreateBody, String> {
     let mut body = CreateBody {
         username: String::new(),
@@ -99,11 +107,12 @@ pub fn create_body(new: &NewContact) -> Result<CreateBody, String> {
         avatar_url: None,
     };
     for (field, value) in &new.fields {
-        let v = match value {
-            FieldValue::Scalar(Some(v)) if !v.raw.trim().is_empty() => v,
-            FieldValue::Scalar(_) => continue,
-            _ => return Err(format!("Protocol has no {field} field")),
+        let FieldValue::Scalar(Some(v)) = value else {
+            continue;
         };
+        if v.raw.trim().is_empty() {
+            continue;
+        }
         match field {
             Field::Username => body.username = v.raw.trim().to_owned(),
             Field::Phone if !v.valid => {
@@ -117,9 +126,7 @@ pub fn create_body(new: &NewContact) -> Result<CreateBody, String> {
             Field::Phone => body.phone_number = v.key.clone(),
             Field::Name => body.display_name = Some(v.raw.clone()),
             Field::AvatarUrl => body.avatar_url = Some(v.raw.clone()),
-            Field::Email | Field::ExternalId | Field::Tags | Field::CustomFields => {
-                return Err(format!("Protocol has no {field} field"))
-            }
+            Field::Email | Field::ExternalId | Field::Tags | Field::CustomFields => {}
         }
     }
     // `protocol-contacts-overview.md`: "you must provide their Protocol username and phone
@@ -272,7 +279,7 @@ mod tests {
     }
 
     #[test]
-    fn create_body_refuses_missing_required_and_foreign_fields() {
+    fn create_body_refuses_missing_required_fields_and_leaves_out_foreign_ones() {
         let no_user = create_body(&new_contact(vec![(Field::Phone, phone("+14155550101"))]));
         assert!(no_user.expect_err("no username").contains("username"));
         let no_phone = create_body(&new_contact(vec![(Field::Username, s("frank"))]));
@@ -282,7 +289,11 @@ mod tests {
             (Field::Phone, phone("+14155550101")),
             (Field::Email, s("f@example.com")),
         ]));
-        assert!(email.expect_err("no email field").contains("email"));
+        assert_eq!(
+            email.expect("an e-mail is left out").username,
+            "frank",
+            "Protocol has no e-mail: it is not sent"
+        );
         let bad_phone = create_body(&new_contact(vec![
             (Field::Username, s("frank")),
             (
