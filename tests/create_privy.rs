@@ -419,3 +419,34 @@ async fn a_lookup_keeps_only_records_holding_the_key() {
         .expect("lookup");
     assert_eq!(found.map(|v| v.len()), Some(0));
 }
+
+#[tokio::test]
+async fn every_lost_answer_to_a_create_is_unknown_and_settled_by_the_lookup() {
+    // Faults that let the simulator apply the create, and one that does not: either way the
+    // outcome is unknown to the client, the create is sent once, and the lookup tells.
+    for (fault, applied) in [
+        (Fault::ApplyThenDrop, true),
+        (Fault::ResetMidBody, true),
+        (Fault::Truncated, true),
+        (Fault::Drop, false),
+    ] {
+        let sim = sim().await;
+        let label = format!("{fault:?}");
+        sim.inject(FaultRule::always(fault).on(Method::POST).times(1));
+        let privy = client(&sim);
+        let err = privy
+            .create(&new_contact("Ada", Some("ada@example.com"), None))
+            .await
+            .expect_err("no usable answer");
+        assert!(err.outcome_unknown(), "{label}: {err}");
+        assert_eq!(posts(&sim).len(), 1, "{label}: sent once");
+        assert_eq!(sim.contacts().len(), usize::from(applied), "{label}");
+        let found = privy
+            .find_by_key(&LookupKey::Email("ada@example.com".into()))
+            .await
+            .expect("lookup")
+            .expect("Privy has a lookup");
+        assert_eq!(found.len(), usize::from(applied), "{label}");
+        assert_eq!(sim.welcome_sms_sent(), 0);
+    }
+}

@@ -173,7 +173,9 @@ impl PrivyClient {
     ///
     /// Only records that really hold the key are returned: a server that ignored the filter
     /// would otherwise answer with the first page of every contact, and one of those would be
-    /// linked to the wrong person.
+    /// linked to the wrong person. The e-mail is sent case-folded (the lookup key); should Privy
+    /// compare case-sensitively and miss a record, a create that follows answers 409 and links
+    /// it, so a miss cannot make a duplicate.
     async fn filter(&self, key: &LookupKey) -> Result<Vec<Contact>, ProviderError> {
         let (param, value) = match key {
             LookupKey::Email(e) => (api::EMAIL_FILTER, e.as_str()),
