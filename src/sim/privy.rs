@@ -267,7 +267,8 @@ const OLD_CONSENT_FIELDS: [(&str, &str); 2] = [
 ];
 
 /// `POST /v1/contacts`: validates, answers 409 for a key a live contact holds, restores a
-/// deleted contact holding it, or creates a new one (201, `{"data": {…}}`).
+/// deleted contact holding it (200, with its old id), or creates a new one (201); both answer
+/// `{"data": {…}}`. No status is documented for either, so the client must accept any 2xx.
 async fn create(State(shared): State<Arc<SimShared>>, body: Bytes) -> Response {
     let Ok(Value::Object(mut fields)) = serde_json::from_slice::<Value>(&body) else {
         return validation_failed(
