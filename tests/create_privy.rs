@@ -450,3 +450,47 @@ async fn every_lost_answer_to_a_create_is_unknown_and_settled_by_the_lookup() {
         assert_eq!(sim.welcome_sms_sent(), 0);
     }
 }
+
+#[tokio::test]
+async fn a_conflict_naming_a_contact_without_the_key_is_checked_and_the_filter_decides() {
+    let sim = sim().await;
+    let unrelated = seed(&sim, "Someone Else", "other@example.com", "+12025550100");
+    let holder = seed(&sim, "Grace Hopper", "grace@navy.mil", "+12025550199");
+    // A 409 whose body names a contact that does not hold the key must not link that contact.
+    let body = json!({"error": {"code": "conflict", "message": "taken", "existing_id": unrelated}});
+    sim.inject(
+        FaultRule::always(Fault::Body(409, body.to_string().into()))
+            .on(Method::POST)
+            .times(1),
+    );
+    let created = client(&sim)
+        .create(&new_contact("Grace Hopper", Some("grace@navy.mil"), None))
+        .await
+        .expect("linked");
+    let Created::Existing(contact) = created else {
+        panic!("expected the existing contact, got {created:?}");
+    };
+    assert_eq!(
+        contact.id.native, holder,
+        "the contact holding the e-mail, not {unrelated}"
+    );
+    assert_eq!(sim.contacts().len(), 2);
+
+    // A 409 for a key nobody holds is a failure that says so, not a guess.
+    let body = json!({"error": {"code": "conflict", "message": "taken"}});
+    sim.inject(
+        FaultRule::always(Fault::Body(409, body.to_string().into()))
+            .on(Method::POST)
+            .times(1),
+    );
+    let err = client(&sim)
+        .create(&new_contact("Nobody", Some("nobody@example.com"), None))
+        .await
+        .expect_err("nobody holds it");
+    assert!(
+        matches!(err, ProviderError::Rejected { status: 409, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("could be found"), "{err}");
+    assert!(!err.outcome_unknown());
+}
