@@ -54,6 +54,7 @@ fn config(sim: &Sim, token: &str) -> ProviderConfig {
         specific: ProviderSpecific::Callbell {
             known_tags: opts.callbell_tags.clone(),
             known_custom_fields: opts.callbell_custom_fields.clone(),
+            create_source: "whatsapp".into(),
         },
     }
 }

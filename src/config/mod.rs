@@ -135,6 +135,8 @@ pub enum ProviderSpecific {
     Callbell {
         known_tags: BTreeSet<String>,
         known_custom_fields: BTreeSet<String>,
+        /// The `source` sent with `POST /contacts` (`create_source`, default `"whatsapp"`).
+        create_source: String,
     },
     Chatwoot {
         account_id: u64,
@@ -327,7 +329,8 @@ impl ProviderConfig {
             ProviderSpecific::Callbell {
                 known_tags,
                 known_custom_fields,
-            } => format!("{known_tags:?}{known_custom_fields:?}"),
+                create_source,
+            } => format!("{known_tags:?}{known_custom_fields:?}{create_source}"),
             ProviderSpecific::Chatwoot {
                 account_id,
                 inbox_id,
@@ -507,10 +510,16 @@ impl Specific for RawProtocol {
 }
 
 impl Specific for RawCallbell {
-    fn specific(&self, _e: &mut Errors<'_>) -> ProviderSpecific {
+    fn specific(&self, e: &mut Errors<'_>) -> ProviderSpecific {
+        let create_source = check_create_source(
+            "providers.callbell.create_source",
+            self.create_source.as_deref(),
+            e,
+        );
         ProviderSpecific::Callbell {
             known_tags: self.known_tags.iter().cloned().collect(),
             known_custom_fields: self.known_custom_fields.iter().cloned().collect(),
+            create_source,
         }
     }
 }
@@ -643,6 +652,32 @@ fn check_guard(key: &str, g: &RawGuard, e: &mut Errors<'_>) {
                 g.max_change_share
             ),
         );
+    }
+}
+
+/// Callbell's default contact source for creates: WhatsApp, whose identifier is the phone.
+pub const DEFAULT_CALLBELL_CREATE_SOURCE: &str = "whatsapp";
+
+/// Validates Callbell's `create_source`: a channel name such as `whatsapp` or `telegram`
+/// (lower-case letters, digits and `_`), as Callbell's `source` values are written.
+fn check_create_source(key: &str, value: Option<&str>, e: &mut Errors<'_>) -> String {
+    let Some(v) = value else {
+        return DEFAULT_CALLBELL_CREATE_SOURCE.to_owned();
+    };
+    let valid = !v.is_empty()
+        && v.len() <= 64
+        && v.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if valid {
+        v.to_owned()
+    } else {
+        e.push(
+            key,
+            format!(
+                "{v:?} is not a Callbell source name (lower-case letters, digits and `_`, e.g. \"whatsapp\")"
+            ),
+        );
+        DEFAULT_CALLBELL_CREATE_SOURCE.to_owned()
     }
 }
 
@@ -981,6 +1016,33 @@ mod tests {
             keys.contains(&("providers.privy.rate_limit.requests", Some(6))),
             "{keys:?}"
         );
+    }
+
+    #[test]
+    fn callbell_create_source_defaults_to_whatsapp_and_is_validated() {
+        let section =
+            "[providers.callbell]\nbase_url = \"http://127.0.0.1:1/v1\"\ntoken_env = \"C\"\n";
+        let source = |c: &Config| match c.provider(ProviderKind::Callbell).map(|p| &p.specific) {
+            Some(ProviderSpecific::Callbell { create_source, .. }) => create_source.clone(),
+            other => panic!("not a Callbell section: {other:?}"),
+        };
+        let c = Config::parse(section, "c.toml").expect("valid");
+        assert_eq!(source(&c), "whatsapp");
+        let c = Config::parse(
+            &format!("{section}create_source = \"telegram\"\n"),
+            "c.toml",
+        )
+        .expect("valid");
+        assert_eq!(source(&c), "telegram");
+        let err = Config::parse(
+            &format!("{section}create_source = \"Whats App\"\n"),
+            "c.toml",
+        )
+        .expect_err("invalid source");
+        let e = &err.0[0];
+        assert_eq!(e.key, "providers.callbell.create_source");
+        assert_eq!(e.line, Some(4));
+        assert!(e.message.contains("Whats App"), "{}", e.message);
     }
 
     #[test]

@@ -336,6 +336,9 @@ provider_section!(
         /// Custom-field keys that exist in the account.
         #[serde(default)]
         known_custom_fields: Vec<String>,
+        /// The `source` (channel) sent when creating a contact; default `"whatsapp"`, whose
+        /// identifier is the phone as international digits.
+        create_source: Option<String>,
     }
 );
 

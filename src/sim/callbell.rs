@@ -7,6 +7,10 @@
 //! - `PATCH /v1/contacts/{uuid}` with `name`, `tags`, `custom_fields` (and the other documented
 //!   optional parameters) → `{"contact":[{…}]}`, the one-element array of the documented
 //!   example.
+//! - `POST /v1/contacts` (`contacts_api/post_contacts.md`): `identifier`, `source` and `name`
+//!   required, `tags` and `custom_fields` must exist in the account → `{"contact":[{…}]}`.
+//! - `GET /v1/contacts/phone/{number}` (`contacts_api/get_contact_by_phone.md`) →
+//!   `{"contact":{…}}`, or 404 when no contact has that number.
 //!
 //! Rules enforced like the real service: tags and custom-field keys must exist in the account
 //! (`opts.callbell_tags`, `opts.callbell_custom_fields`, plus whatever the contact already
@@ -45,6 +49,25 @@ const PATCH_PARAMS: [&str; 8] = [
     "note",
 ];
 
+/// The `POST /contacts` parameters Callbell documents (`post_contacts.md`): three required, the
+/// rest optional. Anything else is rejected.
+const CREATE_PARAMS: [&str; 10] = [
+    "identifier",
+    "source",
+    "name",
+    "tags",
+    "custom_fields",
+    "assigned_user",
+    "team_uuid",
+    "channel_uuid",
+    "bot_status",
+    "note",
+];
+
+/// The channels a Callbell contact can come from (`docs/home.md` of callbellchat/
+/// callbell-public-docs: "WhatsApp, Instagram, Facebook Messenger and Telegram").
+const SOURCES: [&str; 4] = ["whatsapp", "instagram", "facebook", "telegram"];
+
 /// Longest note Callbell accepts.
 const MAX_NOTE_CHARS: usize = 1000;
 
@@ -77,7 +100,8 @@ fn error_response(status: StatusCode, message: &str) -> Response {
 /// The simulator's routes.
 pub fn router() -> Router<Arc<SimShared>> {
     Router::new()
-        .route("/v1/contacts", get(list_contacts))
+        .route("/v1/contacts", get(list_contacts).post(create_contact))
+        .route("/v1/contacts/phone/{number}", get(contact_by_phone))
         .route(
             "/v1/contacts/{uuid}",
             get(get_contact).patch(update_contact),
@@ -134,6 +158,130 @@ async fn get_contact(State(shared): State<Arc<SimShared>>, Path(uuid): Path<Stri
 
 fn contact_not_found() -> Response {
     error_response(StatusCode::NOT_FOUND, "Contact not found")
+}
+
+/// `GET /v1/contacts/phone/{number}` (`get_contact_by_phone.md`): the contact whose WhatsApp
+/// number is `number`, compared as digits (the page's example stores `+123 456 789`), answered
+/// as `{"contact": {…}}` (an object, as that page shows).
+async fn contact_by_phone(
+    State(shared): State<Arc<SimShared>>,
+    Path(number): Path<String>,
+) -> Response {
+    let wanted = digits(&number);
+    if wanted.is_empty() {
+        return contact_not_found();
+    }
+    let found = shared
+        .store()
+        .iter()
+        .find(|c| {
+            c.get("phoneNumber")
+                .and_then(Value::as_str)
+                .is_some_and(|p| digits(p) == wanted)
+        })
+        .cloned();
+    match found {
+        Some(c) => json_response(StatusCode::OK, json!({ "contact": c })),
+        None => contact_not_found(),
+    }
+}
+
+fn digits(s: &str) -> String {
+    s.chars().filter(char::is_ascii_digit).collect()
+}
+
+/// `POST /v1/contacts` (`post_contacts.md`): validates everything, then creates the contact.
+/// The answer is `{"contact": [{…}]}`, the documented example's one-element array; the page
+/// names no status, 200 is used.
+async fn create_contact(State(shared): State<Arc<SimShared>>, body: Bytes) -> Response {
+    let Ok(Value::Object(params)) = serde_json::from_slice::<Value>(&body) else {
+        return error_response(StatusCode::BAD_REQUEST, "the body must be a JSON object");
+    };
+    let opts = shared.options();
+    let mut store = shared.store();
+    let (identifier, source) = match validate_create(&params, &store) {
+        Ok(v) => v,
+        Err(message) => return error_response(StatusCode::UNPROCESSABLE_ENTITY, &message),
+    };
+    // Optional parameters go through the same checks as an update (tags and custom fields must
+    // exist, a note is at most 1000 characters, no users, teams or bots in this account).
+    let optional: Map<String, Value> = params
+        .iter()
+        .filter(|(k, _)| !["identifier", "source", "channel_uuid"].contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let update = match validate(&optional, &Value::Null, &opts) {
+        Ok(u) => u,
+        Err(message) => return error_response(StatusCode::UNPROCESSABLE_ENTITY, &message),
+    };
+    let mut seq = store.allocate_seq();
+    let mut contact = from_seed(&SeedPerson::default(), seq);
+    while contact["uuid"]
+        .as_str()
+        .is_some_and(|u| store.get(u).is_some())
+    {
+        seq = store.allocate_seq();
+        contact = from_seed(&SeedPerson::default(), seq);
+    }
+    contact["phoneNumber"] = json!(identifier);
+    contact["source"] = json!(source);
+    contact["tags"] = json!([]);
+    contact["customFields"] = json!({});
+    contact["createdAt"] = json!(Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string());
+    update.apply_to(&mut contact, false);
+    store.upsert(contact.clone());
+    drop(store);
+    json_response(StatusCode::OK, json!({ "contact": [contact] }))
+}
+
+/// Checks the required `POST /contacts` parameters; returns the identifier and source.
+fn validate_create(
+    params: &Map<String, Value>,
+    store: &super::Store,
+) -> Result<(String, String), String> {
+    if let Some(unknown) = params.keys().find(|k| !CREATE_PARAMS.contains(&k.as_str())) {
+        return Err(format!("Unknown parameter '{unknown}'"));
+    }
+    let required = |key: &str| match params.get(key).and_then(Value::as_str).map(str::trim) {
+        Some(v) if !v.is_empty() => Ok(v.to_owned()),
+        _ => Err(format!("{key} is required")),
+    };
+    let identifier = required("identifier")?;
+    let source = required("source")?;
+    required("name")?;
+    if !SOURCES.contains(&source.as_str()) {
+        return Err(format!(
+            "source '{source}' is not one of {}",
+            SOURCES.join(", ")
+        ));
+    }
+    if source == "whatsapp" {
+        // A WhatsApp contact's identifier is its phone number (`post_contacts.md`), which
+        // Callbell holds as international digits without `+` (SPEC section 9).
+        let ok =
+            (7..=15).contains(&identifier.len()) && identifier.bytes().all(|b| b.is_ascii_digit());
+        if !ok {
+            return Err(format!(
+                "identifier '{identifier}' is not a phone number in international digits"
+            ));
+        }
+        // Not documented: a second contact for a number the account already has is refused
+        // here rather than duplicated, so a client can never rely on a duplicate appearing.
+        let taken = store.iter().any(|c| {
+            c.get("phoneNumber")
+                .and_then(Value::as_str)
+                .is_some_and(|p| digits(p) == identifier)
+        });
+        if taken {
+            return Err(format!(
+                "A contact with identifier '{identifier}' already exists"
+            ));
+        }
+    }
+    if let Some(v) = params.get("channel_uuid") {
+        return Err(format!("Channel {v} does not exist in this account"));
+    }
+    Ok((identifier, source))
 }
 
 /// `PATCH /v1/contacts/{uuid}`: validates everything first, then applies it all, so a rejected

@@ -14,6 +14,7 @@ pub mod protocol;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -78,6 +79,12 @@ pub enum Fault {
     Mutate(StoreHook),
     /// Answer with this status and exactly these bytes (fuzzing the adapters' parsers).
     Body(u16, Bytes),
+    /// Handle the request normally (its effect happens), then drop the connection instead of
+    /// answering: the client cannot tell whether a create or update was applied.
+    ApplyThenDrop,
+    /// Handle the request normally (its effect happens), then wait this long before answering,
+    /// so a client with a shorter timeout gives up on a request that was applied.
+    ApplyThenStall(Duration),
 }
 
 impl std::fmt::Debug for Fault {
@@ -94,6 +101,8 @@ impl std::fmt::Debug for Fault {
             Fault::Oversized(n) => write!(f, "Oversized({n})"),
             Fault::Mutate(_) => f.write_str("Mutate"),
             Fault::Body(status, b) => write!(f, "Body({status}, {} bytes)", b.len()),
+            Fault::ApplyThenDrop => f.write_str("ApplyThenDrop"),
+            Fault::ApplyThenStall(d) => write!(f, "ApplyThenStall({d:?})"),
         }
     }
 }
@@ -185,6 +194,10 @@ pub struct SimOptions {
     /// Callbell: tags and custom-field keys that exist in the account.
     pub callbell_tags: BTreeSet<String>,
     pub callbell_custom_fields: BTreeSet<String>,
+    /// Privy: whether a 409 on create names the existing contact's id in its body. Privy does
+    /// not document where (SPEC section 11), so tests run both ways: with the id, and without
+    /// it, when the client must find the contact through the list filter.
+    pub privy_conflict_id_in_body: bool,
     /// Chatwoot: the account, inbox and public inbox identifier served.
     pub chatwoot: ChatwootSim,
 }
@@ -245,6 +258,7 @@ impl SimOptions {
             reformat_on_write: false,
             callbell_tags: ["vip", "wholesale", "lead"].map(String::from).into(),
             callbell_custom_fields: ["loyalty_tier", "city"].map(String::from).into(),
+            privy_conflict_id_in_body: true,
             chatwoot: ChatwootSim::default(),
         }
     }
@@ -356,6 +370,13 @@ impl Store {
         Some(v)
     }
 
+    /// A sequence number no seeded or created contact has used, for a contact a simulator
+    /// creates (so a later seed with the next number does not reuse its id by accident).
+    pub fn allocate_seq(&mut self) -> u64 {
+        self.seeded += 1;
+        self.seeded
+    }
+
     /// Contacts after the one with id `after`, in order (for cursor paging).
     pub fn iter_after<'a>(&'a self, after: &str) -> Option<impl Iterator<Item = &'a Value> + 'a> {
         let seq = *self.index.get(after)?;
@@ -419,6 +440,12 @@ pub struct SimShared {
     faults: Mutex<Vec<(FaultRule, u32)>>,
     windows: Mutex<Vec<Window>>,
     flavor: Box<dyn Flavor>,
+    /// Contacts deleted through a provider that keeps them restorable (Privy restores a deleted
+    /// contact when a create carries its e-mail or phone), in deletion order.
+    pub deleted: Mutex<Vec<Value>>,
+    /// Welcome SMS messages the provider would have sent (Privy: a create carrying a
+    /// `subscribed` SMS consent). Tests assert that contact-sync never causes one.
+    pub welcome_sms: AtomicU64,
 }
 
 impl SimShared {
@@ -435,6 +462,11 @@ impl SimShared {
     /// The provider's error response.
     pub fn error(&self, status: StatusCode, message: &str) -> Response {
         self.flavor.error(status, message)
+    }
+
+    /// The deleted contacts, locked. Never held across an await.
+    pub fn deleted(&self) -> MutexGuard<'_, Vec<Value>> {
+        lock(&self.deleted)
     }
 }
 
@@ -503,6 +535,8 @@ impl Sim {
             faults: Mutex::new(Vec::new()),
             windows: Mutex::new(windows),
             flavor,
+            deleted: Mutex::new(Vec::new()),
+            welcome_sms: AtomicU64::new(0),
         });
         let routes = match kind {
             ProviderKind::Protocol => protocol::router(),
@@ -635,6 +669,29 @@ impl Sim {
         lock(&self.shared.faults).push((rule, 0));
     }
 
+    /// How many welcome SMS messages the provider would have sent (Privy; zero elsewhere).
+    pub fn welcome_sms_sent(&self) -> u64 {
+        self.shared.welcome_sms.load(Ordering::SeqCst)
+    }
+
+    /// Deletes a contact the way a user of the provider would, keeping it restorable: it leaves
+    /// the listing and is kept aside (see [`SimShared::deleted`]). Returns whether it existed.
+    pub fn soft_delete(&self, id: &str) -> bool {
+        let removed = self.shared.store().remove(id);
+        match removed {
+            Some(v) => {
+                self.shared.deleted().push(v);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The contacts deleted and not restored, in the provider's wire format.
+    pub fn deleted_contacts(&self) -> Vec<Value> {
+        self.shared.deleted().clone()
+    }
+
     /// Removes every fault rule.
     pub fn clear_faults(&self) {
         lock(&self.shared.faults).clear();
@@ -764,6 +821,24 @@ async fn middleware(State(shared): State<Arc<SimShared>>, req: Request, next: Ne
         Some(Fault::Drop) => {
             record(0);
             return broken_body(Bytes::new());
+        }
+        Some(Fault::ApplyThenDrop) => {
+            // The handler runs to completion, so the store holds its effect; the answer is
+            // thrown away and the connection reset before any of it reaches the client.
+            drop(handle(&shared, req, next).await);
+            record(0);
+            return broken_body(Bytes::new());
+        }
+        Some(Fault::ApplyThenStall(d)) => {
+            let mut real = handle(&shared, req, next).await;
+            if shared.flavor.quota_headers() {
+                add_quota_headers(&shared, real.headers_mut());
+            }
+            // Logged now: a client that gives up closes the connection, and the server then
+            // drops this future before the answer would have been logged.
+            record(real.status().as_u16());
+            tokio::time::sleep(d).await;
+            return real;
         }
         Some(Fault::ResetMidBody) => {
             let real = handle(&shared, req, next).await;
@@ -973,6 +1048,7 @@ pub fn provider_config(sim: &Sim) -> crate::config::ProviderConfig {
         ProviderKind::Callbell => ProviderSpecific::Callbell {
             known_tags: opts.callbell_tags.clone(),
             known_custom_fields: opts.callbell_custom_fields.clone(),
+            create_source: crate::config::DEFAULT_CALLBELL_CREATE_SOURCE.to_owned(),
         },
         ProviderKind::Chatwoot => ProviderSpecific::Chatwoot {
             account_id: opts.chatwoot.account_id,

@@ -13,6 +13,18 @@
 //!   null. Any problem rejects the whole request with a 422 naming each field, and changes
 //!   nothing. Sets `updated_at`.
 //!
+//! - `POST /v1/contacts` (SPEC section 11; Privy's create page is not among the provider
+//!   pages): the six mutable fields plus `email_consent`/`sms_consent`; an e-mail or a phone is
+//!   required (422); formats as for `PATCH`. An e-mail (case-insensitively) or phone a live
+//!   contact holds is a 409 Conflict naming that contact's id (in `error.existing_id`, unless
+//!   `SimOptions::privy_conflict_id_in_body` is off). A deleted contact holding it is restored
+//!   with the create's values. A create carrying `sms_consent: "subscribed"` for a phone sends
+//!   the person a welcome SMS, counted in `SimShared::welcome_sms`. The old consent names
+//!   (`email_permission`, `phone_permission`) are rejected.
+//! - `GET /v1/contacts?email=…` / `?phone_number=…`: the list filtered to the contacts holding
+//!   that e-mail (case-insensitively) or phone (SPEC section 11).
+//! - `DELETE /v1/contacts/{id}` → 204; the contact leaves the listing but stays restorable.
+//!
 //! Errors use Privy's envelope `{"error":{"code","message","details":[{"field","message"}]}}`;
 //! every response carries `X-RateLimit-{Limit,Remaining,Reset}-{Minute,Day}` (added by the
 //! shared middleware from the quotas named `Minute` and `Day`), and a 429 carries
@@ -25,7 +37,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -107,8 +119,8 @@ fn not_found() -> Response {
 /// The routes, below the base URL `http://<addr>`.
 pub fn router() -> Router<Arc<SimShared>> {
     Router::new()
-        .route("/v1/contacts", get(list))
-        .route("/v1/contacts/{id}", get(show).patch(update))
+        .route("/v1/contacts", get(list).post(create))
+        .route("/v1/contacts/{id}", get(show).patch(update).delete(remove))
         .fallback(|| async {
             error_response(StatusCode::NOT_FOUND, "Resource not found", Vec::new())
         })
@@ -135,6 +147,7 @@ async fn list(State(shared): State<Arc<SimShared>>, RawQuery(query): RawQuery) -
     let mut page = 1u64;
     let mut per_page = default_per_page;
     let mut details = Vec::new();
+    let mut filters: Vec<(&str, String)> = Vec::new();
     for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         match key.as_ref() {
             "page" => match value.parse::<u64>() {
@@ -148,6 +161,8 @@ async fn list(State(shared): State<Arc<SimShared>>, RawQuery(query): RawQuery) -
                     format!("must be an integer between 1 and {MAX_PER_PAGE}"),
                 )),
             },
+            "email" => filters.push(("email", value.into_owned())),
+            "phone_number" => filters.push(("phone_number", value.into_owned())),
             _ => {}
         }
     }
@@ -155,10 +170,14 @@ async fn list(State(shared): State<Arc<SimShared>>, RawQuery(query): RawQuery) -
         return validation_failed("Invalid pagination parameters", details);
     }
     let store = shared.store();
-    let total = store.len() as u64;
-    let start = usize::try_from((page - 1).saturating_mul(per_page)).unwrap_or(usize::MAX);
-    let data: Vec<Value> = store
+    let matching: Vec<&Value> = store
         .iter()
+        .filter(|c| filters.iter().all(|(key, value)| holds(c, key, value)))
+        .collect();
+    let total = matching.len() as u64;
+    let start = usize::try_from((page - 1).saturating_mul(per_page)).unwrap_or(usize::MAX);
+    let data: Vec<Value> = matching
+        .into_iter()
         .skip(start)
         .take(per_page as usize)
         .cloned()
@@ -226,6 +245,148 @@ async fn update(
     }
     current["updated_at"] = Value::String(Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true));
     json_response(StatusCode::OK, json!({ "data": current }))
+}
+
+/// Whether a stored contact holds `value` in `key` (`email` compares case-insensitively, as
+/// addresses are unique regardless of case; `phone_number` exactly, as Privy stores E.164).
+fn holds(contact: &Value, key: &str, value: &str) -> bool {
+    let Some(held) = contact.get(key).and_then(Value::as_str) else {
+        return false;
+    };
+    if key == "email" {
+        held.trim().eq_ignore_ascii_case(value.trim())
+    } else {
+        held == value
+    }
+}
+
+/// Keys a create accepts besides the six mutable fields: the consent fields (current names).
+const CONSENT_FIELDS: [&str; 2] = ["email_consent", "sms_consent"];
+
+/// The consent names replaced on 2026-05-12 (SPEC section 9), and their successors.
+const OLD_CONSENT_FIELDS: [(&str, &str); 2] = [
+    ("email_permission", "email_consent"),
+    ("phone_permission", "sms_consent"),
+];
+
+/// `POST /v1/contacts`: validates, answers 409 for a key a live contact holds, restores a
+/// deleted contact holding it (200, with its old id), or creates a new one (201); both answer
+/// `{"data": {…}}`. No status is documented for either, so the client must accept any 2xx.
+async fn create(State(shared): State<Arc<SimShared>>, body: Bytes) -> Response {
+    let Ok(Value::Object(mut fields)) = serde_json::from_slice::<Value>(&body) else {
+        return validation_failed(
+            "The request body must be a JSON object",
+            vec![("body".into(), "must be a JSON object".into())],
+        );
+    };
+    let mut details = Vec::new();
+    let mut consent = Map::new();
+    for (old, new) in OLD_CONSENT_FIELDS {
+        if fields.remove(old).is_some() {
+            details.push((old.to_owned(), format!("was renamed to {new}")));
+        }
+    }
+    for key in CONSENT_FIELDS {
+        if let Some(v) = fields.remove(key) {
+            match v.as_str() {
+                Some("subscribed" | "unsubscribed") => {
+                    consent.insert(key.to_owned(), v);
+                }
+                _ => details.push((key.to_owned(), "must be subscribed or unsubscribed".into())),
+            }
+        }
+    }
+    let given = |k: &str| fields.get(k).is_some_and(|v| !v.is_null());
+    if !given("email") && !given("phone_number") {
+        details.push((
+            "email".into(),
+            "an email or a phone_number is required".into(),
+        ));
+    }
+    // A new contact holds nothing yet, so the update rules apply as to an empty record.
+    details.extend(problems(&json!({}), &fields));
+    if !details.is_empty() {
+        return validation_failed("The contact could not be created", details);
+    }
+    let keys: Vec<(&str, String)> = ["email", "phone_number"]
+        .into_iter()
+        .filter_map(|k| Some((k, fields.get(k)?.as_str()?.to_owned())))
+        .collect();
+    let conflict_id_in_body = shared.options().privy_conflict_id_in_body;
+    let mut store = shared.store();
+    let existing = store
+        .iter()
+        .find(|c| keys.iter().any(|(k, v)| holds(c, k, v)))
+        .cloned();
+    if let Some(existing) = existing {
+        drop(store);
+        let (field, _) = keys
+            .iter()
+            .find(|(k, v)| holds(&existing, k, v))
+            .cloned()
+            .unwrap_or(("email", String::new()));
+        let mut r = json!({"error": {
+            "code": "conflict",
+            "message": format!("A contact with this {field} already exists"),
+            "details": [{"field": field, "message": "has already been taken"}],
+        }});
+        if conflict_id_in_body {
+            r["error"]["existing_id"] = existing["id"].clone();
+        }
+        return json_response(StatusCode::CONFLICT, r);
+    }
+    let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+    let restored = {
+        let mut deleted = shared.deleted();
+        let at = deleted
+            .iter()
+            .position(|c| keys.iter().any(|(k, v)| holds(c, k, v)));
+        at.map(|i| deleted.remove(i))
+    };
+    let (mut contact, status) = match restored {
+        Some(c) => (c, StatusCode::OK),
+        None => {
+            let mut seq = store.allocate_seq();
+            while store.get(&format!("cus_{seq:016x}")).is_some() {
+                seq = store.allocate_seq();
+            }
+            let mut c = from_seed(&SeedPerson::default(), seq);
+            c["email_consent"] = Value::Null;
+            c["sms_consent"] = Value::Null;
+            c["created_at"] = json!(now);
+            (c, StatusCode::CREATED)
+        }
+    };
+    // Only a create that itself carries a subscribed SMS consent triggers the welcome SMS
+    // (SPEC section 11); a restored contact's earlier consent does not.
+    let asks_sms = consent
+        .get("sms_consent")
+        .is_some_and(|v| v == "subscribed");
+    for (key, value) in fields.into_iter().chain(consent) {
+        contact[key.as_str()] = value;
+    }
+    contact["updated_at"] = json!(now);
+    let welcome = asks_sms && !contact["phone_number"].is_null();
+    store.upsert(contact.clone());
+    drop(store);
+    if welcome {
+        shared
+            .welcome_sms
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    json_response(status, json!({ "data": contact }))
+}
+
+/// `DELETE /v1/contacts/{id}`: the contact leaves the listing and is kept restorable.
+async fn remove(State(shared): State<Arc<SimShared>>, Path(id): Path<String>) -> Response {
+    let removed = shared.store().remove(&id);
+    match removed {
+        Some(c) => {
+            shared.deleted().push(c);
+            axum::http::StatusCode::NO_CONTENT.into_response()
+        }
+        None => not_found(),
+    }
 }
 
 /// Every problem with an update of `current`, as (field, message); empty when it is valid.

@@ -221,7 +221,9 @@ fn write(
     json_response(StatusCode::OK, contact.clone())
 }
 
-/// `POST /v1/contacts`: username and phone_number required.
+/// `POST /v1/contacts` (`protocol-contacts-overview.md`, "Create a contact"): "you must provide
+/// their Protocol username and phone number"; avatar_url and display_name are optional. The
+/// page names no status for the answer; 201 is used, with the contact object as the example.
 async fn create(State(shared): State<Arc<SimShared>>, headers: HeaderMap, body: Bytes) -> Response {
     let fields = match parse_fields(&headers, &body, &CREATE_KEYS) {
         Ok(f) => f,
@@ -234,9 +236,9 @@ async fn create(State(shared): State<Arc<SimShared>>, headers: HeaderMap, body: 
     }
     let reformat = shared.options().reformat_on_write;
     let mut store = shared.store();
-    let mut seq = store.len() as u64 + 1;
+    let mut seq = store.allocate_seq();
     while store.get(&contact_id(seq)).is_some() {
-        seq += 1;
+        seq = store.allocate_seq();
     }
     let now = now();
     let mut contact = json!({

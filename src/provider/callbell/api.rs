@@ -12,6 +12,10 @@ use serde_json::Value;
 /// The contacts collection: `GET contacts?page=N` lists, `contacts/{uuid}` addresses one.
 pub const CONTACTS: &str = "contacts";
 
+/// `GET contacts/phone/{number}` looks a contact up by phone (`get_contact_by_phone.md`); the
+/// number is written as international digits, as Callbell stores WhatsApp numbers.
+pub const PHONE: &str = "phone";
+
 /// The query parameter that selects a list page (1-based; page 1 when absent).
 pub const PAGE_PARAM: &str = "page";
 
@@ -96,6 +100,23 @@ pub struct UpdateBody {
     pub custom_fields: Option<BTreeMap<String, String>>,
 }
 
+/// The `POST /contacts` body (`post_contacts.md`): `identifier`, `source` and `name` are
+/// required; `tags` and `custom_fields` are optional and must already exist in the account.
+/// The other optional parameters (assigned user, team, channel, bot status, note) are never
+/// sent: contact-sync has nothing to put in them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CreateBody {
+    /// The phone as international digits without `+` (`14155550101`) for WhatsApp.
+    pub identifier: String,
+    /// The channel, e.g. `whatsapp` (config `create_source`).
+    pub source: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom_fields: Option<BTreeMap<String, String>>,
+}
+
 /// Callbell documents status classes only; error bodies seen in practice are
 /// `{"error": "…"}`, sometimes `{"message": "…"}` or `{"errors": …}`.
 #[derive(Debug, Deserialize)]
@@ -159,6 +180,22 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&body).expect("serialises"),
             serde_json::json!({"custom_fields": {"city": "Oslo"}})
+        );
+    }
+
+    #[test]
+    fn create_body_is_snake_case_and_leaves_out_empty_options() {
+        let body = CreateBody {
+            identifier: "14155550101".into(),
+            source: "whatsapp".into(),
+            name: "Ada Lovelace".into(),
+            tags: Some(vec!["vip".into()]),
+            custom_fields: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&body).expect("serialises"),
+            serde_json::json!({"identifier": "14155550101", "source": "whatsapp",
+                "name": "Ada Lovelace", "tags": ["vip"]})
         );
     }
 

@@ -6,12 +6,14 @@ use reqwest::header::AUTHORIZATION;
 use reqwest::{Method, StatusCode};
 
 use super::api::{self, ContactEnvelope, ContactsPage, ErrorBody};
-use super::map;
+use super::map::{self, CreateContext};
 use crate::budget::RateBudget;
 use crate::config::{ProviderConfig, ProviderSpecific};
-use crate::model::{Contact, Normalizer, Patch, ProviderKind};
+use std::collections::BTreeSet;
+
+use crate::model::{Contact, NewContact, Normalizer, Patch, ProviderKind};
 use crate::provider::base::{wrong_settings, ClientBase, Credential};
-use crate::provider::{Page, Provider, ProviderError};
+use crate::provider::{Created, LookupKey, Page, Provider, ProviderError};
 
 const KIND: ProviderKind = ProviderKind::Callbell;
 
@@ -20,6 +22,11 @@ const KIND: ProviderKind = ProviderKind::Callbell;
 /// relies on the configured quota (300 requests/s) and backs off on 429.
 pub struct CallbellClient {
     base: ClientBase,
+    /// The `source` sent with a create (config `create_source`).
+    create_source: String,
+    /// Tags and custom-field keys that exist in the account: a create may name only these.
+    known_tags: BTreeSet<String>,
+    known_custom_fields: BTreeSet<String>,
 }
 
 impl std::fmt::Debug for CallbellClient {
@@ -27,6 +34,7 @@ impl std::fmt::Debug for CallbellClient {
         f.debug_struct("CallbellClient")
             .field("http", &self.base.http)
             .field("rules", &self.base.rules)
+            .field("create_source", &self.create_source)
             .finish_non_exhaustive()
     }
 }
@@ -45,6 +53,7 @@ impl CallbellClient {
         let ProviderSpecific::Callbell {
             known_tags,
             known_custom_fields,
+            create_source,
         } = &config.specific
         else {
             return Err(wrong_settings(KIND));
@@ -58,6 +67,9 @@ impl CallbellClient {
                 parse_error,
                 Credential::Bearer,
             )?,
+            create_source: create_source.clone(),
+            known_tags: known_tags.clone(),
+            known_custom_fields: known_custom_fields.clone(),
         })
     }
 
@@ -128,22 +140,79 @@ impl Provider for CallbellClient {
         })
     }
 
-    async fn create(
-        &self,
-        _new: &crate::model::NewContact,
-    ) -> Result<crate::provider::Created, ProviderError> {
-        // Placeholder until the create endpoint lands (issue 10).
-        Err(ProviderError::Protocol {
-            provider: crate::model::ProviderKind::Callbell,
-            message: "creating contacts is not supported yet".into(),
-        })
+    /// `POST /contacts`, sent once (see [`ProviderHttp::send_json_once`]). The answer is
+    /// `{"contact": …}`, an object or a one-element array (`post_contacts.md` shows the array).
+    #[tracing::instrument(level = "debug", skip_all, fields(provider = %KIND), err(level = "debug"))]
+    async fn create(&self, new: &NewContact) -> Result<Created, ProviderError> {
+        let ctx = CreateContext {
+            source: &self.create_source,
+            known_tags: &self.known_tags,
+            known_custom_fields: &self.known_custom_fields,
+        };
+        let body = map::create_body(new, ctx).map_err(|message| ProviderError::Protocol {
+            provider: KIND,
+            message: format!("not sending the create: {message}"),
+        })?;
+        let url = self.base.http.url(&[api::CONTACTS])?;
+        let envelope: ContactEnvelope = self
+            .base
+            .http
+            .send_json_once("create contact", || {
+                self.base
+                    .http
+                    .request(Method::POST, url.clone())
+                    .header(AUTHORIZATION, self.base.auth.clone())
+                    .json(&body)
+            })
+            .await?;
+        let dto = envelope
+            .into_contact()
+            .map_err(|message| ProviderError::Decode {
+                provider: KIND,
+                operation: "create contact",
+                message,
+            })?;
+        Ok(Created::New(map::to_contact(dto, &self.base.normalizer)))
     }
 
-    async fn find_by_key(
-        &self,
-        _key: &crate::provider::LookupKey,
-    ) -> Result<Option<Vec<Contact>>, ProviderError> {
-        Ok(None)
+    /// A phone is looked up with `GET /contacts/phone/{digits}` (`get_contact_by_phone.md`,
+    /// on the main WhatsApp channel); a 404 means no contact holds it. Callbell has no e-mail,
+    /// so no contact can hold one.
+    #[tracing::instrument(level = "debug", skip_all, fields(provider = %KIND), err(level = "debug"))]
+    async fn find_by_key(&self, key: &LookupKey) -> Result<Option<Vec<Contact>>, ProviderError> {
+        let e164 = match key {
+            LookupKey::Phone(p) => p,
+            LookupKey::Email(_) => return Ok(Some(Vec::new())),
+        };
+        let digits = map::phone_identifier(e164).map_err(|message| ProviderError::Protocol {
+            provider: KIND,
+            message: format!("cannot look the phone up: {message}"),
+        })?;
+        let url = self.base.http.url(&[api::CONTACTS, api::PHONE, &digits])?;
+        let found: Result<ContactEnvelope, ProviderError> = self
+            .base
+            .http
+            .send_json("look up contact by phone", || {
+                self.base
+                    .http
+                    .request(Method::GET, url.clone())
+                    .header(AUTHORIZATION, self.base.auth.clone())
+            })
+            .await;
+        match found {
+            Ok(envelope) => {
+                let dto = envelope
+                    .into_contact()
+                    .map_err(|message| ProviderError::Decode {
+                        provider: KIND,
+                        operation: "look up contact by phone",
+                        message,
+                    })?;
+                Ok(Some(vec![map::to_contact(dto, &self.base.normalizer)]))
+            }
+            Err(ProviderError::Rejected { status: 404, .. }) => Ok(Some(Vec::new())),
+            Err(e) => Err(e),
+        }
     }
 
     async fn apply(&self, patch: &Patch) -> Result<Contact, ProviderError> {

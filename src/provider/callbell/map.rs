@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value as Json;
 
-use super::api::{ContactDto, UpdateBody};
-use crate::model::{Contact, Field, FieldValue, Name, Normalizer, Patch, ProviderKind};
+use super::api::{ContactDto, CreateBody, UpdateBody};
+use crate::model::{Contact, Field, FieldValue, Name, NewContact, Normalizer, Patch, ProviderKind};
 use crate::provider::rules::{FieldRule, FieldRules};
 
 /// Why Callbell's phone cannot be written (shown in reports).
@@ -138,6 +138,98 @@ pub fn to_update(patch: &Patch) -> Result<UpdateBody, String> {
         }
     }
     Ok(body)
+}
+
+/// The fields `POST /contacts` takes (`post_contacts.md`): the phone is the identifier.
+pub const CREATE_FIELDS: [Field; 4] = [Field::Name, Field::Phone, Field::Tags, Field::CustomFields];
+
+/// What a create requires: each group needs one of its fields (identifier and name; the
+/// source comes from config).
+pub const CREATE_REQUIRES: &[&[Field]] = &[&[Field::Phone], &[Field::Name]];
+
+/// What the account holds that a create may name: its source and its known tags and keys.
+#[derive(Debug, Clone, Copy)]
+pub struct CreateContext<'a> {
+    /// The `source` to send (config `create_source`).
+    pub source: &'a str,
+    pub known_tags: &'a BTreeSet<String>,
+    pub known_custom_fields: &'a BTreeSet<String>,
+}
+
+/// The phone as Callbell's identifier: the E.164 key without its `+` (`14155550101`).
+///
+/// # Errors
+/// A phone that did not parse as a number cannot name a WhatsApp contact.
+pub fn phone_identifier(e164: &str) -> Result<String, String> {
+    let digits = e164.strip_prefix('+').unwrap_or(e164);
+    if digits.len() >= 7 && digits.len() <= 15 && digits.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(digits.to_owned())
+    } else {
+        Err(format!(
+            "the phone {e164:?} is not an international number; Callbell's identifier is one"
+        ))
+    }
+}
+
+/// Builds the `POST /contacts` body for `new`: the phone as identifier, the configured source,
+/// the name, and the tags and custom fields when planned.
+///
+/// # Errors
+/// A missing name or phone (the planner skips such a person with `missing-required`), a phone
+/// that is not a valid number, or a tag or custom-field key the account does not know
+/// (Callbell would reject the whole create with a 422): nothing is sent. Fields the endpoint
+/// has no parameter for (e-mail, avatar, username, external id) are left out.
+pub fn create_body(new: &NewContact, ctx: CreateContext<'_>) -> Result<CreateBody, String> {
+    let mut identifier = None;
+    let mut name = None;
+    let mut tags = None;
+    let mut custom_fields = None;
+    for (field, value) in &new.fields {
+        match (field, value) {
+            (Field::Name, FieldValue::Scalar(Some(v))) if !v.raw.trim().is_empty() => {
+                name = Some(v.raw.trim().to_owned());
+            }
+            (Field::Phone, FieldValue::Scalar(Some(v))) if v.valid => {
+                identifier = Some(phone_identifier(&v.key)?);
+            }
+            (Field::Phone, FieldValue::Scalar(Some(v))) => {
+                return Err(format!(
+                    "the phone {:?} is not a valid number; Callbell's identifier is one",
+                    v.raw
+                ));
+            }
+            (Field::Name | Field::Phone, FieldValue::Scalar(None)) => {}
+            (Field::Tags, FieldValue::Set(set)) => {
+                if let Some(unknown) = set.iter().find(|t| !ctx.known_tags.contains(*t)) {
+                    return Err(format!(
+                        "tag {unknown:?} is not among the account's known_tags; Callbell rejects unknown tags"
+                    ));
+                }
+                tags = (!set.is_empty()).then(|| set.iter().cloned().collect());
+            }
+            (Field::CustomFields, FieldValue::Map(map)) => {
+                if let Some(unknown) = map.keys().find(|k| !ctx.known_custom_fields.contains(*k)) {
+                    return Err(format!(
+                        "custom field {unknown:?} is not among the account's known_custom_fields; Callbell rejects unknown fields"
+                    ));
+                }
+                custom_fields = (!map.is_empty()).then(|| map.clone());
+            }
+            // Fields `POST /contacts` has no parameter for (e-mail, avatar, username, external
+            // id) are left out, as an update leaves out what Callbell cannot write.
+            _ => {}
+        }
+    }
+    // `post_contacts.md`: identifier, source and name are required parameters.
+    let identifier = identifier.ok_or("a Callbell contact requires a phone (its identifier)")?;
+    let name = name.ok_or("a Callbell contact requires a name")?;
+    Ok(CreateBody {
+        identifier,
+        source: ctx.source.to_owned(),
+        name,
+        tags,
+        custom_fields,
+    })
 }
 
 #[cfg(test)]
@@ -324,6 +416,90 @@ mod tests {
             map(&[]),
         )]);
         assert!(to_update(&drop_key).is_err());
+    }
+
+    fn ctx<'a>(tags: &'a BTreeSet<String>, keys: &'a BTreeSet<String>) -> CreateContext<'a> {
+        CreateContext {
+            source: "whatsapp",
+            known_tags: tags,
+            known_custom_fields: keys,
+        }
+    }
+
+    fn e164(key: &str) -> FieldValue {
+        FieldValue::Scalar(Some(Value {
+            raw: "+1 415-555-0101".into(),
+            key: key.into(),
+            valid: true,
+        }))
+    }
+
+    #[test]
+    fn create_body_uses_international_digits_and_the_source() {
+        let tags: BTreeSet<String> = ["vip".to_string()].into();
+        let keys: BTreeSet<String> = ["city".to_string()].into();
+        let new = NewContact {
+            provider: ProviderKind::Callbell,
+            fields: vec![
+                (Field::Name, FieldValue::Scalar(Some(Value::plain("Ada")))),
+                (Field::Phone, e164("+14155550101")),
+                (Field::Tags, FieldValue::Set(tags.clone())),
+                (Field::CustomFields, map(&[("city", "Oslo")])),
+            ],
+        };
+        let body = create_body(&new, ctx(&tags, &keys)).expect("valid");
+        assert_eq!(body.identifier, "14155550101");
+        assert_eq!(body.source, "whatsapp");
+        assert_eq!(body.name, "Ada");
+        assert_eq!(body.tags, Some(vec!["vip".to_string()]));
+        assert_eq!(
+            body.custom_fields,
+            Some([("city".to_string(), "Oslo".to_string())].into())
+        );
+    }
+
+    #[test]
+    fn create_body_refuses_unknown_tags_and_missing_fields_and_leaves_out_foreign_ones() {
+        let tags: BTreeSet<String> = ["vip".to_string()].into();
+        let keys = BTreeSet::new();
+        let base = [
+            (Field::Name, FieldValue::Scalar(Some(Value::plain("Ada")))),
+            (Field::Phone, e164("+14155550101")),
+        ];
+        let with = |extra: Vec<(Field, FieldValue)>| NewContact {
+            provider: ProviderKind::Callbell,
+            fields: base.iter().cloned().chain(extra).collect(),
+        };
+        let err = |n: NewContact| create_body(&n, ctx(&tags, &keys)).expect_err("refused");
+        assert!(err(with(vec![(
+            Field::Tags,
+            FieldValue::Set(["nope".to_string()].into())
+        )]))
+        .contains("nope"));
+        assert!(err(with(vec![(Field::CustomFields, map(&[("tier", "1")]))])).contains("tier"));
+        let email = create_body(
+            &with(vec![(
+                Field::Email,
+                FieldValue::Scalar(Some(Value::plain("a@b.co"))),
+            )]),
+            ctx(&tags, &keys),
+        );
+        assert_eq!(email.expect("an e-mail is left out").name, "Ada");
+        let no_name = NewContact {
+            provider: ProviderKind::Callbell,
+            fields: vec![(Field::Phone, e164("+14155550101"))],
+        };
+        assert!(err(no_name).contains("name"));
+        let no_phone = NewContact {
+            provider: ProviderKind::Callbell,
+            fields: vec![(Field::Name, FieldValue::Scalar(Some(Value::plain("Ada"))))],
+        };
+        assert!(err(no_phone).contains("phone"));
+        assert!(phone_identifier("+1415").is_err());
+        assert_eq!(
+            phone_identifier("+442079460001").as_deref(),
+            Ok("442079460001")
+        );
     }
 
     #[test]

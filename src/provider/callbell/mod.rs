@@ -7,7 +7,10 @@
 //!
 //! Callbell identifies a contact by `uuid` (a WhatsApp contact's phone is fixed), lists 20-ish
 //! contacts per page with no total, accepts only tags and custom fields that already exist in
-//! the account, and answers 429 without `Retry-After`.
+//! the account, and answers 429 without `Retry-After`. Contacts are created with
+//! `POST /contacts` (identifier = the phone as international digits, the configured
+//! `create_source`, name; [`CREATE_FIELDS`], [`CREATE_REQUIRES`]) and looked up by phone with
+//! `GET /contacts/phone/{digits}`.
 
 mod api;
 mod client;
@@ -15,3 +18,4 @@ mod map;
 
 pub use client::CallbellClient;
 pub use map::rules as field_rules;
+pub use map::{CREATE_FIELDS, CREATE_REQUIRES};

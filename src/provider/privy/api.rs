@@ -21,6 +21,12 @@ use crate::budget::QuotaReport;
 /// Path segments of the contacts collection, below the base URL.
 pub const CONTACTS: [&str; 2] = ["v1", "contacts"];
 
+/// List filter: the contacts with this e-mail (SPEC section 11, `GET /v1/contacts?email=`).
+pub const EMAIL_FILTER: &str = "email";
+
+/// List filter: the contacts with this phone (SPEC section 11, `?phone_number=`).
+pub const PHONE_FILTER: &str = "phone_number";
+
 /// The largest page the list endpoint serves.
 pub const MAX_PAGE_SIZE: u32 = 100;
 
@@ -103,6 +109,31 @@ impl UpdateBody {
     }
 }
 
+/// The body of `POST /v1/contacts` (SPEC section 11; Privy's create page is not among the
+/// provider pages, so the fields are those of the update page): an e-mail or a phone is
+/// required, every field is left out when absent.
+///
+/// It has no consent field by construction: neither `email_consent`/`sms_consent` nor the
+/// older `email_permission`/`phone_permission` can be sent, because a `subscribed` SMS consent
+/// on create makes Privy send the person a welcome SMS.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CreateBody {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// E.164.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone_number: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    /// Flat.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom_fields: Option<Map<String, Value>>,
+}
+
 /// Privy's error envelope.
 #[derive(Debug, Deserialize)]
 pub struct ErrorEnvelope {
@@ -132,11 +163,78 @@ pub struct ErrorDetail {
 /// Longest error message kept from a response, so a huge body cannot flood logs and reports.
 const MAX_ERROR_MESSAGE: usize = 500;
 
-/// Reads Privy's error body into `code: message (field: problem; …)`.
+/// What [`parse_error`] appends to a 409's message when the body names the contact that holds
+/// the e-mail or phone; [`conflict_id`] reads it back.
+const CONFLICT_MARK: &str = " [existing contact ";
+
+/// Longest contact id read from a 409 body.
+const MAX_ID_CHARS: usize = 128;
+
+/// The existing contact's id in a 409 body. Privy does not document where it sits (SPEC
+/// section 11), so the usual places are tried: `error.existing_id`, `error.contact_id`,
+/// `error.id`, the same keys in `error.details[]`, `data.id` and a top-level `existing_id` or
+/// `id`. Whatever is found is only a hint: the client reads that contact and checks that it
+/// holds the key before linking it.
+fn conflict_id_in_body(body: &[u8]) -> Option<String> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let keys = ["existing_id", "contact_id", "id"];
+    let in_object = |o: &Value| keys.iter().find_map(|k| id_text(o.get(*k)?));
+    let error = v.get("error");
+    error
+        .and_then(in_object)
+        .or_else(|| {
+            error
+                .and_then(|e| e.get("details"))
+                .and_then(Value::as_array)
+                .and_then(|d| d.iter().find_map(in_object))
+        })
+        .or_else(|| v.get("data").and_then(|d| id_text(d.get("id")?)))
+        .or_else(|| {
+            ["existing_id", "id"]
+                .iter()
+                .find_map(|k| id_text(v.get(*k)?))
+        })
+}
+
+/// An id as text, when it looks like one (a string or an integer, no spaces or brackets).
+fn id_text(v: &Value) -> Option<String> {
+    let s = match v {
+        Value::String(s) => s.trim().to_owned(),
+        Value::Number(n) if n.is_u64() || n.is_i64() => n.to_string(),
+        _ => return None,
+    };
+    let ok = !s.is_empty()
+        && s.chars().count() <= MAX_ID_CHARS
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c));
+    ok.then_some(s)
+}
+
+/// The existing contact's id that [`parse_error`] recorded in a 409's message, if the body
+/// named one.
+pub fn conflict_id(message: &str) -> Option<&str> {
+    let start = message.rfind(CONFLICT_MARK)? + CONFLICT_MARK.len();
+    message[start..].strip_suffix(']')
+}
+
+/// Reads Privy's error body into `code: message (field: problem; …)`; a 409 that names the
+/// existing contact also carries ` [existing contact <id>]` (see [`conflict_id`]).
 ///
 /// A body that is not Privy's envelope is not echoed (it could be anything, from an HTML page of
 /// a proxy to a reflected request); the message then names the status only.
 pub fn parse_error(status: StatusCode, body: &[u8]) -> String {
+    let mut out = describe_error(status, body);
+    if status == StatusCode::CONFLICT {
+        if let Some(id) = conflict_id_in_body(body) {
+            out.push_str(CONFLICT_MARK);
+            out.push_str(&id);
+            out.push(']');
+        }
+    }
+    out
+}
+
+fn describe_error(status: StatusCode, body: &[u8]) -> String {
     let Ok(ErrorEnvelope { error }) = serde_json::from_slice::<ErrorEnvelope>(body) else {
         return format!(
             "{} (the {}-byte body is not Privy's error envelope)",
@@ -305,6 +403,48 @@ mod tests {
         );
         assert!(odd.starts_with("Bad Gateway"), "{odd}");
         assert!(!odd.contains("Bearer"), "{odd}");
+    }
+
+    #[test]
+    fn conflict_ids_are_read_from_the_usual_places_and_only_on_409() {
+        for body in [
+            json!({"error": {"code": "conflict", "message": "taken", "existing_id": "cus_9"}}),
+            json!({"error": {"code": "conflict", "message": "taken",
+                "details": [{"field": "email", "message": "taken", "contact_id": "cus_9"}]}}),
+            json!({"error": {"code": "conflict"}, "data": {"id": "cus_9"}}),
+        ] {
+            let m = parse_error(StatusCode::CONFLICT, body.to_string().as_bytes());
+            assert_eq!(conflict_id(&m), Some("cus_9"), "{m}");
+        }
+        let none = parse_error(
+            StatusCode::CONFLICT,
+            br#"{"error":{"code":"conflict","message":"Email has already been taken"}}"#,
+        );
+        assert_eq!(conflict_id(&none), None, "{none}");
+        let odd = parse_error(
+            StatusCode::CONFLICT,
+            br#"{"error":{"code":"conflict","existing_id":"a b]c"}}"#,
+        );
+        assert_eq!(conflict_id(&odd), None, "{odd}");
+        let other = parse_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            br#"{"error":{"code":"validation_failed","existing_id":"cus_9"}}"#,
+        );
+        assert_eq!(conflict_id(&other), None, "{other}");
+    }
+
+    #[test]
+    fn create_body_has_no_consent_fields() {
+        let body = CreateBody {
+            first_name: Some("Ada".into()),
+            phone_number: Some("+14155550101".into()),
+            ..CreateBody::default()
+        };
+        let v = serde_json::to_value(&body).expect("serializes");
+        assert_eq!(
+            v,
+            json!({"first_name": "Ada", "phone_number": "+14155550101"})
+        );
     }
 
     #[test]

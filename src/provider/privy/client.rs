@@ -12,10 +12,10 @@ use super::api::{self, ContactDto, ContactEnvelope, ListResponse, CONTACTS, MAX_
 use super::map;
 use crate::budget::RateBudget;
 use crate::config::{ProviderConfig, ProviderSpecific};
-use crate::model::{Contact, Field, Normalizer, Patch, ProviderKind};
+use crate::model::{Contact, Field, FieldValue, NewContact, Normalizer, Patch, ProviderKind};
 use crate::provider::base::{ClientBase, Credential};
 use crate::provider::rules::{FieldRule, Format};
-use crate::provider::{FieldRules, Page, Provider, ProviderError};
+use crate::provider::{Created, FieldRules, LookupKey, Page, Provider, ProviderError};
 
 const PRIVY: ProviderKind = ProviderKind::Privy;
 
@@ -155,6 +155,70 @@ impl PrivyClient {
         Ok(self.mapped_one(&envelope.data))
     }
 
+    /// `GET /v1/contacts?email=…` or `?phone_number=…`: the live contacts holding `key`.
+    ///
+    /// Only records that really hold the key are returned: a server that ignored the filter
+    /// would otherwise answer with the first page of every contact, and one of those would be
+    /// linked to the wrong person. The e-mail is sent case-folded (the lookup key); should Privy
+    /// compare case-sensitively and miss a record, a create that follows answers 409 and links
+    /// it, so a miss cannot make a duplicate.
+    async fn filter(&self, key: &LookupKey) -> Result<Vec<Contact>, ProviderError> {
+        let (param, value) = match key {
+            LookupKey::Email(e) => (api::EMAIL_FILTER, e.as_str()),
+            LookupKey::Phone(p) => (api::PHONE_FILTER, p.as_str()),
+        };
+        let url = self.base.http.url(&CONTACTS)?;
+        let per_page = MAX_PAGE_SIZE.to_string();
+        let resp: ListResponse = self
+            .base
+            .http
+            .send_json("look up contact", || {
+                self.base
+                    .http
+                    .request(Method::GET, url.clone())
+                    .header(AUTHORIZATION, self.base.auth.clone())
+                    .query(&[
+                        (param, value),
+                        ("page", "1"),
+                        ("per_page", per_page.as_str()),
+                    ])
+            })
+            .await?;
+        Ok(self
+            .mapped(&resp.data)
+            .into_iter()
+            .filter(|c| holds_key(c, key))
+            .collect())
+    }
+
+    /// Finds the contact a 409 on create refers to: the id the answer names, when it has one
+    /// and that contact holds one of the create's keys; otherwise the list filter, e-mail
+    /// first, then phone.
+    async fn conflicting(
+        &self,
+        new: &NewContact,
+        message: &str,
+    ) -> Result<Option<Contact>, ProviderError> {
+        let keys = create_keys(new);
+        if let Some(id) = api::conflict_id(message) {
+            let url = self.base.http.url(&[CONTACTS[0], CONTACTS[1], id])?;
+            match self.read(url).await {
+                Ok(c) if keys.iter().any(|k| holds_key(&c, k)) => return Ok(Some(c)),
+                Ok(c) => {
+                    tracing::warn!(provider = %PRIVY, record = %c.id, "The conflict names a contact that holds neither key; looking the keys up instead.");
+                }
+                Err(ProviderError::Rejected { status: 404, .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        for key in &keys {
+            if let Some(c) = self.filter(key).await?.into_iter().next() {
+                return Ok(Some(c));
+            }
+        }
+        Ok(None)
+    }
+
     fn typed(&self) -> MutexGuard<'_, HashMap<String, Map<String, Value>>> {
         // Plain data, never held across an await: a poisoned lock still holds usable values.
         self.typed.lock().unwrap_or_else(|e| e.into_inner())
@@ -190,29 +254,67 @@ impl Provider for PrivyClient {
         })
     }
 
+    /// `POST /v1/contacts`, sent once (see [`ProviderHttp::send_json_once`]), never with a
+    /// consent field.
+    ///
+    /// A 409 Conflict means another contact already holds the e-mail or phone (SPEC section
+    /// 11): that contact is found (the id in the answer, else the list filter) and returned as
+    /// [`Created::Existing`], so it is linked instead of duplicated. A deleted contact holding
+    /// the key is restored by Privy and comes back as a new record.
+    #[tracing::instrument(level = "debug", skip_all, fields(provider = %PRIVY), err(level = "debug"))]
+    async fn create(&self, new: &NewContact) -> Result<Created, ProviderError> {
+        let body = map::create_body(new).map_err(|message| ProviderError::Protocol {
+            provider: PRIVY,
+            message: format!("not sending the create: {message}"),
+        })?;
+        let url = self.base.http.url(&CONTACTS)?;
+        let sent: Result<ContactEnvelope, ProviderError> = self
+            .base
+            .http
+            .send_json_once("create contact", || {
+                self.base
+                    .http
+                    .request(Method::POST, url.clone())
+                    .header(AUTHORIZATION, self.base.auth.clone())
+                    .json(&body)
+            })
+            .await;
+        match sent {
+            Ok(envelope) => Ok(Created::New(self.mapped_one(&envelope.data))),
+            Err(ProviderError::Rejected {
+                status: 409,
+                operation,
+                message,
+                ..
+            }) => match self.conflicting(new, &message).await? {
+                Some(existing) => {
+                    tracing::debug!(provider = %PRIVY, record = %existing.id, "Create conflicted with an existing contact; linking it.");
+                    Ok(Created::Existing(existing))
+                }
+                None => Err(ProviderError::Rejected {
+                    provider: PRIVY,
+                    operation,
+                    status: 409,
+                    message: format!(
+                        "{message}; no contact holding the create's e-mail or phone could be found"
+                    ),
+                }),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The list filter `GET /v1/contacts?email=` or `?phone_number=` (SPEC section 11).
+    #[tracing::instrument(level = "debug", skip_all, fields(provider = %PRIVY), err(level = "debug"))]
+    async fn find_by_key(&self, key: &LookupKey) -> Result<Option<Vec<Contact>>, ProviderError> {
+        self.filter(key).await.map(Some)
+    }
+
     /// One `PATCH` with every change (an empty patch reads the record instead).
     ///
     /// A 422 on a patch that sets the e-mail or phone is checked against the record: when the
     /// record already holds every value of the patch, an earlier attempt whose answer was lost
     /// (a timeout or a dropped connection, then a retry) did the write, and the patch succeeded.
-    async fn create(
-        &self,
-        _new: &crate::model::NewContact,
-    ) -> Result<crate::provider::Created, ProviderError> {
-        // Placeholder until the create endpoint lands (issue 10).
-        Err(ProviderError::Protocol {
-            provider: crate::model::ProviderKind::Privy,
-            message: "creating contacts is not supported yet".into(),
-        })
-    }
-
-    async fn find_by_key(
-        &self,
-        _key: &crate::provider::LookupKey,
-    ) -> Result<Option<Vec<Contact>>, ProviderError> {
-        Ok(None)
-    }
-
     async fn apply(&self, patch: &Patch) -> Result<Contact, ProviderError> {
         let typed = self.typed().get(&patch.update_ref).cloned();
         let body =
@@ -262,4 +364,26 @@ fn holds(contact: &Contact, patch: &Patch) -> bool {
         .changes
         .iter()
         .all(|c| contact.get(c.field).same_as(&c.new))
+}
+
+/// The lookup keys a create carries: its e-mail (case-folded) and its phone (E.164), each when
+/// valid.
+fn create_keys(new: &NewContact) -> Vec<LookupKey> {
+    let key = |field| match new.get(field) {
+        Some(FieldValue::Scalar(Some(v))) if v.valid => Some(v.key.clone()),
+        _ => None,
+    };
+    key(Field::Email)
+        .map(LookupKey::Email)
+        .into_iter()
+        .chain(key(Field::Phone).map(LookupKey::Phone))
+        .collect()
+}
+
+/// Whether `contact` holds `key` (compared after normalisation).
+fn holds_key(contact: &Contact, key: &LookupKey) -> bool {
+    match key {
+        LookupKey::Email(e) => contact.email.as_ref().is_some_and(|v| v.key == *e),
+        LookupKey::Phone(p) => contact.phone.as_ref().is_some_and(|v| v.key == *p),
+    }
 }

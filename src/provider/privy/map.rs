@@ -4,8 +4,8 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use super::api::{ContactDto, UpdateBody};
-use crate::model::{Contact, Field, FieldValue, Name, Normalizer, Patch, ProviderKind};
+use super::api::{ContactDto, CreateBody, UpdateBody};
+use crate::model::{Contact, Field, FieldValue, Name, NewContact, Normalizer, Patch, ProviderKind};
 
 /// Maps one Privy record to the common model, normalising every value once. Data that does not
 /// parse is kept, flagged and described in `warnings`.
@@ -149,6 +149,67 @@ pub fn update_body(
     Ok(body)
 }
 
+/// The fields `POST /v1/contacts` takes (those of the update page; SPEC section 11).
+pub const CREATE_FIELDS: [Field; 5] = [
+    Field::Name,
+    Field::Email,
+    Field::Phone,
+    Field::Tags,
+    Field::CustomFields,
+];
+
+/// What a create requires: each group needs one of its fields (an e-mail or a phone).
+pub const CREATE_REQUIRES: &[&[Field]] = &[&[Field::Email, Field::Phone]];
+
+/// The `POST /v1/contacts` body for `new`: first and last name from the display name (family
+/// name = last word), the e-mail as written, the phone in E.164, the tags and the flat custom
+/// fields. Consent is never part of it (see [`CreateBody`]).
+///
+/// # Errors
+/// Neither an e-mail nor a phone (Privy requires one) or a value that is not a valid e-mail or
+/// phone: nothing is sent. Fields Privy has no place for (avatar, username, external id) are
+/// left out.
+pub fn create_body(new: &NewContact) -> Result<CreateBody, String> {
+    let mut body = CreateBody::default();
+    for (field, value) in &new.fields {
+        match (field, value) {
+            (_, FieldValue::Scalar(None)) => {}
+            (Field::Name, FieldValue::Scalar(Some(v))) => {
+                let name = Name::from_display(&v.raw);
+                body.first_name = name.given;
+                body.last_name = name.family;
+            }
+            (Field::Email | Field::Phone, FieldValue::Scalar(Some(v))) if !v.valid => {
+                return Err(format!(
+                    "the {field} {:?} is not valid; Privy rejects it",
+                    v.raw
+                ));
+            }
+            (Field::Email, FieldValue::Scalar(Some(v))) => body.email = Some(v.raw.trim().into()),
+            // The key of a valid phone is E.164, the only form Privy takes.
+            (Field::Phone, FieldValue::Scalar(Some(v))) => body.phone_number = Some(v.key.clone()),
+            (Field::Tags, FieldValue::Set(tags)) => {
+                body.tags = (!tags.is_empty()).then(|| tags.iter().cloned().collect());
+            }
+            (Field::CustomFields, FieldValue::Map(fields)) => {
+                body.custom_fields = (!fields.is_empty()).then(|| {
+                    fields
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                        .collect()
+                });
+            }
+            // Fields Privy has no place for (avatar, username, external id) are left out, as an
+            // update leaves out a field the provider does not support.
+            _ => {}
+        }
+    }
+    if body.email.is_none() && body.phone_number.is_none() {
+        return Err("a Privy contact requires an email or a phone_number".into());
+    }
+    Ok(body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +230,46 @@ mod tests {
 
     fn scalar(s: &str) -> FieldValue {
         FieldValue::Scalar(Some(ModelValue::plain(s)))
+    }
+
+    #[test]
+    fn create_body_splits_the_name_and_needs_an_email_or_phone() {
+        let new = |fields| NewContact {
+            provider: ProviderKind::Privy,
+            fields,
+        };
+        let phone = FieldValue::Scalar(Some(ModelValue {
+            raw: "(415) 555-0101".into(),
+            key: "+14155550101".into(),
+            valid: true,
+        }));
+        let body = create_body(&new(vec![
+            (Field::Name, scalar("Ada King Lovelace")),
+            (Field::Phone, phone),
+            (Field::Tags, FieldValue::Set(["vip".to_string()].into())),
+        ]))
+        .expect("valid");
+        assert_eq!(body.first_name.as_deref(), Some("Ada King"));
+        assert_eq!(body.last_name.as_deref(), Some("Lovelace"));
+        assert_eq!(body.phone_number.as_deref(), Some("+14155550101"));
+        assert_eq!(body.email, None);
+        assert_eq!(body.tags, Some(vec!["vip".to_string()]));
+        let none = create_body(&new(vec![(Field::Name, scalar("Ada"))]));
+        assert!(none
+            .expect_err("no key")
+            .contains("email or a phone_number"));
+        let avatar = create_body(&new(vec![
+            (Field::Email, scalar("a@b.co")),
+            (Field::AvatarUrl, scalar("https://x/y.png")),
+        ]))
+        .expect("an avatar is left out");
+        assert_eq!(
+            avatar,
+            CreateBody {
+                email: Some("a@b.co".into()),
+                ..CreateBody::default()
+            }
+        );
     }
 
     #[test]

@@ -81,6 +81,19 @@ impl UpdateBody {
     }
 }
 
+/// The body of `POST /v1/contacts` (`protocol-contacts-overview.md`, "Create a contact"):
+/// `username` and `phone_number` are required, `avatar_url` and `display_name` optional (left
+/// out when absent: the display name then defaults to the username).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CreateBody {
+    pub username: String,
+    pub phone_number: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub avatar_url: Option<String>,
+}
+
 /// `{"error": {"code": "...", "message": "..."}}`, on every 4xx/5xx.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ErrorEnvelope {
@@ -203,6 +216,24 @@ mod tests {
             serde_json::json!({"display_name": "John Smith"})
         );
         assert!(UpdateBody::default().is_empty());
+    }
+
+    #[test]
+    fn create_body_leaves_out_absent_optional_fields() {
+        let body = CreateBody {
+            username: "FrankMcCallister".into(),
+            phone_number: "+18007593000".into(),
+            display_name: None,
+            avatar_url: Some("https://assets.protocol.chat/avatars/frank.jpg".into()),
+        };
+        assert_eq!(
+            serde_json::to_value(&body).expect("serializes"),
+            serde_json::json!({
+                "username": "FrankMcCallister",
+                "phone_number": "+18007593000",
+                "avatar_url": "https://assets.protocol.chat/avatars/frank.jpg"
+            })
+        );
     }
 
     #[test]

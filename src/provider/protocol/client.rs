@@ -10,10 +10,10 @@ use super::api::{self, ContactDto, ListResponse};
 use super::map::{self, UpdateMode};
 use crate::budget::RateBudget;
 use crate::config::{ProviderConfig, ProviderSpecific};
-use crate::model::{Contact, Field, Normalizer, Patch, ProviderKind};
+use crate::model::{Contact, Field, NewContact, Normalizer, Patch, ProviderKind};
 use crate::provider::base::{wrong_settings, ClientBase, Credential};
 use crate::provider::rules::{FieldRule, Format};
-use crate::provider::{FieldRules, Page, Provider, ProviderError};
+use crate::provider::{Created, FieldRules, LookupKey, Page, Provider, ProviderError};
 
 const KIND: ProviderKind = ProviderKind::Protocol;
 
@@ -162,21 +162,30 @@ impl Provider for ProtocolClient {
         })
     }
 
-    async fn create(
-        &self,
-        _new: &crate::model::NewContact,
-    ) -> Result<crate::provider::Created, ProviderError> {
-        // Placeholder until the create endpoint lands (issue 10).
-        Err(ProviderError::Protocol {
-            provider: crate::model::ProviderKind::Protocol,
-            message: "creating contacts is not supported yet".into(),
-        })
+    /// `POST /v1/contacts`, sent once (see [`ProviderHttp::send_json_once`]).
+    #[tracing::instrument(level = "debug", skip_all, fields(provider = %KIND), err(level = "debug"))]
+    async fn create(&self, new: &NewContact) -> Result<Created, ProviderError> {
+        let body = map::create_body(new).map_err(|why| ProviderError::Protocol {
+            provider: KIND,
+            message: format!("not sending the create: {why}"),
+        })?;
+        let url = self.base.http.url(&api::CONTACTS)?;
+        let dto: ContactDto = self
+            .base
+            .http
+            .send_json_once("create contact", || {
+                self.base
+                    .http
+                    .request(Method::POST, url.clone())
+                    .header(AUTHORIZATION, self.base.auth.clone())
+                    .json(&body)
+            })
+            .await?;
+        Ok(Created::New(map::to_contact(&dto, &self.base.normalizer)))
     }
 
-    async fn find_by_key(
-        &self,
-        _key: &crate::provider::LookupKey,
-    ) -> Result<Option<Vec<Contact>>, ProviderError> {
+    /// Protocol has no lookup by phone or username: the run's fresh listing is the answer.
+    async fn find_by_key(&self, _key: &LookupKey) -> Result<Option<Vec<Contact>>, ProviderError> {
         Ok(None)
     }
 

@@ -3,8 +3,8 @@
 
 use chrono::DateTime;
 
-use super::api::{ContactDto, UpdateBody};
-use crate::model::{Contact, Field, FieldValue, Name, Normalizer, Patch, ProviderKind};
+use super::api::{ContactDto, CreateBody, UpdateBody};
+use crate::model::{Contact, Field, FieldValue, Name, NewContact, Normalizer, Patch, ProviderKind};
 
 /// Which update endpoint the adapter speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +80,62 @@ pub fn update_body(patch: &Patch, mode: UpdateMode) -> Result<UpdateBody, String
             }
         };
         *slot = Some(value);
+    }
+    Ok(body)
+}
+
+/// The fields `POST /v1/contacts` takes (`protocol-contacts-overview.md`, "Create a contact").
+pub const CREATE_FIELDS: [Field; 4] =
+    [Field::Name, Field::Phone, Field::AvatarUrl, Field::Username];
+
+/// What a create requires: each group needs one of its fields (username and phone number).
+pub const CREATE_REQUIRES: &[&[Field]] = &[&[Field::Username], &[Field::Phone]];
+
+/// Builds the `POST /v1/contacts` body for `new`: username and phone (E.164) required, the
+/// display name and avatar when planned. Fields the endpoint has no parameter for (e-mail,
+/// tags, custom fields, external id) are left out, as an update leaves out a field the
+/// provider does not support.
+///
+/// # Errors
+/// A missing username or phone (the planner skips such a person with `missing-required`) or a
+/// phone that is not a valid number: nothing is sent.
+pub fn create_body(new: &NewContact) -> Result<CreateBody, String> {
+    let mut body = CreateBody {
+        username: String::new(),
+        phone_number: String::new(),
+        display_name: None,
+        avatar_url: None,
+    };
+    for (field, value) in &new.fields {
+        let FieldValue::Scalar(Some(v)) = value else {
+            continue;
+        };
+        if v.raw.trim().is_empty() {
+            continue;
+        }
+        match field {
+            Field::Username => body.username = v.raw.trim().to_owned(),
+            Field::Phone if !v.valid => {
+                return Err(format!(
+                    "the phone {:?} is not a valid number; Protocol requires one",
+                    v.raw
+                ))
+            }
+            // The comparison key of a valid phone is E.164: unambiguous whatever the format
+            // the person's other records hold.
+            Field::Phone => body.phone_number = v.key.clone(),
+            Field::Name => body.display_name = Some(v.raw.clone()),
+            Field::AvatarUrl => body.avatar_url = Some(v.raw.clone()),
+            Field::Email | Field::ExternalId | Field::Tags | Field::CustomFields => {}
+        }
+    }
+    // `protocol-contacts-overview.md`: "you must provide their Protocol username and phone
+    // number".
+    if body.username.is_empty() {
+        return Err("a Protocol contact requires a username".into());
+    }
+    if body.phone_number.is_empty() {
+        return Err("a Protocol contact requires a phone_number".into());
     }
     Ok(body)
 }
@@ -186,6 +242,70 @@ mod tests {
                 ..UpdateBody::default()
             }
         );
+    }
+
+    fn phone(e164: &str) -> FieldValue {
+        FieldValue::Scalar(Some(Value {
+            raw: "+1 (415) 555-0101".into(),
+            key: e164.into(),
+            valid: true,
+        }))
+    }
+
+    fn new_contact(fields: Vec<(Field, FieldValue)>) -> NewContact {
+        NewContact {
+            provider: ProviderKind::Protocol,
+            fields,
+        }
+    }
+
+    #[test]
+    fn create_body_carries_username_e164_phone_and_optional_fields() {
+        let body = create_body(&new_contact(vec![
+            (Field::Name, s("Frank McCallister")),
+            (Field::Phone, phone("+14155550101")),
+            (Field::Username, s("frank")),
+        ]))
+        .expect("complete");
+        assert_eq!(
+            body,
+            CreateBody {
+                username: "frank".into(),
+                phone_number: "+14155550101".into(),
+                display_name: Some("Frank McCallister".into()),
+                avatar_url: None,
+            }
+        );
+    }
+
+    #[test]
+    fn create_body_refuses_missing_required_fields_and_leaves_out_foreign_ones() {
+        let no_user = create_body(&new_contact(vec![(Field::Phone, phone("+14155550101"))]));
+        assert!(no_user.expect_err("no username").contains("username"));
+        let no_phone = create_body(&new_contact(vec![(Field::Username, s("frank"))]));
+        assert!(no_phone.expect_err("no phone").contains("phone_number"));
+        let email = create_body(&new_contact(vec![
+            (Field::Username, s("frank")),
+            (Field::Phone, phone("+14155550101")),
+            (Field::Email, s("f@example.com")),
+        ]));
+        assert_eq!(
+            email.expect("an e-mail is left out").username,
+            "frank",
+            "Protocol has no e-mail: it is not sent"
+        );
+        let bad_phone = create_body(&new_contact(vec![
+            (Field::Username, s("frank")),
+            (
+                Field::Phone,
+                FieldValue::Scalar(Some(Value {
+                    raw: "ask reception".into(),
+                    key: "ask reception".into(),
+                    valid: false,
+                })),
+            ),
+        ]));
+        assert!(bad_phone.expect_err("invalid").contains("ask reception"));
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! - [`map`]: contact object → common model; patch → update body (pure).
 //! - `client`: [`ProtocolClient`]: cursor listing (`limit` up to 100, `starting_after=<last
 //!   id>`, no total), one `PATCH /v1/contacts/{id}` per record, or the older display-name-only
-//!   `PUT` when `legacy_put = true`, and the field rules of whichever endpoint is configured.
+//!   `PUT` when `legacy_put = true`, and the field rules of whichever endpoint is configured;
+//!   `POST /v1/contacts` creates a contact ([`CREATE_FIELDS`], [`CREATE_REQUIRES`]: username
+//!   and phone). There is no lookup by key: the fresh listing is the answer.
 //!
 //! Two documentation pages describe Protocol; the newer `PATCH` page wins where they disagree,
 //! and the older overview still defines the list endpoint and the contact model.
@@ -15,3 +17,4 @@ pub mod map;
 
 pub use client::{field_rules, ProtocolClient};
 pub use map::UpdateMode;
+pub use map::{CREATE_FIELDS, CREATE_REQUIRES};
