@@ -640,6 +640,7 @@ fn validate_policy(raw: &raw::RawPolicy, e: &mut Errors<'_>) -> Policy {
         field_precedence,
         synced,
         propagate_clears: raw.propagate_clears,
+        ..Policy::default()
     }
 }
 

@@ -144,6 +144,10 @@ struct Tables<'a> {
     /// Whether the provider has the field (and a rule table at all).
     supports: [[bool; PROVIDERS]; FIELDS],
     rank: [[usize; PROVIDERS]; FIELDS],
+    /// Whether the provider's edits of the field count (role, `sources`).
+    source: [[bool; PROVIDERS]; FIELDS],
+    /// Whether the provider is written for the field (role, `targets`).
+    target: [[bool; PROVIDERS]; FIELDS],
     propagate_clears: bool,
 }
 
@@ -156,6 +160,8 @@ impl<'a> Tables<'a> {
                 ProviderKind::ALL.map(|p| rules[p as usize].is_some_and(|r| r.supports(f)))
             }),
             rank: Field::ALL.map(|f| ProviderKind::ALL.map(|p| policy.rank(f, p))),
+            source: Field::ALL.map(|f| ProviderKind::ALL.map(|p| policy.is_source(f, p))),
+            target: Field::ALL.map(|f| ProviderKind::ALL.map(|p| policy.is_target(f, p))),
             rules,
             propagate_clears: policy.propagate_clears,
         }
@@ -519,6 +525,7 @@ impl<'a> Planner<'a, '_> {
             let Some(r) = t.rules[m.provider] else {
                 continue;
             };
+            let untargeted = !t.target[f][m.provider];
             let same = match agreed {
                 AgreedRef::Scalar(a) => {
                     let cur = s.cur[i];
@@ -549,6 +556,10 @@ impl<'a> Planner<'a, '_> {
                 continue;
             }
             if field.is_scalar() && wanted.is_empty() && !t.propagate_clears {
+                continue;
+            }
+            if untargeted {
+                *out.untargeted.entry((m.c.provider(), field)).or_default() += 1;
                 continue;
             }
             let current = m.c.get(field);
@@ -640,7 +651,10 @@ impl<'a> Planner<'a, '_> {
         for (i, m) in s.members.iter().enumerate() {
             let cur = m.c.scalar_ref(field);
             s.cur.push(cur);
-            if !t.supports[f][m.provider] || cur.is_some_and(|v| !v.valid) {
+            if !t.supports[f][m.provider]
+                || !t.source[f][m.provider]
+                || cur.is_some_and(|v| !v.valid)
+            {
                 continue;
             }
             s.slots.push(Slot {
@@ -704,7 +718,7 @@ impl<'a> Planner<'a, '_> {
         s.universe
             .extend(prev.into_iter().flatten().map(String::as_str));
         for m in &s.members {
-            if t.supports[f][m.provider] {
+            if t.supports[f][m.provider] && t.source[f][m.provider] {
                 s.universe.extend(m.c.tags.iter().map(String::as_str));
             }
         }
@@ -715,7 +729,7 @@ impl<'a> Planner<'a, '_> {
         for &tag in &s.universe {
             s.slots.clear();
             for (i, m) in s.members.iter().enumerate() {
-                if !t.supports[f][m.provider] {
+                if !t.supports[f][m.provider] || !t.source[f][m.provider] {
                     continue;
                 }
                 s.slots.push(Slot {
@@ -784,7 +798,7 @@ impl<'a> Planner<'a, '_> {
         s.universe
             .extend(prev.into_iter().flat_map(|p| p.keys()).map(String::as_str));
         for m in &s.members {
-            if t.supports[f][m.provider] {
+            if t.supports[f][m.provider] && t.source[f][m.provider] {
                 s.universe
                     .extend(m.c.custom_fields.keys().map(String::as_str));
             }
@@ -796,7 +810,7 @@ impl<'a> Planner<'a, '_> {
         for &key in &s.universe {
             s.slots.clear();
             for (i, m) in s.members.iter().enumerate() {
-                if !t.supports[f][m.provider] {
+                if !t.supports[f][m.provider] || !t.source[f][m.provider] {
                     continue;
                 }
                 s.slots.push(Slot {

@@ -91,6 +91,10 @@ pub struct Plan {
     pub ambiguous: Vec<Ambiguity>,
     /// People whose records now share a phone or e-mail: not joined, reported.
     pub join_candidates: Vec<JoinCandidate>,
+    /// Per provider and field: how many records differ from the agreed value but are not
+    /// written, because the provider is not a target of the field (its role, or the field's
+    /// `targets`). Rule `not-a-target`, reported once per provider and field.
+    pub untargeted: std::collections::BTreeMap<(ProviderKind, Field), usize>,
     pub people: Vec<PersonPlan>,
 }
 

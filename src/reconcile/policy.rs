@@ -15,6 +15,15 @@ pub struct Policy {
     pub synced: BTreeSet<Field>,
     /// Whether a value cleared in one provider is cleared everywhere.
     pub propagate_clears: bool,
+    /// Per field, the only providers whose edits count (`[policy.fields.NAME] sources`); a
+    /// field absent here takes edits from every provider.
+    pub field_sources: BTreeMap<Field, BTreeSet<ProviderKind>>,
+    /// Per field, the only providers written (`[policy.fields.NAME] targets`).
+    pub field_targets: BTreeMap<Field, BTreeSet<ProviderKind>>,
+    /// Providers with `role = "target"`: written, but their own edits never count.
+    pub write_only: BTreeSet<ProviderKind>,
+    /// Providers with `role = "source"`: read, never written nor created in.
+    pub read_only: BTreeSet<ProviderKind>,
 }
 
 impl Default for Policy {
@@ -29,6 +38,10 @@ impl Default for Policy {
             field_precedence: BTreeMap::new(),
             synced: Field::ALL.into_iter().collect(),
             propagate_clears: false,
+            field_sources: BTreeMap::new(),
+            field_targets: BTreeMap::new(),
+            write_only: BTreeSet::new(),
+            read_only: BTreeSet::new(),
         }
     }
 }
@@ -39,6 +52,24 @@ impl Policy {
         self.field_precedence
             .get(&field)
             .map_or(&self.precedence, |p| p)
+    }
+
+    /// Whether `provider`'s edits of `field` count (its role and the field's `sources`).
+    pub fn is_source(&self, field: Field, provider: ProviderKind) -> bool {
+        !self.write_only.contains(&provider)
+            && self
+                .field_sources
+                .get(&field)
+                .is_none_or(|s| s.contains(&provider))
+    }
+
+    /// Whether `provider` is written for `field` (its role and the field's `targets`).
+    pub fn is_target(&self, field: Field, provider: ProviderKind) -> bool {
+        !self.read_only.contains(&provider)
+            && self
+                .field_targets
+                .get(&field)
+                .is_none_or(|s| s.contains(&provider))
     }
 
     /// Rank of `provider` for `field` (0 = highest precedence).

@@ -619,6 +619,7 @@ fn arb_policy() -> impl Strategy<Value = Policy> {
                 field_precedence,
                 synced: synced.into_iter().collect(),
                 propagate_clears,
+                ..Policy::default()
             },
         )
 }
@@ -727,4 +728,60 @@ fn a_key_two_people_hold_is_written_to_neither() {
             p.skipped
         );
     }
+}
+
+#[test]
+fn a_target_edit_never_spreads_and_a_source_is_never_written() {
+    // Synced yesterday as "Ada"; today Privy (a target) says "Ada P" and Chatwoot (a source)
+    // stays "Ada".
+    let mut records = vec![
+        rec(Chatwoot, "1").phone(PHONE).named("Ada").done(),
+        rec(Privy, "a").phone(PHONE).named("Ada").done(),
+        rec(Callbell, "u").phone(PHONE).named("Ada").done(),
+    ];
+    let p = plan(&records, &Memory::default(), &Policy::default(), &book());
+    let memory = synced(&records, &p);
+    records[1].name = Some(Name::from_display("Ada P"));
+    records[2].name = Some(Name::from_display("Ada C"));
+    let policy = Policy {
+        write_only: [Privy].into(),
+        read_only: [Chatwoot].into(),
+        ..Policy::default()
+    };
+    let p = plan(&records, &memory, &policy, &book());
+    // Callbell's edit counts; Privy's does not: Privy is overwritten with the agreed value.
+    assert_eq!(field_of(&p, "privy:a", Field::Name), Some(name("Ada C")));
+    assert_eq!(
+        field_of(&p, "chatwoot:1", Field::Name),
+        None,
+        "a source is never written"
+    );
+    assert_eq!(p.untargeted.get(&(Chatwoot, Field::Name)), Some(&1));
+    assert!(p.conflicts.is_empty());
+}
+
+#[test]
+fn field_sources_and_targets_steer_one_field() {
+    let mut records = vec![
+        rec(Chatwoot, "1").phone(PHONE).named("Ada").done(),
+        rec(Privy, "a").phone(PHONE).named("Ada").done(),
+        rec(Callbell, "u").phone(PHONE).named("Ada").done(),
+    ];
+    let p = plan(&records, &Memory::default(), &Policy::default(), &book());
+    let memory = synced(&records, &p);
+    records[1].name = Some(Name::from_display("Ada P"));
+    let policy = Policy {
+        field_sources: [(Field::Name, [Chatwoot].into())].into(),
+        field_targets: [(Field::Name, [Privy, Chatwoot].into())].into(),
+        ..Policy::default()
+    };
+    let p = plan(&records, &memory, &policy, &book());
+    // Privy is not a source of names: its edit is overwritten, and Callbell is not a target.
+    assert_eq!(field_of(&p, "privy:a", Field::Name), Some(name("Ada")));
+    assert_eq!(field_of(&p, "callbell:u", Field::Name), None);
+    records[0].name = Some(Name::from_display("Ada C"));
+    let p = plan(&records, &memory, &policy, &book());
+    assert_eq!(field_of(&p, "privy:a", Field::Name), Some(name("Ada C")));
+    assert_eq!(field_of(&p, "callbell:u", Field::Name), None);
+    assert_eq!(p.untargeted.get(&(Callbell, Field::Name)), Some(&1));
 }
