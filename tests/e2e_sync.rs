@@ -81,6 +81,13 @@ async fn diff_then_sync_converges_and_second_run_sends_nothing() {
         ("callbell", id(0, Callbell), "name", "\"Ada King\""),
         ("protocol", id(0, Protocol), "name", "\"Ada King\""),
         ("callbell", id(2, Callbell), "tags", "[\"lead\",\"vip\"]"),
+        // Chatwoot labels take part as tags (application API, the default).
+        (
+            "chatwoot",
+            id(2, Chatwoot),
+            "tags",
+            "[\"lead\",\"newsletter\",\"vip\"]",
+        ),
         ("privy", id(3, Privy), "name", "\"Grace M. Hopper\""),
         ("callbell", id(3, Callbell), "name", "\"Grace M. Hopper\""),
         ("protocol", id(3, Protocol), "name", "\"Grace M. Hopper\""),
@@ -118,14 +125,18 @@ async fn diff_then_sync_converges_and_second_run_sends_nothing() {
         Value::String(format!("chatwoot:{}", id(3, Chatwoot)))
     );
     assert_eq!(
-        report["summary"]["planned_writes"], 7,
+        report["summary"]["planned_writes"], 8,
         "one request per record carrying all its fields"
     );
 
     // Sync: the simulators end up agreeing where the rules allow.
     let sync = w.sync().await;
     assert_eq!(sync.failure_count(), 0, "{}", sync.to_text(false));
-    assert_eq!(w.writes(), 7, "one PATCH per changed record");
+    assert_eq!(
+        w.writes(),
+        8,
+        "one write per changed record (Chatwoot labels: one labels POST)"
+    );
     let privy_ada = w.contact(Privy, &id(0, Privy));
     assert_eq!(
         (s(&privy_ada, "first_name"), s(&privy_ada, "last_name")),

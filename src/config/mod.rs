@@ -95,6 +95,31 @@ pub struct ProviderConfig {
     pub specific: ProviderSpecific,
 }
 
+/// Which Chatwoot API updates go through (SPEC section 13).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatwootUpdateApi {
+    /// `PATCH /api/v1/accounts/{account_id}/contacts/{id}` with the access token: a clash is a
+    /// 422, never a merge; it writes `identifier`, clears values, and labels go through the
+    /// labels endpoint. The default.
+    Application,
+    /// The public client API of one inbox, addressed by `source_id`: it merges contacts on a
+    /// clash, so the merge guard runs again right before each write.
+    Public,
+}
+
+/// Sort keys Chatwoot's contact list accepts (`sort_on` in
+/// `app/controllers/api/v1/accounts/contacts_controller.rb`, release 4.13.0), each also with `-`.
+pub const CHATWOOT_SORTS: [&str; 8] = [
+    "created_at",
+    "email",
+    "name",
+    "phone_number",
+    "last_activity_at",
+    "company",
+    "city",
+    "country",
+];
+
 /// Settings only one provider has.
 #[derive(Debug, Clone)]
 pub enum ProviderSpecific {
@@ -108,10 +133,16 @@ pub enum ProviderSpecific {
     },
     Chatwoot {
         account_id: u64,
+        /// The inbox new contacts are created in and, in public mode, whose `source_id`
+        /// addresses each contact.
         inbox_id: u64,
-        inbox_identifier: SecretSource,
+        /// The public API's path secret; required only when `update_api` is `Public`.
+        inbox_identifier: Option<SecretSource>,
         hmac_token: Option<SecretSource>,
+        /// Listing sort key, one Chatwoot accepts (`created_at` by default, `-key` descending).
         sort: String,
+        /// Which API updates go through.
+        update_api: ChatwootUpdateApi,
     },
     Privy {
         daily_limit: Option<u64>,
@@ -225,8 +256,10 @@ impl Config {
                 ..
             } = &mut p.specific
             {
-                let key = secret_key(&section, "inbox_identifier", inbox_identifier);
-                resolve(inbox_identifier, key);
+                if let Some(i) = inbox_identifier {
+                    let key = secret_key(&section, "inbox_identifier", i);
+                    resolve(i, key);
+                }
                 if let Some(h) = hmac_token {
                     let key = secret_key(&section, "hmac_token", h);
                     resolve(h, key);
@@ -274,8 +307,9 @@ impl ProviderConfig {
             ProviderSpecific::Chatwoot {
                 account_id,
                 inbox_id,
+                update_api,
                 ..
-            } => format!("{account_id}/{inbox_id}"),
+            } => format!("{account_id}/{inbox_id}/{update_api:?}"),
             ProviderSpecific::Privy { .. } => String::new(),
         }
     }
@@ -421,13 +455,25 @@ pub fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, Config
     }
     if let Some(s) = &p.chatwoot {
         let section = "providers.chatwoot";
+        let update_api = match s.update_api.as_deref() {
+            None | Some("application") => ChatwootUpdateApi::Application,
+            Some("public") => ChatwootUpdateApi::Public,
+            Some(other) => {
+                e.push(
+                    "providers.chatwoot.update_api",
+                    format!("{other:?} is not one of \"application\", \"public\""),
+                );
+                ChatwootUpdateApi::Application
+            }
+        };
+        // The inbox identifier is the public API's secret: only public mode needs it.
         let inbox_identifier = one_secret(
             section,
             "inbox_identifier",
             s.inbox_identifier_env.as_deref(),
             s.inbox_identifier_file.as_ref(),
             s.inbox_identifier_credential.as_deref(),
-            true,
+            update_api == ChatwootUpdateApi::Public,
             &mut e,
         );
         let hmac_token = one_secret(
@@ -439,33 +485,31 @@ pub fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, Config
             false,
             &mut e,
         );
-        let sort = s.sort.clone().unwrap_or_else(|| "name".into());
-        const SORTS: [&str; 8] = [
-            "name",
-            "email",
-            "phone_number",
-            "last_activity_at",
-            "-name",
-            "-email",
-            "-phone_number",
-            "-last_activity_at",
-        ];
-        if !SORTS.contains(&sort.as_str()) {
+        let sort = s.sort.clone().unwrap_or_else(|| "created_at".into());
+        if !CHATWOOT_SORTS.contains(&sort.strip_prefix('-').unwrap_or(&sort)) {
             e.push(
                 "providers.chatwoot.sort",
-                format!("{sort:?} is not one of {}", SORTS.join(", ")),
+                format!(
+                    "{sort:?} is not one of {} (each also descending with a leading `-`)",
+                    CHATWOOT_SORTS.join(", ")
+                ),
             );
         }
         let specific = ProviderSpecific::Chatwoot {
             account_id: s.account_id,
             inbox_id: s.inbox_id,
-            inbox_identifier: inbox_identifier.unwrap_or(SecretSource::Env(String::new())),
+            inbox_identifier,
             hmac_token,
             sort,
+            update_api,
         };
+        // Chatwoot's limit is per IP and shared with every other client of the instance
+        // (SPEC section 13), so by default only 80% of it is used.
+        let mut chatwoot_common = s.common();
+        chatwoot_common.headroom = chatwoot_common.headroom.or(Some(0.8));
         providers.push(common(
             ProviderKind::Chatwoot,
-            &s.common(),
+            &chatwoot_common,
             &raw.guard,
             default_rate(ProviderKind::Chatwoot),
             &mut e,

@@ -346,8 +346,10 @@ provider_section!(
         hmac_token_file: Option<PathBuf>,
         /// Inbox HMAC token from this systemd credential.
         hmac_token_credential: Option<String>,
-        /// Sort key for listing (the API wants one always).
+        /// Sort key for listing (the API wants one always); default `created_at`.
         sort: Option<String>,
+        /// `"application"` (default) or `"public"`: which API updates go through.
+        update_api: Option<String>,
     }
 );
 
