@@ -346,6 +346,12 @@ async fn public_mode_with_a_wrong_hmac_token_sends_one_request_per_record_and_ex
     let hmac_file = dir.path().join("hmac");
     std::fs::write(&hmac_file, "a-wrong-hmac-token").expect("hmac file");
     let text = std::fs::read_to_string(&path).expect("config");
+    // Labels are the application API's; public mode rejects `known_labels`.
+    let text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("known_labels"))
+        .map(|l| format!("{l}\n"))
+        .collect();
     let text = text.replace(
         "[providers.chatwoot]\n",
         &format!(
@@ -389,4 +395,47 @@ async fn public_mode_with_a_wrong_hmac_token_sends_one_request_per_record_and_ex
             "nothing stored"
         );
     }
+}
+
+#[tokio::test]
+async fn a_tag_that_is_not_a_known_label_is_skipped_and_never_planned_again() {
+    let w = World::start().await;
+    // "wholesale" is configured as known but the account deleted it: it is still read back.
+    w.fleet
+        .sim(Chatwoot)
+        .configure(|o| o.chatwoot.labels.retain(|l| l != "wholesale"));
+    let mut ada = person("Ada Lovelace", "+14155550101", "ada@example.com");
+    let ids = w.seed(1, &ada, &[Chatwoot, Privy]);
+    let first = w.sync().await;
+    assert_eq!(first.failure_count(), 0, "{}", first.to_text(false));
+
+    ada.tags = vec!["newsletter".into(), "wholesale".into()];
+    w.edit(Privy, 1, &ada);
+    w.clear_requests();
+    let r = w.sync().await;
+    assert_eq!(r.failure_count(), 0, "{}", r.to_text(false));
+    let report = json(&r);
+    let skipped: Vec<&Value> = report["skipped"]
+        .as_array()
+        .expect("skipped")
+        .iter()
+        .filter(|s| s["provider"] == "chatwoot")
+        .collect();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert_eq!(skipped[0]["field"], "tags");
+    assert_eq!(skipped[0]["rule"], "unknown-tag");
+    assert!(
+        skipped[0]["detail"].to_string().contains("newsletter"),
+        "{skipped:?}"
+    );
+    assert_eq!(labels(&w, &ids[0]), set(&["wholesale"]));
+    let writes = w.fleet.sim(Chatwoot).writes();
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert_eq!(writes[0].body, Some(json!({"labels": ["wholesale"]})));
+
+    // Neither label is planned again: "wholesale" reads back, "newsletter" stays skipped.
+    w.clear_requests();
+    let r = w.sync().await;
+    assert!(r.plan.updates.is_empty(), "{}", r.to_text(false));
+    assert_eq!(w.writes(), 0);
 }

@@ -74,6 +74,7 @@ fn config_for(
             // These tests exercise the public API; `tests/chatwoot_application.rs` covers the
             // default application mode.
             update_api: ChatwootUpdateApi::Public,
+            known_labels: BTreeSet::new(),
         },
     }
 }

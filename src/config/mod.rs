@@ -143,6 +143,10 @@ pub enum ProviderSpecific {
         sort: String,
         /// Which API updates go through.
         update_api: ChatwootUpdateApi,
+        /// Labels that may be added to contacts (`known_labels`): they must already exist as
+        /// account labels, because the adapter reads labels back one account label at a time,
+        /// so any other label written would be planned again every run. Empty when unset.
+        known_labels: BTreeSet<String>,
     },
     Privy {
         daily_limit: Option<u64>,
@@ -308,8 +312,9 @@ impl ProviderConfig {
                 account_id,
                 inbox_id,
                 update_api,
+                known_labels,
                 ..
-            } => format!("{account_id}/{inbox_id}/{update_api:?}"),
+            } => format!("{account_id}/{inbox_id}/{update_api:?}/{known_labels:?}"),
             ProviderSpecific::Privy { .. } => String::new(),
         }
     }
@@ -495,6 +500,28 @@ pub fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, Config
                 ),
             );
         }
+        let mut known_labels = BTreeSet::new();
+        if let Some(labels) = &s.known_labels {
+            if update_api == ChatwootUpdateApi::Public {
+                e.push(
+                    "providers.chatwoot.known_labels",
+                    "applies to update_api = \"application\" only: the public API cannot set labels",
+                );
+            }
+            for label in labels {
+                if label.trim().is_empty() || label.trim() != label {
+                    e.push(
+                        "providers.chatwoot.known_labels",
+                        format!("{label:?} is not a label title (blank, or spaces around it)"),
+                    );
+                } else if !known_labels.insert(label.clone()) {
+                    e.push(
+                        "providers.chatwoot.known_labels",
+                        format!("{label:?} is listed twice"),
+                    );
+                }
+            }
+        }
         let specific = ProviderSpecific::Chatwoot {
             account_id: s.account_id,
             inbox_id: s.inbox_id,
@@ -502,6 +529,7 @@ pub fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, Config
             hmac_token,
             sort,
             update_api,
+            known_labels,
         };
         // Chatwoot's limit is per IP and shared with every other client of the instance
         // (SPEC section 13), so by default only 80% of it is used.
@@ -927,6 +955,43 @@ mod tests {
         let err = c.resolve_secrets().expect_err("unset");
         assert_eq!(err.0[0].key, "providers.privy.token_env");
         assert!(err.0[0].message.contains("CONTACT_SYNC_SURELY_UNSET_TOKEN"));
+    }
+
+    #[test]
+    fn chatwoot_known_labels_are_checked() {
+        let section = "[providers.chatwoot]\nbase_url = \"http://127.0.0.1:1\"\ntoken_env = \"T\"\naccount_id = 1\ninbox_id = 2\n";
+        let c = Config::parse(
+            &format!("{section}known_labels = [\"vip\", \"lead\"]\n"),
+            "c.toml",
+        )
+        .expect("valid");
+        let Some(ProviderSpecific::Chatwoot { known_labels, .. }) =
+            c.provider(ProviderKind::Chatwoot).map(|p| &p.specific)
+        else {
+            panic!("chatwoot configured");
+        };
+        assert_eq!(known_labels, &["lead", "vip"].map(String::from).into());
+        let unset = Config::parse(section, "c.toml").expect("valid");
+        assert!(matches!(
+            unset.provider(ProviderKind::Chatwoot).map(|p| &p.specific),
+            Some(ProviderSpecific::Chatwoot { known_labels, .. }) if known_labels.is_empty()
+        ));
+        let err = Config::parse(
+            &format!("{section}known_labels = [\"vip\", \" \", \"vip\"]\nupdate_api = \"public\"\ninbox_identifier_env = \"I\"\n"),
+            "c.toml",
+        )
+        .expect_err("invalid");
+        let problems: Vec<_> = err
+            .0
+            .iter()
+            .filter(|e| e.key == "providers.chatwoot.known_labels")
+            .map(|e| (e.line, e.message.as_str()))
+            .collect();
+        assert_eq!(problems.len(), 3, "{err}");
+        assert!(problems.iter().all(|(line, _)| *line == Some(6)), "{err}");
+        assert!(problems[0].1.contains("application"), "{err}");
+        assert!(problems[1].1.contains("\" \""), "{err}");
+        assert!(problems[2].1.contains("twice"), "{err}");
     }
 
     #[test]

@@ -350,6 +350,9 @@ provider_section!(
         sort: Option<String>,
         /// `"application"` (default) or `"public"`: which API updates go through.
         update_api: Option<String>,
+        /// Labels defined in the account (Settings → Labels) that may be added to contacts;
+        /// application mode only. Unset: no label is added (removals still sync).
+        known_labels: Option<Vec<String>>,
     }
 );
 

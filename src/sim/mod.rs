@@ -214,11 +214,10 @@ impl Default for ChatwootSim {
             inbox_identifier: "sim-inbox-identifier".into(),
             hmac_token: None,
             hmac_failure_500: true,
-            // The adapter reads labels per account label, so these are the labels it can
-            // sync; a label set on a contact but missing here is never read back.
-            labels: ["lead", "newsletter", "vip", "wholesale"]
-                .map(String::from)
-                .into(),
+            // The same tags Callbell's account knows. The adapter adds only labels it is
+            // configured to know (`known_labels`, which [`provider_config`] takes from here);
+            // others, like the demo's "newsletter", are skipped as unknown tags.
+            labels: ["lead", "vip", "wholesale"].map(String::from).into(),
             tie_seed: 0,
         }
     }
@@ -998,6 +997,7 @@ pub fn provider_config(sim: &Sim) -> crate::config::ProviderConfig {
                 .map(|t| SecretSource::Literal(Secret::new(t))),
             sort: "created_at".into(),
             update_api: crate::config::ChatwootUpdateApi::Application,
+            known_labels: opts.chatwoot.labels.iter().cloned().collect(),
         },
         ProviderKind::Privy => ProviderSpecific::Privy {
             daily_limit: Some(10_000),

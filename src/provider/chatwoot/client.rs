@@ -1,7 +1,7 @@
 //! The Chatwoot client: lists, creates and (by default) updates through the application API;
 //! updates through the public client API when `update_api = "public"`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use reqwest::header::HeaderValue;
@@ -32,7 +32,10 @@ const KIND: ProviderKind = ProviderKind::Chatwoot;
 ///   (`contact_custom_attributes` in `app/controllers/api/v1/accounts/contacts_controller.rb`);
 ///   keys are removed through `destroy_custom_attributes`, so the whole map is writable.
 /// - `tags` (labels): the labels endpoint replaces the whole list (`update_labels` in
-///   `app/models/concerns/labelable.rb`).
+///   `app/models/concerns/labelable.rb`). A label can be added only when it is one of
+///   `known_labels` (`must_pre_exist`, rule `unknown-tag`): the list does not render labels, so
+///   the adapter reads them back one account label at a time (`labels[]` filter), and a label
+///   outside that set would never read back and be planned again every run.
 ///
 /// Public client API (`update_api = "public"`):
 /// - `name`, `email`, `phone`: blank values are dropped (`update_contact` in
@@ -46,7 +49,7 @@ const KIND: ProviderKind = ProviderKind::Chatwoot;
 ///
 /// Both: `avatar_url` is unsupported (Chatwoot downloads the image and re-hosts it, so the URL
 /// read back never equals the URL written); `username` does not exist.
-pub fn field_rules_for(mode: ChatwootUpdateApi) -> FieldRules {
+pub fn field_rules_for(mode: ChatwootUpdateApi, known_labels: &BTreeSet<String>) -> FieldRules {
     let (clearable, external_id, custom, tags) = match mode {
         ChatwootUpdateApi::Application => (
             true,
@@ -54,7 +57,7 @@ pub fn field_rules_for(mode: ChatwootUpdateApi) -> FieldRules {
                 .unique()
                 .formats(&[Format::MaxLen(255)]),
             FieldRule::writable(),
-            FieldRule::writable(),
+            FieldRule::writable().pre_existing(known_labels.clone()),
         ),
         ChatwootUpdateApi::Public => (
             false,
@@ -104,7 +107,7 @@ pub fn field_rules_for(mode: ChatwootUpdateApi) -> FieldRules {
 /// default), for callers that plan without a configured adapter; a built adapter uses
 /// [`field_rules_for`] with its configured mode.
 pub fn field_rules() -> FieldRules {
-    field_rules_for(ChatwootUpdateApi::Public)
+    field_rules_for(ChatwootUpdateApi::Public, &BTreeSet::new())
 }
 
 /// Chatwoot adapter.
@@ -127,6 +130,8 @@ pub struct ChatwootClient {
     hmac_token: Option<Secret>,
     sort: String,
     update_api: ChatwootUpdateApi,
+    /// The labels that may be added (`known_labels`); read back with the account's labels.
+    known_labels: BTreeSet<String>,
     /// Each contact's identifier as last read, kept only when an HMAC token is configured:
     /// `identifier_hash` signs the contact's identifier, which the patch does not carry.
     identifiers: Mutex<HashMap<String, String>>,
@@ -167,6 +172,7 @@ impl ChatwootClient {
             hmac_token,
             sort,
             update_api,
+            known_labels,
         } = &config.specific
         else {
             return Err(protocol(
@@ -219,7 +225,7 @@ impl ChatwootClient {
         )?;
         Ok(ChatwootClient {
             http,
-            rules: field_rules_for(*update_api),
+            rules: field_rules_for(*update_api, known_labels),
             normalizer,
             token_header,
             account_id: account_id.to_string(),
@@ -228,6 +234,7 @@ impl ChatwootClient {
             hmac_token,
             sort: sort.clone(),
             update_api: *update_api,
+            known_labels: known_labels.clone(),
             identifiers: Mutex::new(HashMap::new()),
         })
     }
@@ -557,10 +564,12 @@ impl ChatwootClient {
     }
 
     /// The healthcheck plus what an operator should know: how many contacts have no session
-    /// in `inbox_id` (in public mode those cannot be updated at all). Lists every page.
+    /// in `inbox_id` (in public mode those cannot be updated at all), and in application mode
+    /// which labels may be added. Lists every page.
     ///
     /// # Errors
-    /// What [`Provider::healthcheck`] reports, or a listing failure.
+    /// What [`Provider::healthcheck`] reports, a listing failure, or (application mode) a
+    /// `known_labels` entry that is not a label of the account.
     pub async fn health_report(&self) -> Result<Vec<String>, ProviderError> {
         let first = self.check().await?;
         let mut without = 0u64;
@@ -600,28 +609,97 @@ impl ChatwootClient {
                 ),
             });
         }
+        if self.update_api == ChatwootUpdateApi::Application {
+            notes.extend(self.label_notes().await?);
+        }
         Ok(notes)
+    }
+
+    /// Checks `known_labels` against the account's labels: each must be one (SPEC section 13:
+    /// labels are tags that must pre-exist), and the notes say what may be added.
+    async fn label_notes(&self) -> Result<Vec<String>, ProviderError> {
+        let account = self.account_labels().await?;
+        let undefined = self.undefined_known_labels(&account);
+        if !undefined.is_empty() {
+            return Err(ProviderError::Protocol {
+                provider: KIND,
+                message: format!(
+                    "known_labels {undefined:?} are not labels of account {}; create them in Chatwoot (Settings, Labels) or remove them from providers.chatwoot.known_labels",
+                    self.account_id
+                ),
+            });
+        }
+        let list = |labels: &mut dyn Iterator<Item = &String>| {
+            let labels: Vec<&str> = labels.map(String::as_str).collect();
+            if labels.is_empty() {
+                "none".to_owned()
+            } else {
+                labels.join(", ")
+            }
+        };
+        let mut notes = Vec::new();
+        if self.known_labels.is_empty() {
+            notes.push(format!(
+                "known_labels is not set: labels are read and removals sync, but no label is added (the account defines: {})",
+                list(&mut account.iter())
+            ));
+        } else {
+            notes.push(format!(
+                "labels that may be added: {}",
+                list(&mut self.known_labels.iter())
+            ));
+            let mut unlisted = account.difference(&self.known_labels).peekable();
+            if unlisted.peek().is_some() {
+                notes.push(format!(
+                    "account labels not in known_labels (read, never added): {}",
+                    list(&mut unlisted)
+                ));
+            }
+        }
+        Ok(notes)
+    }
+
+    /// The account's label titles (`GET /api/v1/accounts/{account_id}/labels`).
+    async fn account_labels(&self) -> Result<BTreeSet<String>, ProviderError> {
+        let labels: AccountLabels = self
+            .get_app("list labels", &api::account_labels_path(&self.account_id))
+            .await?;
+        Ok(labels.payload.into_iter().map(|l| l.title).collect())
+    }
+
+    /// The configured `known_labels` the account does not define.
+    fn undefined_known_labels<'a>(&'a self, account: &BTreeSet<String>) -> Vec<&'a str> {
+        self.known_labels
+            .iter()
+            .filter(|l| !account.contains(*l))
+            .map(String::as_str)
+            .collect()
     }
 
     /// Reads every label's contacts and sets each listed contact's tags: the list does not
     /// render labels (`app/views/api/v1/models/_contact.json.jbuilder`), so one filtered scan
-    /// per account label is far cheaper than one request per contact.
+    /// per label is far cheaper than one request per contact. The labels read are the
+    /// account's and the configured `known_labels` (a known label the account lost is still
+    /// read back, so what this adapter wrote is never planned again).
     async fn read_labels(&self, listing: &mut Listing) -> Result<(), ProviderError> {
-        let labels: AccountLabels = self
-            .get_app("list labels", &api::account_labels_path(&self.account_id))
-            .await?;
-        let mut tags: HashMap<String, std::collections::BTreeSet<String>> = HashMap::new();
-        for label in &labels.payload {
+        let mut titles = self.account_labels().await?;
+        let undefined = self.undefined_known_labels(&titles);
+        if !undefined.is_empty() {
+            tracing::warn!(provider = %KIND, labels = ?undefined, "Known labels are not labels of the Chatwoot account; create them there or remove them from known_labels.");
+        }
+        titles.extend(self.known_labels.iter().cloned());
+        let mut tags: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for title in &titles {
             let mut page = 1u64;
             let mut seen = std::collections::HashSet::new();
             loop {
-                let list = self.fetch_page(page, Some(&label.title)).await?;
+                let list = self.fetch_page(page, Some(title)).await?;
                 let before = seen.len();
                 for rec in &list.payload {
                     if seen.insert(rec.id) {
                         tags.entry(rec.id.to_string())
                             .or_default()
-                            .insert(label.title.clone());
+                            .insert(title.clone());
                     }
                 }
                 // Stop at the count, on an empty page, or when a page adds nothing new.
@@ -1011,7 +1089,9 @@ mod tests {
 
     #[test]
     fn rules_match_the_application_api() {
-        let r = field_rules_for(ChatwootUpdateApi::Application);
+        let known: BTreeSet<String> = ["vip".to_owned()].into();
+        let r = field_rules_for(ChatwootUpdateApi::Application, &known);
+        assert_eq!(r.rule(Field::Tags).must_pre_exist.as_ref(), Some(&known));
         assert!(r.can_write(Field::Name));
         assert!(r.rule(Field::Email).unique_per_account);
         assert!(r.rule(Field::Email).clearable);
@@ -1025,7 +1105,7 @@ mod tests {
 
     #[test]
     fn rules_match_the_public_api() {
-        let r = field_rules_for(ChatwootUpdateApi::Public);
+        let r = field_rules_for(ChatwootUpdateApi::Public, &BTreeSet::new());
         assert!(r.can_write(Field::Name));
         assert!(r.rule(Field::Email).unique_per_account);
         assert!(r.rule(Field::Phone).unique_per_account);
