@@ -439,3 +439,141 @@ async fn a_tag_that_is_not_a_known_label_is_skipped_and_never_planned_again() {
     assert!(r.plan.updates.is_empty(), "{}", r.to_text(false));
     assert_eq!(w.writes(), 0);
 }
+
+async fn check_online(path: &str) -> (Option<i32>, String) {
+    let path = path.to_owned();
+    let o = tokio::task::spawn_blocking(move || {
+        run_bin(&["check-config", "--online", "--config", &path])
+    })
+    .await
+    .expect("joined");
+    (o.status.code(), output_text(&o))
+}
+
+#[tokio::test]
+async fn check_config_online_reports_every_provider_and_chatwoot_notes() {
+    let w = World::start().await;
+    w.seed(
+        1,
+        &person("Ada Lovelace", "+14155550101", "ada@example.com"),
+        &[Protocol, Callbell, Chatwoot, Privy],
+    );
+    // A contact that has no session in the configured inbox.
+    w.fleet.sim(Chatwoot).seed_json([json!({
+        "id": 50, "name": "No Session", "email": "nosession@example.com",
+        "phone_number": null, "identifier": null, "contact_inboxes": [],
+    })]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = config_toml(&w, dir.path(), "", "");
+    let (code, out) = check_online(&path).await;
+    assert_eq!(code, Some(0), "{out}");
+    for provider in ["protocol", "callbell", "chatwoot", "privy"] {
+        assert!(out.contains(&format!("  {provider}: OK")), "{out}");
+    }
+    assert!(out.contains("account 7, inbox 3, 2 contacts"), "{out}");
+    assert!(
+        out.contains("1 contacts have no source id for inbox 3"),
+        "{out}"
+    );
+    assert!(
+        out.contains("labels that may be added: lead, vip, wholesale"),
+        "{out}"
+    );
+    // The inbox was read: `inbox_id` is proven to exist.
+    assert!(w
+        .fleet
+        .sim(Chatwoot)
+        .requests()
+        .iter()
+        .any(|r| r.path == "/api/v1/accounts/7/inboxes/3" && r.status == 200));
+    assert!(w.writes() == 0, "an online check writes nothing");
+
+    // Same config; the account deleted a known label and Privy's token was revoked: exit 1,
+    // with each failure named.
+    w.fleet
+        .sim(Chatwoot)
+        .configure(|o| o.chatwoot.labels.retain(|l| l != "vip"));
+    w.fleet
+        .sim(Privy)
+        .configure(|o| o.token = "another-token".into());
+    let (code, out) = check_online(&path).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("chatwoot: FAILED"), "{out}");
+    assert!(out.contains("known_labels [\"vip\"]"), "{out}");
+    assert!(out.contains("privy: FAILED"), "{out}");
+    assert!(out.contains("2 of 4 providers failed"), "{out}");
+    assert!(!out.contains("sim-privy-token"), "no token printed");
+}
+
+#[tokio::test]
+async fn check_config_online_names_a_wrong_inbox_id() {
+    let w = World::start_with(|k| {
+        let mut o = SimOptions::for_provider(k).unlimited();
+        o.chatwoot.inbox_id = 4;
+        o
+    })
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = config_toml(&w, dir.path(), "", "");
+    let text = std::fs::read_to_string(&path)
+        .expect("config")
+        .replace("inbox_id = 4", "inbox_id = 3");
+    std::fs::write(&path, text).expect("config");
+    let o = tokio::task::spawn_blocking(move || {
+        run_bin(&["check-config", "--online", "--config", &path])
+    })
+    .await
+    .expect("joined");
+    let out = output_text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("inbox 3 does not exist in account 7; check inbox_id"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn the_daemon_runs_the_health_checks_once_before_its_first_run() {
+    let w = World::start().await;
+    let mut config = w.config.clone();
+    // No run is due for a year: whatever reaches the simulators is the start-up check.
+    config.schedule.cron = "0 0 0 1 1 *".into();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let daemon = tokio::spawn(contact_sync::daemon::run(
+        config,
+        contact_sync::daemon::DaemonOptions {
+            config_path: None,
+            run_now: false,
+        },
+        tx.clone(),
+        rx,
+    ));
+    let cw = w.fleet.sim(Chatwoot);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cw.requests().iter().any(|r| r.path.ends_with("/labels"))
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tx.send(contact_sync::daemon::Control::Shutdown)
+        .await
+        .expect("daemon listening");
+    let exit = daemon.await.expect("joined").expect("daemon ran");
+    assert_eq!(exit as u8, 0);
+    let paths: Vec<String> = cw.requests().into_iter().map(|r| r.path).collect();
+    assert!(
+        paths.contains(&"/api/v1/accounts/7/inboxes/3".to_owned()),
+        "{paths:?}"
+    );
+    assert!(
+        paths.contains(&"/api/v1/accounts/7/labels".to_owned()),
+        "{paths:?}"
+    );
+    for kind in [Protocol, Callbell, Privy] {
+        assert!(
+            !w.fleet.sim(kind).requests().is_empty(),
+            "{kind} was checked"
+        );
+    }
+    assert_eq!(w.writes(), 0);
+}

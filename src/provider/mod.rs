@@ -194,6 +194,32 @@ impl AnyProvider {
     }
 }
 
+/// What [`health_reports`] found for one configured provider.
+#[derive(Debug)]
+pub struct HealthReport {
+    pub provider: ProviderKind,
+    /// Notes an operator should read (Chatwoot: contacts without a source id, labels), or why
+    /// the adapter could not be built or failed its check.
+    pub result: Result<Vec<String>, ProviderError>,
+}
+
+/// Builds every configured provider and runs [`AnyProvider::health_report`] on each, all at
+/// once, for `check-config --online` and daemon start. Each provider draws on a budget of
+/// its own here, at its configured rate.
+pub async fn health_reports(config: &crate::config::Config) -> Vec<HealthReport> {
+    let checks = config.providers.iter().map(|p| async move {
+        let result = match AnyProvider::build(p, config.normalizer) {
+            Ok(provider) => provider.health_report().await,
+            Err(e) => Err(e),
+        };
+        HealthReport {
+            provider: p.kind,
+            result,
+        }
+    });
+    futures::future::join_all(checks).await
+}
+
 /// A complete listing, with what was odd about it.
 #[derive(Debug, Default)]
 pub struct Listing {
