@@ -962,7 +962,7 @@ impl Provider for ChatwootClient {
         })
     }
 
-    /// In application mode, reads labels as tags (see [`Self::read_labels`]).
+    /// In application mode, reads labels as tags (one filtered listing per label; see `read_labels`).
     async fn finish_listing(&self, listing: &mut Listing) -> Result<(), ProviderError> {
         match self.update_api {
             ChatwootUpdateApi::Application => self.read_labels(listing).await,
