@@ -168,7 +168,7 @@ pub async fn run(people: usize) -> anyhow::Result<String> {
     edit(
         ProviderKind::Privy,
         4,
-        "tags \"vip\" and \"newsletter\" added (Callbell knows no \"newsletter\")",
+        "tags \"vip\" and \"newsletter\" added (neither Callbell nor Chatwoot knows \"newsletter\")",
         &|p| {
             p.tags = vec!["vip".into(), "newsletter".into()];
         },

@@ -361,8 +361,13 @@ provider_section!(
         hmac_token_file: Option<PathBuf>,
         /// Inbox HMAC token from this systemd credential.
         hmac_token_credential: Option<String>,
-        /// Sort key for listing (the API wants one always).
+        /// Sort key for listing (the API wants one always); default `created_at`.
         sort: Option<String>,
+        /// `"application"` (default) or `"public"`: which API updates go through.
+        update_api: Option<String>,
+        /// Labels defined in the account (Settings → Labels) that may be added to contacts;
+        /// application mode only. Unset: no label is added (removals still sync).
+        known_labels: Option<Vec<String>>,
     }
 );
 

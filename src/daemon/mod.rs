@@ -126,6 +126,36 @@ async fn add_job(
     scheduler.add(job).await.map_err(DaemonError::Scheduler)
 }
 
+/// Longest the start-up health check may delay readiness (systemd's start timeout is 90 s by
+/// default); what it has not finished by then is logged as unknown.
+const START_HEALTH_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs every provider's health report once, before the first run, and logs its lines. A
+/// failure is logged, not fatal: the runs report it again, and the provider may recover.
+async fn log_health(config: &Config) {
+    match tokio::time::timeout(START_HEALTH_LIMIT, crate::provider::health_reports(config)).await {
+        Ok(reports) => {
+            for r in reports {
+                match r.result {
+                    Ok(notes) => {
+                        tracing::info!(provider = %r.provider, "Provider health check passed.");
+                        for note in notes {
+                            tracing::info!(provider = %r.provider, note = %note, "Provider health note.");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(provider = %r.provider, error = %e, "Provider health check failed; runs will report it too.");
+                    }
+                }
+            }
+        }
+        Err(_) => tracing::warn!(
+            limit_secs = START_HEALTH_LIMIT.as_secs(),
+            "Provider health checks did not finish in time; starting without them."
+        ),
+    }
+}
+
 /// The daemon loop. Tests drive it through `tx`/`rx` instead of signals.
 pub async fn run(
     config: Config,
@@ -143,6 +173,7 @@ pub async fn run(
         tracing::info!(address = %bound, "Serving /healthz and /metrics.");
     }
     let mut engine = Arc::new(Engine::new(config.clone()).map_err(DaemonError::Providers)?);
+    log_health(&config).await;
     let mut grace = config.daemon.shutdown_grace;
     let mut scheduled = schedule(&config, &tx).await?;
     let next = config
