@@ -300,7 +300,8 @@ fn check_config(path: &Path) -> anyhow::Result<Exit> {
         .map_or_else(|| "never".to_string(), |t| t.to_rfc3339());
     println!(
         "  schedule: {:?} ({}), next run {next}",
-        config.schedule.cron, config.schedule.timezone
+        config.schedule.cron(),
+        config.schedule.timezone()
     );
     for p in &config.providers {
         println!(
@@ -583,7 +584,8 @@ fn status(path: &Path, n: usize) -> anyhow::Result<Exit> {
         .map_or_else(|| "never".into(), |t| t.to_rfc3339());
     println!(
         "next scheduled run (daemon, {:?} {}): {next}",
-        config.schedule.cron, config.schedule.timezone
+        config.schedule.cron(),
+        config.schedule.timezone()
     );
     let dead = store.failures()?.len();
     if dead > 0 {

@@ -203,6 +203,10 @@ pub struct RawDaemon {
     /// How long SIGTERM waits for in-flight requests.
     #[serde(default = "default_grace")]
     pub shutdown_grace: String,
+    /// Longest a sync may run before the daemon stops pinging the systemd watchdog (with
+    /// `WatchdogSec=`, systemd then restarts it), e.g. "2h"; empty: no limit.
+    #[serde(default)]
+    pub max_run_time: String,
 }
 
 impl Default for RawDaemon {
@@ -210,6 +214,7 @@ impl Default for RawDaemon {
         RawDaemon {
             listen: default_listen(),
             shutdown_grace: default_grace(),
+            max_run_time: String::new(),
         }
     }
 }
