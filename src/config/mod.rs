@@ -173,6 +173,8 @@ pub enum ProviderSpecific {
     Privy {
         daily_limit: Option<u64>,
         page_size: u32,
+        /// Whose midnight starts the day of a locally counted daily quota.
+        day_timezone: chrono_tz::Tz,
     },
 }
 
@@ -600,9 +602,20 @@ impl Specific for RawPrivy {
         if self.daily_limit == Some(0) {
             e.push("providers.privy.daily_limit", "must be at least 1");
         }
+        let day_timezone = match self.daily_reset_timezone.as_deref() {
+            None => chrono_tz::UTC,
+            Some(name) => name.parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
+                e.push(
+                    "providers.privy.daily_reset_timezone",
+                    format!("{name:?} is not an IANA time zone like \"UTC\" or \"Europe/Paris\""),
+                );
+                chrono_tz::UTC
+            }),
+        };
         ProviderSpecific::Privy {
             daily_limit: Some(self.daily_limit.unwrap_or(10_000)),
             page_size,
+            day_timezone,
         }
     }
 }

@@ -373,6 +373,9 @@ provider_section!(
     RawPrivy = Privy {
         /// Requests per day the account allows.
         daily_limit: Option<u64>,
+        /// IANA time zone whose midnight starts the provider's day, when the daily quota is
+        /// counted locally (no reset header); default "UTC".
+        daily_reset_timezone: Option<String>,
         /// Page size for listing (the API allows up to 100).
         page_size: Option<u32>,
     }

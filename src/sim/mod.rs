@@ -990,6 +990,7 @@ pub fn provider_config(sim: &Sim) -> crate::config::ProviderConfig {
         ProviderKind::Privy => ProviderSpecific::Privy {
             daily_limit: Some(10_000),
             page_size: 100,
+            day_timezone: chrono_tz::UTC,
         },
     };
     // The simulator's own quota, when it has a short one, is what we are configured with.
