@@ -27,6 +27,7 @@ use health::{Health, SharedHealth};
 use crate::config::{Config, DaemonSettings};
 use crate::provider::ProviderError;
 use crate::report::RunReport;
+use crate::state::RunOutcome;
 use crate::sync::{Engine, Quiet, RunOptions, SyncError};
 
 /// Why the daemon could not start or keep running. Each is a runtime failure (the config was
@@ -307,22 +308,23 @@ fn record_run(
             let failed = report.failure_count();
             let outcome = if failed > 0 {
                 h.reasons.push(format!("last run had {failed} failures"));
-                "failed"
+                RunOutcome::Failed
             } else if !report.guard.is_empty() {
                 h.reasons
                     .push("last run was stopped by a guard rail".into());
-                "guard"
+                RunOutcome::Guard
             } else {
                 let now = chrono::Utc::now();
                 h.last_success = Some(now.to_rfc3339());
                 metrics::gauge!("contact_sync_last_success_timestamp_seconds")
                     .set(now.timestamp() as f64);
-                "ok"
+                RunOutcome::Ok
             };
-            metrics::counter!("contact_sync_runs_total", "outcome" => outcome).increment(1);
-            h.last_outcome = Some(outcome.into());
+            metrics::counter!("contact_sync_runs_total", "outcome" => outcome.as_str())
+                .increment(1);
+            h.last_outcome = Some(outcome);
             tracing::info!(
-                outcome,
+                outcome = %outcome,
                 applied = report.applied(),
                 failed,
                 took_ms = took.as_millis() as u64,
@@ -330,14 +332,16 @@ fn record_run(
             );
         }
         Ok(Err(e)) => {
-            metrics::counter!("contact_sync_runs_total", "outcome" => "error").increment(1);
-            h.last_outcome = Some("error".into());
+            metrics::counter!("contact_sync_runs_total", "outcome" => RunOutcome::Error.as_str())
+                .increment(1);
+            h.last_outcome = Some(RunOutcome::Error);
             h.reasons.push(format!("last run could not run: {e}"));
             tracing::error!(error = %e, "Scheduled sync could not run.");
         }
         Err(e) => {
-            metrics::counter!("contact_sync_runs_total", "outcome" => "error").increment(1);
-            h.last_outcome = Some("error".into());
+            metrics::counter!("contact_sync_runs_total", "outcome" => RunOutcome::Error.as_str())
+                .increment(1);
+            h.last_outcome = Some(RunOutcome::Error);
             h.reasons.push(format!("last run crashed: {e}"));
             tracing::error!(error = %e, "Scheduled sync task failed.");
         }
