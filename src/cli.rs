@@ -612,8 +612,8 @@ fn failures(path: &Path) -> anyhow::Result<Exit> {
     );
     for f in rows {
         println!(
-            "{:<40} {:>8}  {:<25} {:<16} {}",
-            f.record.to_string(),
+            "{} {:>8}  {:<25} {:<16} {}",
+            crate::report::pad(&f.record.to_string(), 40),
             f.attempts,
             f.last_failed_at,
             f.error_kind,
