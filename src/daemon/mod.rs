@@ -5,7 +5,7 @@
 //! run is going is skipped and logged. On stop, scheduling ends, the running sync sends nothing
 //! new and its in-flight requests finish within `daemon.shutdown_grace`; state is persisted by
 //! the run itself, so the process then exits 0. The loop also feeds the systemd watchdog (see
-//! [`Watchdog`]): a loop that stops turning, or a sync past `daemon.max_run_time`, stops the
+//! `Watchdog`): a loop that stops turning, or a sync past `daemon.max_run_time`, stops the
 //! pings.
 
 pub mod control;
