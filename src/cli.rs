@@ -395,7 +395,8 @@ fn check_config(path: &Path) -> anyhow::Result<Exit> {
         .map_or_else(|| "never".to_string(), |t| t.to_rfc3339());
     println!(
         "  schedule: {:?} ({}), next run {next}",
-        config.schedule.cron, config.schedule.timezone
+        config.schedule.cron(),
+        config.schedule.timezone()
     );
     for p in &config.providers {
         println!(
@@ -710,7 +711,8 @@ fn status(path: &Path, n: usize) -> anyhow::Result<Exit> {
         .map_or_else(|| "never".into(), |t| t.to_rfc3339());
     println!(
         "next scheduled run (daemon, {:?} {}): {next}",
-        config.schedule.cron, config.schedule.timezone
+        config.schedule.cron(),
+        config.schedule.timezone()
     );
     let dead = store.failures()?.len();
     if dead > 0 {
@@ -737,8 +739,8 @@ fn failures(path: &Path) -> anyhow::Result<Exit> {
     );
     for f in rows {
         println!(
-            "{:<40} {:>8}  {:<25} {:<16} {}",
-            f.record.to_string(),
+            "{} {:>8}  {:<25} {:<16} {}",
+            crate::report::pad(&f.record.to_string(), 40),
             f.attempts,
             f.last_failed_at,
             f.error_kind,

@@ -537,7 +537,8 @@ async fn the_daemon_runs_the_health_checks_once_before_its_first_run() {
     let w = World::start().await;
     let mut config = w.config.clone();
     // No run is due for a year: whatever reaches the simulators is the start-up check.
-    config.schedule.cron = "0 0 0 1 1 *".into();
+    config.schedule = contact_sync::config::Schedule::new("0 0 0 1 1 *", chrono_tz::UTC)
+        .expect("a valid schedule");
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let daemon = tokio::spawn(contact_sync::daemon::run(
         config,

@@ -46,22 +46,45 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
 }
 
-/// When the daemon runs.
+/// When the daemon runs: a cron expression parsed once, in validation, and its time zone.
 #[derive(Debug, Clone)]
 pub struct Schedule {
-    pub cron: String,
-    pub timezone: chrono_tz::Tz,
+    cron: String,
+    parsed: croner::Cron,
+    timezone: chrono_tz::Tz,
 }
 
 impl Schedule {
+    /// A schedule from a cron expression with a seconds field, in `timezone`.
+    ///
+    /// # Errors
+    /// The expression does not parse (the message says why).
+    pub fn new(cron: &str, timezone: chrono_tz::Tz) -> Result<Self, String> {
+        Ok(Schedule {
+            cron: cron.to_owned(),
+            parsed: parse_cron(cron)?,
+            timezone,
+        })
+    }
+
+    /// The expression as written (the scheduler and messages use it).
+    pub fn cron(&self) -> &str {
+        &self.cron
+    }
+
+    /// The time zone the expression is read in.
+    pub fn timezone(&self) -> chrono_tz::Tz {
+        self.timezone
+    }
+
     /// The next time the schedule fires after `after`.
     pub fn next_after(
         &self,
         after: chrono::DateTime<chrono::Utc>,
     ) -> Option<chrono::DateTime<chrono::Utc>> {
-        let cron = parse_cron(&self.cron).ok()?;
         let local = after.with_timezone(&self.timezone);
-        cron.find_next_occurrence(&local, false)
+        self.parsed
+            .find_next_occurrence(&local, false)
             .ok()
             .map(|t| t.with_timezone(&chrono::Utc))
     }
@@ -72,7 +95,11 @@ impl Schedule {
 pub struct DaemonSettings {
     /// Where `/healthz` and `/metrics` are served; `None` disables the listener.
     pub listen: Option<SocketAddr>,
+    /// How long a stop waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// Longest a sync may run before the daemon stops pinging the systemd watchdog (so a
+    /// wedged run gets the daemon restarted); `None`: no limit.
+    pub max_run_time: Option<Duration>,
 }
 
 /// Timeouts, limits and retry settings for one provider.
@@ -183,6 +210,8 @@ pub enum ProviderSpecific {
     Privy {
         daily_limit: Option<u64>,
         page_size: u32,
+        /// Whose midnight starts the day of a locally counted daily quota.
+        day_timezone: chrono_tz::Tz,
     },
 }
 
@@ -451,9 +480,9 @@ pub fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, Config
             );
             chrono_tz::UTC
         });
-    if let Err(msg) = parse_cron(&raw.schedule.cron) {
+    let schedule = Schedule::new(&raw.schedule.cron, timezone).map_err(|msg| {
         e.push("schedule.cron", format!("{:?} is not a cron expression with a seconds field (sec min hour day-of-month month day-of-week): {msg}", raw.schedule.cron));
-    }
+    });
     let normalizer = Normalizer::new(&raw.matching.default_region).unwrap_or_else(|msg| {
         e.push("matching.default_region", msg);
         Normalizer::default()
@@ -486,6 +515,12 @@ pub fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, Config
         e.push("daemon.shutdown_grace", m);
         Duration::from_secs(30)
     });
+    let max_run_time = match raw.daemon.max_run_time.trim() {
+        "" => None,
+        text => parse_duration(text)
+            .map_err(|m| e.push("daemon.max_run_time", m))
+            .ok(),
+    };
     check_guard("guard", &raw.guard, &mut e);
 
     let p = &raw.providers;
@@ -495,21 +530,19 @@ pub fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, Config
     providers.extend(provider(p.chatwoot.as_ref(), &raw.guard, &mut e));
     providers.extend(provider(p.privy.as_ref(), &raw.guard, &mut e));
 
-    if !e.list.is_empty() {
+    let (Ok(schedule), true) = (schedule, e.list.is_empty()) else {
         return Err(ConfigErrors(e.list));
-    }
+    };
     Ok(Config {
         source: file.to_owned(),
         state_path: raw.state.path,
-        schedule: Schedule {
-            cron: raw.schedule.cron,
-            timezone,
-        },
+        schedule,
         normalizer,
         policy,
         daemon: DaemonSettings {
             listen,
             shutdown_grace,
+            max_run_time,
         },
         providers,
     })
@@ -659,9 +692,20 @@ impl Specific for RawPrivy {
         if self.daily_limit == Some(0) {
             e.push("providers.privy.daily_limit", "must be at least 1");
         }
+        let day_timezone = match self.daily_reset_timezone.as_deref() {
+            None => chrono_tz::UTC,
+            Some(name) => name.parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
+                e.push(
+                    "providers.privy.daily_reset_timezone",
+                    format!("{name:?} is not an IANA time zone like \"UTC\" or \"Europe/Paris\""),
+                );
+                chrono_tz::UTC
+            }),
+        };
         ProviderSpecific::Privy {
             daily_limit: Some(self.daily_limit.unwrap_or(10_000)),
             page_size,
+            day_timezone,
         }
     }
 }

@@ -203,6 +203,10 @@ pub struct RawDaemon {
     /// How long SIGTERM waits for in-flight requests.
     #[serde(default = "default_grace")]
     pub shutdown_grace: String,
+    /// Longest a sync may run before the daemon stops pinging the systemd watchdog (with
+    /// `WatchdogSec=`, systemd then restarts it), e.g. "2h"; empty: no limit.
+    #[serde(default)]
+    pub max_run_time: String,
 }
 
 impl Default for RawDaemon {
@@ -210,6 +214,7 @@ impl Default for RawDaemon {
         RawDaemon {
             listen: default_listen(),
             shutdown_grace: default_grace(),
+            max_run_time: String::new(),
         }
     }
 }
@@ -376,6 +381,9 @@ provider_section!(
     RawPrivy = Privy {
         /// Requests per day the account allows.
         daily_limit: Option<u64>,
+        /// IANA time zone whose midnight starts the provider's day, when the daily quota is
+        /// counted locally (no reset header); default "UTC".
+        daily_reset_timezone: Option<String>,
         /// Page size for listing (the API allows up to 100).
         page_size: Option<u32>,
     }

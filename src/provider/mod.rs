@@ -123,11 +123,15 @@ macro_rules! dispatch {
 impl AnyProvider {
     /// Builds the adapter for a validated provider config whose secrets are resolved.
     pub fn build(config: &ProviderConfig, normalizer: Normalizer) -> Result<Self, ProviderError> {
-        let daily = match &config.specific {
-            crate::config::ProviderSpecific::Privy { daily_limit, .. } => *daily_limit,
-            _ => None,
+        let (daily, day_timezone) = match &config.specific {
+            crate::config::ProviderSpecific::Privy {
+                daily_limit,
+                day_timezone,
+                ..
+            } => (*daily_limit, *day_timezone),
+            _ => (None, chrono_tz::UTC),
         };
-        let budget = RateBudget::new(config.rate, config.share, daily);
+        let budget = RateBudget::with_day_boundary(config.rate, config.share, daily, day_timezone);
         Self::build_with_budget(config, normalizer, budget)
     }
 

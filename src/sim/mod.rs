@@ -1078,6 +1078,7 @@ pub fn provider_config(sim: &Sim) -> crate::config::ProviderConfig {
         ProviderKind::Privy => ProviderSpecific::Privy {
             daily_limit: Some(10_000),
             page_size: 100,
+            day_timezone: chrono_tz::UTC,
         },
     };
     // The simulator's own quota, when it has a short one, is what we are configured with.
@@ -1127,15 +1128,14 @@ pub fn config_for(sims: &[Sim], state_path: &std::path::Path) -> crate::config::
     Config {
         source: "(simulators)".into(),
         state_path: state_path.to_path_buf(),
-        schedule: Schedule {
-            cron: "*/1 * * * * *".into(),
-            timezone: chrono_tz::UTC,
-        },
+        schedule: Schedule::new("*/1 * * * * *", chrono_tz::UTC)
+            .expect("a constant cron expression parses"),
         normalizer: crate::model::Normalizer::default(),
         policy: crate::reconcile::Policy::default(),
         daemon: DaemonSettings {
             listen: None,
             shutdown_grace: Duration::from_secs(5),
+            max_run_time: None,
         },
         providers,
     }
