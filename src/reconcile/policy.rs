@@ -24,6 +24,21 @@ pub struct Policy {
     pub write_only: BTreeSet<ProviderKind>,
     /// Providers with `role = "source"`: read, never written nor created in.
     pub read_only: BTreeSet<ProviderKind>,
+    /// Providers with `create = true`, and which people are created there.
+    pub creates: BTreeMap<ProviderKind, CreateFilter>,
+}
+
+/// Which people a provider's creates are for (`create_filter`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreateFilter {
+    /// Fields the person must have.
+    pub require: BTreeSet<Field>,
+    /// The person's agreed tags must hold one of these (empty: no condition).
+    pub tags_any: BTreeSet<String>,
+    /// The person's agreed tags must hold none of these.
+    pub tags_none: BTreeSet<String>,
+    /// Only people with a record in one of these providers (empty: no condition).
+    pub from: BTreeSet<ProviderKind>,
 }
 
 impl Default for Policy {
@@ -42,6 +57,7 @@ impl Default for Policy {
             field_targets: BTreeMap::new(),
             write_only: BTreeSet::new(),
             read_only: BTreeSet::new(),
+            creates: BTreeMap::new(),
         }
     }
 }
