@@ -309,15 +309,20 @@ pub fn match_records(records: &[Contact], links: &HashMap<RecordId, PersonId>) -
     } else {
         records.iter().map(|r| links.get(&r.id)).collect()
     };
-    match_linked(records, &linked, &Steering::default())
+    match_linked(records, &linked, &Steering::default(), &|p| {
+        links.values().any(|q| q == p)
+    })
 }
 
 /// [`match_records`] with each record's earlier person, by record index (empty: none), and the
-/// humans' decisions.
+/// humans' decisions. `known` tells whether an earlier run gave a person that id, even if none
+/// of its records is listed now (its provider's listing failed): a new person never takes it,
+/// or those records would join the newcomer when they are listed again.
 pub(crate) fn match_linked(
     records: &[Contact],
     linked: &[Option<&PersonId>],
     steering: &Steering,
+    known: &dyn Fn(&str) -> bool,
 ) -> Matching {
     let n = records.len();
     let mut ambiguities = Vec::new();
@@ -460,6 +465,29 @@ pub(crate) fn match_linked(
         };
         set_aside.insert(root, reason);
     }
+    // Two groups joining one person must not bring it two records of one provider (a key two
+    // records of one provider hold points both at it): neither can say it is that person.
+    let mut joining: HashMap<u32, Vec<u32>> = HashMap::new();
+    for (&root, f) in &fit {
+        if let (Fit::One(p), false) = (*f, set_aside.contains_key(&root)) {
+            joining.entry(p).or_default().push(root);
+        }
+    }
+    for (p, joiners) in joining.iter().filter(|(_, j)| j.len() > 1) {
+        for &root in joiners {
+            let others = joiners
+                .iter()
+                .filter(|&&r| r != root)
+                .fold(0u8, |m, &r| m | providers[r as usize]);
+            if providers[root as usize] & others != 0 {
+                let reason = format!(
+                    "its phone or e-mail points at person {}, as another new record's of that provider does; not joined",
+                    person_ids[*p as usize]
+                );
+                set_aside.insert(root, reason);
+            }
+        }
+    }
     if !set_aside.is_empty() {
         let mut pending: BTreeMap<(u32, String), Vec<RecordId>> = BTreeMap::new();
         for i in 0..n {
@@ -536,7 +564,7 @@ pub(crate) fn match_linked(
         let person = if p != NONE {
             person_ids[p as usize].clone()
         } else {
-            fresh_person_id(&records[slice[0] as usize].id, &taken)
+            fresh_person_id(&records[slice[0] as usize].id, &taken, known)
         };
         groups.push(Group { person, start, len });
     }
@@ -696,14 +724,15 @@ fn join_candidates(
 /// A new person id: `p:` and the record id (its smallest record's, so it does not depend on the
 /// input order), with `~N` added when that id is taken (a record unlinked from the person it
 /// founded).
-fn fresh_person_id(id: &RecordId, taken: &HashSet<&str>) -> PersonId {
+fn fresh_person_id(id: &RecordId, taken: &HashSet<&str>, known: &dyn Fn(&str) -> bool) -> PersonId {
+    let free = |c: &str| !taken.contains(c) && !known(c);
     let base = new_person_id(id);
-    if !taken.contains(base.as_str()) {
+    if free(&base) {
         return base;
     }
     (2u32..)
         .map(|k| format!("{base}~{k}"))
-        .find(|c| !taken.contains(c.as_str()))
+        .find(|c| free(c))
         .unwrap_or(base)
 }
 
@@ -990,7 +1019,7 @@ mod tests {
         };
         let links = links(&[(Protocol, "a", "p:1")]);
         let linked: Vec<_> = records.iter().map(|r| links.get(&r.id)).collect();
-        let m = match_linked(&records, &linked, &steering);
+        let m = match_linked(&records, &linked, &steering, &|_| false);
         let x = person_of(&records, &m, "privy:x").expect("a person of its own");
         assert_ne!(x, "p:1");
         assert!(m.join_candidates.is_empty(), "a human said no");
@@ -1007,7 +1036,7 @@ mod tests {
             ignored: [RecordId::new(Privy, "x")].into(),
             ..Steering::default()
         };
-        let m = match_linked(&records, &[], &steering);
+        let m = match_linked(&records, &[], &steering, &|_| false);
         assert_eq!(m.groups.len(), 1);
         assert_eq!(person_of(&records, &m, "privy:x"), None);
         assert!(m.ambiguous.is_empty());
