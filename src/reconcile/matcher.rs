@@ -465,6 +465,31 @@ pub(crate) fn match_linked(
         };
         set_aside.insert(root, reason);
     }
+    // A group holding a record a human unlinked from the one person it fits does not join
+    // it: that record would be re-joined by a key (SPEC section 10).
+    if !steering.unlinked_from.is_empty() {
+        for (i, r) in records.iter().enumerate() {
+            let root = roots[i];
+            if root == NONE || set_aside.contains_key(&root) {
+                continue;
+            }
+            let Some(Fit::One(p)) = fit.get(&root) else {
+                continue;
+            };
+            let person = person_ids[*p as usize];
+            if steering
+                .unlinked_from
+                .get(&r.id)
+                .is_some_and(|s| s.contains(person))
+            {
+                let reason = format!(
+                    "its phone or e-mail points at person {person}, which {} was unlinked from; not joined",
+                    r.id
+                );
+                set_aside.insert(root, reason);
+            }
+        }
+    }
     // Two groups joining one person must not bring it two records of one provider (a key two
     // records of one provider hold points both at it): neither can say it is that person.
     let mut joining: HashMap<u32, Vec<u32>> = HashMap::new();
@@ -794,26 +819,32 @@ fn link_canonically(
 ) {
     let mut order = contested.to_vec();
     order.sort_unstable_by(|a, b| records[*a as usize].id.cmp(&records[*b as usize].id));
-    let mut edges: Vec<(u32, u32, Via)> = Vec::new();
-    for k in keys {
-        let mut holders: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
-        for &i in &order {
-            if let Some(key) = k.linking(i as usize) {
-                holders.entry(key.key).or_default().push(i);
+    // Each key chains its holders in record-id order. The chains are built again on every
+    // pass from the records not yet set aside, so setting aside a record in the middle of a
+    // chain does not part the holders on either side of it.
+    let edges_without = |aside: &BTreeMap<u32, String>| {
+        let mut edges: Vec<(u32, u32, Via)> = Vec::new();
+        for k in keys {
+            let mut holders: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+            for &i in order.iter().filter(|i| !aside.contains_key(i)) {
+                if let Some(key) = k.linking(i as usize) {
+                    holders.entry(key.key).or_default().push(i);
+                }
+            }
+            for h in holders.values() {
+                for w in h.windows(2) {
+                    edges.push((w[0], w[1], k.via));
+                }
             }
         }
-        for h in holders.values() {
-            for w in h.windows(2) {
-                edges.push((w[0], w[1], k.via));
-            }
-        }
-    }
+        edges
+    };
 
     let mut ambiguous_at: BTreeMap<u32, String> = BTreeMap::new();
     let mut dsu = loop {
         let mut dsu = Dsu::with_masks(records);
         let mut new_ambiguous = false;
-        for &(a, b, via) in &edges {
+        for (a, b, via) in edges_without(&ambiguous_at) {
             if ambiguous_at.contains_key(&a) || ambiguous_at.contains_key(&b) {
                 continue;
             }
@@ -833,6 +864,8 @@ fn link_canonically(
                 ambiguous_at.insert(a, reason.clone());
                 ambiguous_at.insert(b, reason);
                 new_ambiguous = true;
+                // Start again without them: a record set aside must not refuse later edges.
+                break;
             }
         }
         if !new_ambiguous {

@@ -286,11 +286,10 @@ pub fn expected(
         }
     }
 
-    let writer = Writer {
-        policy,
-        rules,
-        holders: Listed(records),
-    };
+    // Plan the writes person by person, in person-id order: a value planned for one record is
+    // held by it when a later person's record of that provider asks (SPEC section 9: Chatwoot
+    // merges two contacts that would share an e-mail or phone).
+    let mut wanted: Vec<(&Contact, Field, FieldValue, Vec<&Contact>)> = Vec::new();
     for (p, rs) in &people {
         let agreed = memory.agreed.get(p);
         let outside: Vec<&Contact> = records
@@ -305,10 +304,18 @@ pub fn expected(
                 .collect();
             let agreed = agreed.and_then(|a| a.get(&f)).filter(|v| shape_fits(f, v));
             let want = merge(f, &rs, agreed, memory, policy, p, &mut o);
-            for c in &rs {
-                write(&writer, c, f, &want, &outside, &mut o);
+            for c in rs {
+                wanted.push((c, f, want.clone(), outside.clone()));
             }
         }
+    }
+    let mut writer = Writer {
+        policy,
+        rules,
+        holders: Listed(records, Vec::new()),
+    };
+    for (c, f, want, outside) in wanted {
+        write(&mut writer, c, f, &want, &outside, &mut o);
     }
     o
 }
@@ -556,14 +563,14 @@ struct Writer<'a> {
 /// Plans (or skips) writing `want` to record `c`; `outside` are the listed records not of its
 /// person (other people's, ambiguous and ignored ones: an ignored record still holds its keys).
 fn write(
-    w: &Writer,
+    w: &mut Writer,
     c: &Contact,
     f: Field,
     want: &FieldValue,
     outside: &[&Contact],
     o: &mut Outcome,
 ) {
-    let (policy, rules, holders) = (w.policy, w.rules, &w.holders);
+    let (policy, rules) = (w.policy, w.rules);
     let Some(table) = rules.get(c.provider()) else {
         return;
     };
@@ -598,17 +605,21 @@ fn write(
             return skip(RuleId::HeldByOtherPerson);
         }
     }
-    let admitted = table.admit(&c.id, f, &current, want, holders);
+    let admitted = table.admit(&c.id, f, &current, want, &w.holders);
     for b in admitted.blocked {
         skip(b.rule);
     }
     if let Some(new) = admitted.write {
+        if let FieldValue::Scalar(Some(v)) = &new {
+            w.holders.1.push((c.id.clone(), f, v.key.clone()));
+        }
         o.updates.insert((c.id.clone(), f, shown(&new)));
     }
 }
 
-/// Every listed record, as the [`Holders`] that uniqueness rules ask.
-struct Listed<'a>(&'a [Contact]);
+/// Every listed record, and every value planned so far `(record, field, key)`, as the
+/// [`Holders`] that uniqueness rules ask.
+struct Listed<'a>(&'a [Contact], Vec<(RecordId, Field, String)>);
 
 impl Holders for Listed<'_> {
     fn held_by_other(
@@ -618,10 +629,16 @@ impl Holders for Listed<'_> {
         key: &str,
         except: &RecordId,
     ) -> Option<RecordId> {
-        self.0
+        let listed = self
+            .0
             .iter()
             .filter(|c| c.provider() == provider && c.id != *except)
             .find(|c| matches!(c.get(field), FieldValue::Scalar(Some(v)) if v.key == key))
-            .map(|c| c.id.clone())
+            .map(|c| c.id.clone());
+        let planned = self
+            .1
+            .iter()
+            .find(|(r, f, k)| r.provider == provider && r != except && *f == field && k == key);
+        listed.or_else(|| planned.map(|(r, _, _)| r.clone()))
     }
 }
