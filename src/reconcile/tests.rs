@@ -737,8 +737,8 @@ const PEOPLE: &[&str] = &["p:a", "p:b", "p:c", "p:privy:0", "p:chatwoot:1"];
 
 /// [`arb_memory`] plus random `ignore` and `unlink` decisions, kept to what the state store can
 /// hold: a record is never unlinked from the person it is linked to (an `unlink` removes the
-/// link), and every person a record links to has agreed values (the store saves people before
-/// links).
+/// link), every person a record links to has agreed values (the store saves people before
+/// links), and an agreed name's key is its text.
 fn arb_steered_memory() -> impl Strategy<Value = Memory> {
     let id = (0..4usize, 0..4usize)
         .prop_map(|(p, n)| RecordId::new(ProviderKind::ALL[p], n.to_string()));
@@ -758,6 +758,23 @@ fn arb_steered_memory() -> impl Strategy<Value = Memory> {
             unlinked_from.retain(|_, people| !people.is_empty());
             for p in memory.links.values() {
                 memory.agreed.entry(p.clone()).or_default();
+            }
+            // A name's comparison key is its display text (`Contact::get`), so an agreed name
+            // is too.
+            for agreed in memory.agreed.values_mut() {
+                *agreed = agreed
+                    .iter()
+                    .map(|(f, v)| match (f, v) {
+                        (Field::Name, FieldValue::Scalar(Some(v))) => {
+                            let name = Value {
+                                key: v.raw.clone(),
+                                ..v.clone()
+                            };
+                            (*f, FieldValue::Scalar(Some(name)))
+                        }
+                        _ => (*f, v.clone()),
+                    })
+                    .collect();
             }
             memory.steering = Steering {
                 ignored,
@@ -1063,4 +1080,208 @@ fn a_record_set_aside_does_not_refuse_later_edges() {
         .map(|r| r.to_string())
         .collect();
     assert_eq!(ambiguous, ["chatwoot:0", "privy:0"]);
+}
+
+// ---- identity properties (issue 9, "What it must show") ----
+
+/// Memory after a sync of `records` by `plan`, as the state store keeps it: links, baselines
+/// and agreed values of every planned person are written over the old ones; everything else
+/// (links of records not listed this run, humans' decisions) is kept.
+fn remember(memory: &Memory, records: &[Contact], plan: &Plan) -> Memory {
+    let mut m = memory.clone();
+    for p in &plan.people {
+        for r in &p.records {
+            m.links.insert(r.clone(), p.person.clone());
+            if let Some(c) = records.iter().find(|c| c.id == *r) {
+                let baseline = Field::ALL.iter().map(|f| (*f, c.get(*f))).collect();
+                m.baselines.insert(r.clone(), baseline);
+            }
+        }
+        m.agreed.insert(p.person.clone(), p.agreed.clone());
+    }
+    m
+}
+
+/// The person of every record the plan groups.
+fn person_of_each(plan: &Plan) -> HashMap<RecordId, PersonId> {
+    plan.people
+        .iter()
+        .flat_map(|p| p.records.iter().map(move |r| (r.clone(), p.person.clone())))
+        .collect()
+}
+
+/// The valid phone or e-mail comparison key a value holds.
+fn held_key(v: &FieldValue) -> Option<&str> {
+    match v {
+        FieldValue::Scalar(Some(v)) if v.valid && !v.key.is_empty() => Some(&v.key),
+        _ => None,
+    }
+}
+
+/// Checks that no update writes a phone or e-mail some listed record outside its person holds.
+fn no_key_of_another_person(records: &[Contact], plan: &Plan) -> Result<(), TestCaseError> {
+    let person = person_of_each(plan);
+    for u in &plan.updates {
+        prop_assert_eq!(person.get(&u.patch.record), Some(&u.person));
+        for c in &u.patch.changes {
+            let (Field::Phone | Field::Email, Some(key)) = (c.field, held_key(&c.new)) else {
+                continue;
+            };
+            for r in records {
+                let outside = person.get(&r.id) != Some(&u.person);
+                prop_assert!(
+                    !(outside && held_key(&r.get(c.field)) == Some(key)),
+                    "{} is written {} {:?}, which {} holds (person {:?})",
+                    u.patch.record,
+                    c.field,
+                    key,
+                    r.id,
+                    person.get(&r.id)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Records whose phones and e-mails come from a pool of two each, so they collide often.
+fn arb_keyed_records() -> impl Strategy<Value = Vec<Contact>> {
+    let per = |p: ProviderKind| {
+        (1..4usize).prop_flat_map(move |n| {
+            (0..n)
+                .map(|i| {
+                    (
+                        arb_key(Field::Phone),
+                        arb_key(Field::Email),
+                        arb_value_for(Field::Name),
+                    )
+                        .prop_map(move |(phone, email, name)| {
+                            let mut c = Contact::new(p, i.to_string());
+                            c.set(Field::Phone, phone);
+                            c.set(Field::Email, email);
+                            c.set(Field::Name, name);
+                            c
+                        })
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    (per(Protocol), per(Callbell), per(Chatwoot), per(Privy))
+        .prop_map(|(a, b, c, d)| [a, b, c, d].concat())
+}
+
+/// A phone or e-mail from a pool of two, or none.
+fn arb_key(f: Field) -> impl Strategy<Value = FieldValue> {
+    let pool: &'static [&'static str] = if f == Field::Phone {
+        &["+14155550101", "+14155550102"]
+    } else {
+        &["a@x.io", "b@x.io"]
+    };
+    prop::option::of(prop::sample::select(pool))
+        .prop_map(|v| FieldValue::Scalar(v.map(Value::plain)))
+}
+
+/// One round of edits: `(record index, field, new value)`, and maybe a provider whose listing
+/// fails this round.
+fn arb_round() -> impl Strategy<Value = (Vec<(usize, Field, FieldValue)>, Option<ProviderKind>)> {
+    let edit = (
+        0..12usize,
+        prop::sample::select(vec![Field::Phone, Field::Email]),
+    )
+        .prop_flat_map(|(i, f)| arb_key(f).prop_map(move |v| (i, f, v)));
+    (
+        prop::collection::vec(edit, 1..4),
+        prop::option::weighted(0.2, prop::sample::select(ProviderKind::ALL.to_vec())),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// No plan writes a phone or e-mail that a record outside the person holds: another
+    /// person's, an ambiguous or an ignored record (SPEC section 10, held-by-other-person).
+    #[test]
+    fn no_plan_writes_a_key_another_person_holds(
+        records in arb_many_records(),
+        memory in arb_steered_memory(),
+        policy in arb_policy(),
+        without in prop::option::weighted(0.2, prop::sample::select(ProviderKind::ALL.to_vec())),
+    ) {
+        let p = plan(&records, &memory, &policy, &book_without(without));
+        no_key_of_another_person(&records, &p)?;
+    }
+
+    /// Two people that exist are never merged, whatever phones and e-mails are edited over
+    /// several runs, with a provider's listing failing now and then: every record linked to a
+    /// person stays with it, and person ids stay unique.
+    #[test]
+    fn existing_people_are_never_merged_by_key_edits(
+        mut records in arb_keyed_records(),
+        rounds in prop::collection::vec(arb_round(), 1..5),
+    ) {
+        let policy = Policy::default();
+        let rules = book();
+        let first = plan(&records, &Memory::default(), &policy, &rules);
+        apply(&mut records, &first);
+        let mut memory = remember(&Memory::default(), &records, &first);
+        for (edits, failing) in rounds {
+            for (i, f, v) in edits {
+                let n = records.len().max(1);
+                if let Some(r) = records.get_mut(i % n) {
+                    r.set(f, v);
+                }
+            }
+            let mut listed: Vec<Contact> =
+                records.iter().filter(|r| Some(r.provider()) != failing).cloned().collect();
+            let p = plan(&listed, &memory, &policy, &rules);
+            no_key_of_another_person(&listed, &p)?;
+            let ids: BTreeSet<&PersonId> = p.people.iter().map(|x| &x.person).collect();
+            prop_assert_eq!(ids.len(), p.people.len(), "person ids repeat: {:#?}", p.people);
+            let now = person_of_each(&p);
+            for r in &listed {
+                if let Some(before) = memory.links.get(&r.id) {
+                    prop_assert_eq!(now.get(&r.id), Some(before), "{} left its person", r.id);
+                }
+            }
+            for (a, pa) in &memory.links {
+                for (b, pb) in &memory.links {
+                    if pa != pb {
+                        prop_assert!(
+                            !now.contains_key(a) || now.get(a) != now.get(b),
+                            "{a} ({pa}) and {b} ({pb}) merged into {:?}", now.get(a)
+                        );
+                    }
+                }
+            }
+            apply(&mut listed, &p);
+            for r in listed {
+                if let Some(slot) = records.iter_mut().find(|x| x.id == r.id) {
+                    *slot = r;
+                }
+            }
+            memory = remember(&memory, &records, &p);
+        }
+    }
+
+    /// With humans' decisions and any remembered state, a sync right after a sync plans no
+    /// writes (SPEC section 2, idempotence).
+    #[test]
+    fn idempotent_with_steering(
+        mut records in arb_many_records(),
+        memory in arb_steered_memory(),
+        policy in arb_policy(),
+        without in prop::option::weighted(0.2, prop::sample::select(ProviderKind::ALL.to_vec())),
+    ) {
+        let rules = book_without(without);
+        let p1 = plan(&records, &memory, &policy, &rules);
+        apply(&mut records, &p1);
+        let memory = remember(&memory, &records, &p1);
+        let p2 = plan(&records, &memory, &policy, &rules);
+        prop_assert!(
+            p2.updates.is_empty(),
+            "second plan writes {:#?}\n{}",
+            p2.updates,
+            dump(&records, &memory, &policy, without)
+        );
+    }
 }
