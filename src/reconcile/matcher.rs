@@ -217,9 +217,16 @@ struct Keys<'a> {
 }
 
 impl<'a> Keys<'a> {
-    /// `person[i]`: the existing person (by number) of record `i`, `NONE` when it has no link;
-    /// `active[i]`: whether the record takes part.
-    fn collect(records: &'a [Contact], via: Via, person: &[u32], active: &[bool]) -> Self {
+    /// `person[i]`: the existing person (by number) of record `i`, `NONE` when it has no link
+    /// or was set aside; `active[i]`: whether the record takes part; `free(i)`: whether it is
+    /// a new record (a linked record set aside links no new records together).
+    fn collect(
+        records: &'a [Contact],
+        via: Via,
+        person: &[u32],
+        active: &[bool],
+        free: &dyn Fn(usize) -> bool,
+    ) -> Self {
         let mut distinct = Distinct::new();
         let mut keys: Vec<Key<'a>> = Vec::new();
         let of_record = records
@@ -249,7 +256,7 @@ impl<'a> Keys<'a> {
                 entry.providers |= bit;
                 let p = person[i];
                 if p == NONE {
-                    if entry.first_free == NONE {
+                    if entry.first_free == NONE && free(i) {
                         entry.first_free = i as u32;
                     }
                 } else if entry.owner == NONE {
@@ -367,8 +374,9 @@ pub(crate) fn match_linked(
     }
 
     // 2. New records grouped among themselves by phone and e-mail, in any order.
-    let keys = [Via::Phone, Via::Email].map(|via| Keys::collect(records, via, &person_of, &active));
     let free = |i: usize| active[i] && link_of(i).is_none();
+    let keys =
+        [Via::Phone, Via::Email].map(|via| Keys::collect(records, via, &person_of, &active, &free));
     let mut dsu = Dsu::new(n);
     for k in &keys {
         k.clashes(records, &mut ambiguities);

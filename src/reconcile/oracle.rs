@@ -32,12 +32,14 @@ pub struct Outcome {
     pub skips: BTreeSet<(RecordId, Field, RuleId)>,
     /// `(person, field, element key, winner)` of every conflict.
     pub conflicts: BTreeSet<(String, Field, Option<String>, RecordId)>,
+    /// `(person, field, value)` of what each person's merge decided, scalars shown in full.
+    pub agreed: BTreeSet<(String, Field, String)>,
 }
 
-/// A value shown by comparison key, so that two spellings of one value compare equal.
+/// A value shown in full: a scalar's text, comparison key and validity.
 fn shown(v: &FieldValue) -> String {
     match v {
-        FieldValue::Scalar(s) => format!("{:?}", s.as_ref().map(|v| &v.key)),
+        FieldValue::Scalar(s) => format!("{:?}", s.as_ref().map(|v| (&v.raw, &v.key, v.valid))),
         other => other.to_string(),
     }
 }
@@ -66,6 +68,11 @@ impl Outcome {
         }
         for s in &plan.skipped {
             o.skips.insert((s.record.clone(), s.field, s.rule));
+        }
+        for p in &plan.people {
+            for (f, v) in p.agreed.iter() {
+                o.agreed.insert((p.person.clone(), *f, shown(v)));
+            }
         }
         for c in &plan.conflicts {
             o.conflicts
@@ -304,6 +311,10 @@ pub fn expected(
                 .collect();
             let agreed = agreed.and_then(|a| a.get(&f)).filter(|v| shape_fits(f, v));
             let want = merge(f, &rs, agreed, memory, policy, p, &mut o);
+            // A field none of the person's listed records has is not decided (nor kept).
+            if !rs.is_empty() {
+                o.agreed.insert((p.clone(), f, shown(&want)));
+            }
             for c in rs {
                 wanted.push((c, f, want.clone(), outside.clone()));
             }

@@ -887,6 +887,7 @@ fn agrees_with_oracle(
         ("updates", difference(&got.updates, &want.updates)),
         ("skips", difference(&got.skips, &want.skips)),
         ("conflicts", difference(&got.conflicts, &want.conflicts)),
+        ("agreed", difference(&got.agreed, &want.agreed)),
     ];
     let differ: Vec<String> = parts
         .iter()
@@ -1284,4 +1285,36 @@ proptest! {
             dump(&records, &memory, &policy, without)
         );
     }
+}
+
+#[test]
+fn a_set_aside_double_does_not_bridge_new_records() {
+    // p:1 is linked to two Protocol records; protocol:1 (the larger id) is set aside. It
+    // shares its phone with chatwoot:0 and its e-mail with privy:0, two new records that share
+    // nothing with each other: they must not become one person.
+    let mut memory = Memory::default();
+    for native in ["0", "1"] {
+        memory
+            .links
+            .insert(RecordId::new(Protocol, native), "p:1".into());
+    }
+    memory.agreed.insert("p:1".into(), Agreed::new());
+    let records = vec![
+        rec(Protocol, "0").done(),
+        rec(Protocol, "1").phone(PHONE).email("b@x.io").done(),
+        rec(Chatwoot, "0").phone(PHONE).done(),
+        rec(Privy, "0").email("b@x.io").done(),
+    ];
+    let p = plan(&records, &memory, &Policy::default(), &book());
+    let together = |a: &RecordId, b: &RecordId| {
+        p.people
+            .iter()
+            .chain(std::iter::empty())
+            .any(|x| x.records.contains(a) && x.records.contains(b))
+            || p.ambiguous
+                .iter()
+                .any(|x| x.records.contains(a) && x.records.contains(b))
+    };
+    let (c, v) = (RecordId::new(Chatwoot, "0"), RecordId::new(Privy, "0"));
+    assert!(!together(&c, &v), "{p:#?}");
 }
