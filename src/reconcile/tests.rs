@@ -1318,3 +1318,41 @@ fn a_set_aside_double_does_not_bridge_new_records() {
     let (c, v) = (RecordId::new(Chatwoot, "0"), RecordId::new(Privy, "0"));
     assert!(!together(&c, &v), "{p:#?}");
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: std::env::var("ORACLE_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(256), ..ProptestConfig::default() })]
+
+    /// The planner and the oracle also agree on the run after a sync, once some records were
+    /// edited (so baselines, agreed values and links are what a sync leaves), with humans'
+    /// decisions taken since.
+    #[test]
+    fn planner_matches_oracle_after_a_sync(
+        mut records in arb_many_records(),
+        edits in arb_many_records(),
+        steering in arb_steered_memory().prop_map(|m| m.steering),
+        policy in arb_policy(),
+        without in prop::option::weighted(0.2, prop::sample::select(ProviderKind::ALL.to_vec())),
+        fields in prop::collection::vec(prop::sample::select(Field::ALL.to_vec()), 0..4),
+    ) {
+        let rules = book_without(without);
+        let first = plan(&records, &Memory::default(), &policy, &rules);
+        apply(&mut records, &first);
+        let mut memory = remember(&Memory::default(), &records, &first);
+        for e in &edits {
+            if let Some(r) = records.iter_mut().find(|r| r.id == e.id) {
+                for f in &fields {
+                    r.set(*f, e.get(*f));
+                }
+            }
+        }
+        memory.steering = steering;
+        // `unlink` as SPEC section 10 has it: the record leaves its person, with no baseline.
+        for (r, people) in &mut memory.steering.unlinked_from {
+            if let Some(p) = memory.links.remove(r) {
+                people.insert(p);
+                memory.baselines.remove(r);
+            }
+        }
+        agrees_with_oracle(&records, &memory, &policy, without)?;
+    }
+}
