@@ -26,7 +26,7 @@ pub struct Outcome {
     pub ambiguous: BTreeSet<BTreeSet<RecordId>>,
     /// `(via, key, people)` of every join candidate.
     pub join_candidates: BTreeSet<(String, String, BTreeSet<String>)>,
-    /// `(record, field, new value)` of every planned change, scalars shown by comparison key.
+    /// `(record, field, new value)` of every planned change.
     pub updates: BTreeSet<(RecordId, Field, String)>,
     /// `(record, field, rule)` of every skipped change.
     pub skips: BTreeSet<(RecordId, Field, RuleId)>,
@@ -97,6 +97,10 @@ fn has_key(c: &Contact, key: &(&'static str, String)) -> bool {
     keys(c).contains(key)
 }
 
+fn holders_of<'a>(rs: &[&'a Contact], key: &(&'static str, String)) -> Vec<&'a Contact> {
+    rs.iter().copied().filter(|c| has_key(c, key)).collect()
+}
+
 fn unlinked_from(memory: &Memory, id: &RecordId, person: &str) -> bool {
     memory
         .steering
@@ -107,6 +111,10 @@ fn unlinked_from(memory: &Memory, id: &RecordId, person: &str) -> bool {
 
 fn providers(rs: &[&Contact]) -> BTreeSet<ProviderKind> {
     rs.iter().map(|c| c.provider()).collect()
+}
+
+fn ids(rs: &[&Contact]) -> BTreeSet<RecordId> {
+    rs.iter().map(|c| c.id.clone()).collect()
 }
 
 /// Plans what the SPEC says `plan(records, memory, policy, rules)` must plan.
@@ -124,14 +132,13 @@ pub fn expected(
     active.sort_by(|a, b| a.id.cmp(&b.id));
     // A key held by two records of one provider says nothing about who is who.
     let clashes = |key: &(&'static str, String)| {
-        let holders: Vec<&Contact> = active.iter().copied().filter(|c| has_key(c, key)).collect();
+        let holders = holders_of(&active, key);
         providers(&holders).len() < holders.len()
     };
     for c in &active {
         for key in keys(c) {
             if clashes(&key) {
-                let holders = active.iter().filter(|h| has_key(h, &key));
-                o.ambiguous.insert(holders.map(|h| h.id.clone()).collect());
+                o.ambiguous.insert(ids(&holders_of(&active, &key)));
             }
         }
     }
@@ -184,8 +191,7 @@ pub fn expected(
         } else {
             let (parts, aside) = split(&group, &clashes);
             groups.extend(parts);
-            o.ambiguous
-                .insert(aside.iter().map(|c| c.id.clone()).collect());
+            o.ambiguous.insert(ids(&aside));
         }
     }
 
@@ -217,7 +223,7 @@ pub fn expected(
         });
         let mut fits = fits.into_iter();
         if shared {
-            o.ambiguous.insert(g.iter().map(|c| c.id.clone()).collect());
+            o.ambiguous.insert(ids(&g));
             continue;
         }
         match (fits.next(), fits.next()) {
@@ -229,7 +235,7 @@ pub fn expected(
                 joins.entry(p.clone()).or_default().push(g)
             }
             _ => {
-                o.ambiguous.insert(g.iter().map(|c| c.id.clone()).collect());
+                o.ambiguous.insert(ids(&g));
             }
         }
     }
@@ -246,7 +252,7 @@ pub fn expected(
                     .or_default()
                     .extend(g.iter().copied());
             } else {
-                o.ambiguous.insert(g.iter().map(|c| c.id.clone()).collect());
+                o.ambiguous.insert(ids(g));
             }
         }
     }
@@ -255,22 +261,14 @@ pub fn expected(
     for g in fresh {
         let first = &g[0].id;
         let base = format!("p:{}:{}", first.provider, first.native);
-        let id = (1..)
-            .map(|k| {
-                if k == 1 {
-                    base.clone()
-                } else {
-                    format!("{base}~{k}")
-                }
-            })
+        let id = std::iter::once(base.clone())
+            .chain((2..).map(|k| format!("{base}~{k}")))
             .find(|id| !taken.contains(id))
             .unwrap_or(base);
         people.insert(id, g);
     }
-    people.retain(|_, rs| !rs.is_empty());
     for (p, rs) in &people {
-        o.people
-            .insert(p.clone(), rs.iter().map(|c| c.id.clone()).collect());
+        o.people.insert(p.clone(), ids(rs));
     }
 
     // A key held in two or more people is reported, not acted on.
@@ -378,13 +376,13 @@ fn split<'a>(
     }
 }
 
+/// Whether a remembered value has its field's shape (one of the wrong shape is no value).
 fn shape_fits(f: Field, v: &FieldValue) -> bool {
-    matches!(
-        (f, v),
-        (Field::Tags, FieldValue::Set(_))
-            | (Field::CustomFields, FieldValue::Map(_))
-            | (_, FieldValue::Scalar(_))
-    ) && (f.is_scalar() == matches!(v, FieldValue::Scalar(_)))
+    match v {
+        FieldValue::Scalar(_) => f.is_scalar(),
+        FieldValue::Set(_) => f == Field::Tags,
+        FieldValue::Map(_) => f == Field::CustomFields,
+    }
 }
 
 /// One record's say about one element: its current value and its baseline (`None`: none).

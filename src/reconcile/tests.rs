@@ -731,6 +731,15 @@ fn a_key_two_people_hold_is_written_to_neither() {
 
 // ---- the planner against a naive oracle written from the SPEC (issue 9, item 8) ----
 
+/// How many cases the oracle and identity properties run: `default`, or `ORACLE_CASES` from
+/// the environment to search deeper (`ORACLE_CASES=30000 cargo test --lib reconcile`).
+fn cases(default: u32) -> u32 {
+    std::env::var("ORACLE_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 use super::oracle::{self, Outcome};
 
 const PEOPLE: &[&str] = &["p:a", "p:b", "p:c", "p:privy:0", "p:chatwoot:1"];
@@ -904,7 +913,7 @@ fn agrees_with_oracle(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: std::env::var("ORACLE_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(512), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(512), ..ProptestConfig::default() })]
 
     /// The planner plans what the naive oracle says the SPEC asks for.
     #[test]
@@ -1197,7 +1206,7 @@ fn arb_round() -> impl Strategy<Value = (Vec<(usize, Field, FieldValue)>, Option
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(256), ..ProptestConfig::default() })]
 
     /// No plan writes a phone or e-mail that a record outside the person holds: another
     /// person's, an ambiguous or an ignored record (SPEC section 10, held-by-other-person).
@@ -1320,7 +1329,7 @@ fn a_set_aside_double_does_not_bridge_new_records() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: std::env::var("ORACLE_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(256), ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(256), ..ProptestConfig::default() })]
 
     /// The planner and the oracle also agree on the run after a sync, once some records were
     /// edited (so baselines, agreed values and links are what a sync leaves), with humans'
