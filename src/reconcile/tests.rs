@@ -1274,7 +1274,9 @@ proptest! {
     }
 
     /// With humans' decisions and any remembered state, a sync right after a sync plans no
-    /// writes (SPEC section 2, idempotence).
+    /// writes (SPEC section 2, idempotence), except a phone or e-mail the first plan had to
+    /// skip because another record held it then and that the plan moved off it (see
+    /// `a_key_a_plan_frees_is_spread_on_the_next_run_not_in_the_same_plan`).
     #[test]
     fn idempotent_with_steering(
         mut records in arb_many_records(),
@@ -1287,10 +1289,26 @@ proptest! {
         apply(&mut records, &p1);
         let memory = remember(&memory, &records, &p1);
         let p2 = plan(&records, &memory, &policy, &rules);
+        let freed = |u: &Update, c: &crate::model::Change| {
+            matches!(c.field, Field::Phone | Field::Email)
+                && p1.skipped.iter().any(|s| {
+                    s.record == u.patch.record
+                        && s.field == c.field
+                        && s.wanted.same_as(&c.new)
+                        && matches!(s.rule, RuleId::HeldByOtherPerson | RuleId::WouldMergeContacts)
+                })
+        };
+        let unexpected: Vec<_> = p2
+            .updates
+            .iter()
+            .flat_map(|u| u.patch.changes.iter().map(move |c| (u, c)))
+            .filter(|(u, c)| !freed(u, c))
+            .map(|(u, c)| format!("{} {} := {}", u.patch.record, c.field, c.new))
+            .collect();
         prop_assert!(
-            p2.updates.is_empty(),
-            "second plan writes {:#?}\n{}",
-            p2.updates,
+            unexpected.is_empty(),
+            "second plan writes {:?}\n{}",
+            unexpected,
             dump(&records, &memory, &policy, without)
         );
     }
@@ -1364,4 +1382,57 @@ proptest! {
         }
         agrees_with_oracle(&records, &memory, &policy, without)?;
     }
+}
+
+#[test]
+fn a_key_a_plan_frees_is_spread_on_the_next_run_not_in_the_same_plan() {
+    // chatwoot:2 (p:c) holds phone 101 but p:c agreed 102: the plan moves it to 102. p:b's
+    // chatwoot:0 should get p:b's 101, but while the plan is made chatwoot:2 still holds it,
+    // and writing both in one plan could reach Chatwoot in the wrong order and merge the two
+    // contacts. So 101 is skipped now and written on the next run: the one exception to
+    // "a sync right after a sync writes nothing".
+    let mut memory = Memory::default();
+    let phone = |s: &str| FieldValue::Scalar(Normalizer::default().phone(s).0);
+    for (p, native, person, value) in [
+        (Callbell, "1", "p:b", Some("+14155550101")),
+        (Chatwoot, "0", "p:b", None),
+        (Callbell, "0", "p:c", Some("+14155550102")),
+        (Chatwoot, "2", "p:c", Some("+14155550101")),
+    ] {
+        let id = RecordId::new(p, native);
+        memory.links.insert(id.clone(), person.into());
+        let v = value.map_or(FieldValue::Scalar(None), phone);
+        memory.baselines.insert(id, [(Field::Phone, v)].into());
+    }
+    memory
+        .agreed
+        .insert("p:b".into(), [(Field::Phone, phone("+14155550101"))].into());
+    memory
+        .agreed
+        .insert("p:c".into(), [(Field::Phone, phone("+14155550102"))].into());
+    let mut records = vec![
+        rec(Callbell, "1").phone("+14155550101").done(),
+        rec(Chatwoot, "0").done(),
+        rec(Callbell, "0").phone("+14155550102").done(),
+        rec(Chatwoot, "2").phone("+14155550101").done(),
+    ];
+    let p1 = plan(&records, &memory, &Policy::default(), &book());
+    assert_eq!(
+        field_of(&p1, "chatwoot:2", Field::Phone),
+        Some(phone("+14155550102"))
+    );
+    assert_eq!(field_of(&p1, "chatwoot:0", Field::Phone), None, "{p1:#?}");
+    assert!(p1
+        .skipped
+        .iter()
+        .any(|s| s.record.to_string() == "chatwoot:0" && s.rule == RuleId::HeldByOtherPerson));
+    apply(&mut records, &p1);
+    let memory = remember(&memory, &records, &p1);
+    let p2 = plan(&records, &memory, &Policy::default(), &book());
+    assert_eq!(
+        field_of(&p2, "chatwoot:0", Field::Phone),
+        Some(phone("+14155550101")),
+        "{p2:#?}"
+    );
+    assert_eq!(p2.updates.len(), 1);
 }
