@@ -1191,9 +1191,15 @@ fn arb_key(f: Field) -> impl Strategy<Value = FieldValue> {
         .prop_map(|v| FieldValue::Scalar(v.map(Value::plain)))
 }
 
-/// One round of edits: `(record index, field, new value)`, and maybe a provider whose listing
-/// fails this round.
-fn arb_round() -> impl Strategy<Value = (Vec<(usize, Field, FieldValue)>, Option<ProviderKind>)> {
+/// One round: edits `(record index, field, new value)`, maybe a provider whose listing fails
+/// this round, and maybe a record a human unlinks before it.
+type Round = (
+    Vec<(usize, Field, FieldValue)>,
+    Option<ProviderKind>,
+    Option<usize>,
+);
+
+fn arb_round() -> impl Strategy<Value = Round> {
     let edit = (
         0..12usize,
         prop::sample::select(vec![Field::Phone, Field::Email]),
@@ -1202,6 +1208,7 @@ fn arb_round() -> impl Strategy<Value = (Vec<(usize, Field, FieldValue)>, Option
     (
         prop::collection::vec(edit, 1..4),
         prop::option::weighted(0.2, prop::sample::select(ProviderKind::ALL.to_vec())),
+        prop::option::weighted(0.3, 0..12usize),
     )
 }
 
@@ -1222,8 +1229,9 @@ proptest! {
     }
 
     /// Two people that exist are never merged, whatever phones and e-mails are edited over
-    /// several runs, with a provider's listing failing now and then: every record linked to a
-    /// person stays with it, and person ids stay unique.
+    /// several runs, with a provider's listing failing now and then and records unlinked:
+    /// every record linked to a person stays with it, an unlinked record never joins a person
+    /// it was unlinked from again, and person ids stay unique.
     #[test]
     fn existing_people_are_never_merged_by_key_edits(
         mut records in arb_keyed_records(),
@@ -1234,11 +1242,18 @@ proptest! {
         let first = plan(&records, &Memory::default(), &policy, &rules);
         apply(&mut records, &first);
         let mut memory = remember(&Memory::default(), &records, &first);
-        for (edits, failing) in rounds {
+        for (edits, failing, unlink) in rounds {
             for (i, f, v) in edits {
                 let n = records.len().max(1);
                 if let Some(r) = records.get_mut(i % n) {
                     r.set(f, v);
+                }
+            }
+            // `unlink` (SPEC section 10): the record leaves its person, with no baseline.
+            if let Some(r) = unlink.and_then(|i| records.get(i % records.len().max(1))) {
+                if let Some(p) = memory.links.remove(&r.id) {
+                    memory.baselines.remove(&r.id);
+                    memory.steering.unlinked_from.entry(r.id.clone()).or_default().insert(p);
                 }
             }
             let mut listed: Vec<Contact> =
@@ -1252,6 +1267,11 @@ proptest! {
                 if let Some(before) = memory.links.get(&r.id) {
                     prop_assert_eq!(now.get(&r.id), Some(before), "{} left its person", r.id);
                 }
+                let unlinked = memory.steering.unlinked_from.get(&r.id);
+                prop_assert!(
+                    !now.get(&r.id).is_some_and(|p| unlinked.is_some_and(|u| u.contains(p))),
+                    "{} re-joined {:?}, which it was unlinked from", r.id, now.get(&r.id)
+                );
             }
             for (a, pa) in &memory.links {
                 for (b, pb) in &memory.links {
