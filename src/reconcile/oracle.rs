@@ -12,7 +12,8 @@
 //!   twice to one person by one provider are one ambiguity per person and provider;
 //! - a group of new records holding two records of one provider is split by chaining each key's
 //!   holders in record-id order, phone keys first, then e-mail keys, each in key order; a
-//!   refused edge sets both its ends aside and the split starts again without them;
+//!   refused edge sets both its ends aside (one ambiguity per edge) and the split starts again
+//!   without them;
 //! - a group whose member was unlinked from the one person it fits, and groups that would bring
 //!   one person two records of one provider, are ambiguous;
 //! - a new person never takes an id an earlier run gave (linked or with agreed values);
@@ -209,9 +210,9 @@ pub fn expected(
         if providers(&group).len() == group.len() {
             groups.push(group);
         } else {
-            let (parts, aside) = split(&group, &clashes);
+            let (parts, refused) = split(&group, &clashes);
             groups.extend(parts);
-            o.ambiguous.insert(ids(&aside));
+            o.ambiguous.extend(refused.iter().map(|pair| ids(pair)));
         }
     }
 
@@ -349,17 +350,18 @@ pub fn expected(
     o
 }
 
-/// Splits a group of new records holding two records of one provider (see the module docs).
+/// Splits a group of new records holding two records of one provider (see the module docs):
+/// the parts, and the ends of each refused edge.
 fn split<'a>(
     group: &[&'a Contact],
     clashes: &dyn Fn(&(&'static str, String)) -> bool,
-) -> (Vec<Vec<&'a Contact>>, Vec<&'a Contact>) {
-    let mut aside: Vec<&Contact> = Vec::new();
+) -> (Vec<Vec<&'a Contact>>, Vec<[&'a Contact; 2]>) {
+    let mut refused: Vec<[&Contact; 2]> = Vec::new();
     'again: loop {
         let members: Vec<&Contact> = group
             .iter()
             .copied()
-            .filter(|c| !aside.iter().any(|a| a.id == c.id))
+            .filter(|c| !refused.iter().flatten().any(|a| a.id == c.id))
             .collect();
         let mut parts: Vec<Vec<&Contact>> = members.iter().map(|c| vec![*c]).collect();
         let mut edge_keys: Vec<(&'static str, String)> =
@@ -381,7 +383,7 @@ fn split<'a>(
                     continue;
                 }
                 if !providers(&parts[a]).is_disjoint(&providers(&parts[b])) {
-                    aside.extend([pair[0], pair[1]]);
+                    refused.push([pair[0], pair[1]]);
                     continue 'again;
                 }
                 let moved = std::mem::take(&mut parts[b]);
@@ -392,7 +394,7 @@ fn split<'a>(
         for p in &mut parts {
             p.sort_by(|a, b| a.id.cmp(&b.id));
         }
-        return (parts, aside);
+        return (parts, refused);
     }
 }
 
