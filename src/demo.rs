@@ -124,6 +124,28 @@ pub async fn run(people: usize) -> Result<String, DemoError> {
         ],
     );
 
+    // Import (from today on): everyone known anywhere is created in Privy; leads are created
+    // in Callbell and Protocol too (Protocol requires a username, which a lead known only to
+    // Chatwoot lacks).
+    let mut importing = config.clone();
+    let leads = crate::reconcile::CreateFilter {
+        tags_any: ["lead".to_string()].into(),
+        ..Default::default()
+    };
+    for (kind, filter) in [
+        (
+            ProviderKind::Privy,
+            crate::reconcile::CreateFilter::default(),
+        ),
+        (ProviderKind::Callbell, leads.clone()),
+        (ProviderKind::Protocol, leads),
+    ] {
+        importing.policy.creates.insert(kind, filter.clone());
+        if let Some(p) = importing.providers.iter_mut().find(|p| p.kind == kind) {
+            p.create = Some(filter);
+        }
+    }
+
     let mut sample = sample_people(people.max(12));
     // Person 2 has no phone anywhere: Chatwoot and Privy link by e-mail.
     sample[2].phone = None;
@@ -135,6 +157,30 @@ pub async fn run(people: usize) -> Result<String, DemoError> {
                     .seed_person_at(i as u64 + 1, &p.stored_by(kind));
             }
         }
+    }
+    // Tim is two people yesterday: one in Protocol and Callbell, one in Chatwoot and Privy.
+    let tim_seq = sample.len() as u64 + 10;
+    let tim_a = SeedPerson {
+        name: Some("Tim Berners-Lee".into()),
+        phone: Some("+14155550800".into()),
+        username: Some("timbl".into()),
+        ..SeedPerson::default()
+    };
+    let tim_b = SeedPerson {
+        name: Some("Tim B. Lee".into()),
+        phone: Some("+14155550801".into()),
+        email: Some("tim@example.com".into()),
+        ..SeedPerson::default()
+    };
+    for kind in [ProviderKind::Protocol, ProviderKind::Callbell] {
+        fleet
+            .sim(kind)
+            .seed_person_at(tim_seq, &tim_a.stored_by(kind));
+    }
+    for kind in [ProviderKind::Chatwoot, ProviderKind::Privy] {
+        fleet
+            .sim(kind)
+            .seed_person_at(tim_seq + 1, &tim_b.stored_by(kind));
     }
     let _ = writeln!(
         out,
@@ -225,11 +271,44 @@ pub async fn run(people: usize) -> Result<String, DemoError> {
         "took an e-mail another Chatwoot contact holds (fits two people)",
         &move |p| p.email = other_email.clone(),
     );
+    let mut tim_b_today = tim_b.stored_by(ProviderKind::Chatwoot);
+    tim_b_today.phone = tim_a.phone.clone();
+    fleet
+        .sim(ProviderKind::Chatwoot)
+        .seed_person_at(tim_seq + 1, &tim_b_today);
+    edits.push(
+        "chatwoot: Tim B. Lee's phone changed to Tim Berners-Lee's (a join candidate, never a silent merge)"
+            .into(),
+    );
+    // Two people known to one provider only.
+    let seq = sample.len() as u64 + 1;
+    let linus = SeedPerson {
+        name: Some("Linus Torvalds".into()),
+        email: Some("linus@example.com".into()),
+        phone: Some("+14155550900".into()),
+        tags: vec!["lead".into()],
+        ..SeedPerson::default()
+    };
+    fleet
+        .sim(ProviderKind::Chatwoot)
+        .seed_person_at(seq, &linus.stored_by(ProviderKind::Chatwoot));
+    edits.push("chatwoot: a new lead, Linus Torvalds (known only to Chatwoot)".into());
+    let guido = SeedPerson {
+        name: Some("Guido van Rossum".into()),
+        phone: Some("+14155550901".into()),
+        username: Some("guido".into()),
+        ..SeedPerson::default()
+    };
+    fleet
+        .sim(ProviderKind::Protocol)
+        .seed_person_at(seq + 1, &guido.stored_by(ProviderKind::Protocol));
+    edits.push("protocol: a new contact, Guido van Rossum (known only to Protocol)".into());
     let _ = writeln!(out, "\nToday's edits, made directly in the providers:");
     for e in &edits {
         let _ = writeln!(out, "  - {e}");
     }
 
+    let engine = Engine::reusing(importing, Some(&engine)).map_err(DemoError::Providers)?;
     let diff = engine
         .run(
             RunOptions {
@@ -242,6 +321,27 @@ pub async fn run(people: usize) -> Result<String, DemoError> {
         .await
         .map_err(DemoError::Sync)?;
     let _ = writeln!(out, "\n$ contact-sync diff\n{}", diff.to_text(false));
+    let review = crate::identity::review::Review::of_plan(&diff.plan, "live", None);
+    let joins: Vec<&crate::identity::review::Item> = review
+        .items
+        .iter()
+        .filter(|i| {
+            i.kind == crate::identity::review::Kind::JoinCandidate
+                && i.commands.iter().any(|c| c.contains(" link "))
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "$ contact-sync review   # {} items need a human; the join candidate:",
+        review.items.len()
+    );
+    for item in joins {
+        let _ = writeln!(out, "  {}", item.summary);
+        for c in &item.commands {
+            let _ = writeln!(out, "    $ {c}");
+        }
+    }
+    let _ = writeln!(out);
     fleet.sims.iter().for_each(|s| s.clear_requests());
     let sync = engine
         .run(RunOptions::default(), &cancel, &Quiet)
@@ -254,7 +354,8 @@ pub async fn run(people: usize) -> Result<String, DemoError> {
     let writes: usize = fleet.sims.iter().map(|s| s.writes().len()).sum();
     let _ = writeln!(
         out,
-        "  ({writes} PATCH/PUT requests received by the simulators)"
+        "  ({writes} write requests received by the simulators, {} of them creates)",
+        sync.created()
     );
     fleet.sims.iter().for_each(|s| s.clear_requests());
     let again = engine
@@ -271,11 +372,14 @@ pub async fn run(people: usize) -> Result<String, DemoError> {
     let writes_after: usize = fleet.sims.iter().map(|s| s.writes().len()).sum();
     let _ = writeln!(
         out,
-        "\n$ contact-sync diff   # again\n{} writes planned ({} write requests sent by the dry run); lasting differences still reported: {} skipped, {} ambiguous.",
+        "\n$ contact-sync diff   # again\n{} writes and {} creates planned ({} write requests sent by the dry run); lasting differences still reported: {} skipped, {} creates skipped, {} ambiguous, {} join candidates.",
         again.plan.updates.len(),
+        again.plan.creates.len(),
         writes_after,
         again.plan.skipped.len(),
-        again.plan.ambiguous.len()
+        again.plan.create_skips.len(),
+        again.plan.ambiguous.len(),
+        again.plan.join_candidates.len()
     );
     Ok(out)
 }

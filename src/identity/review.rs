@@ -127,9 +127,21 @@ impl Review {
                         jc.key,
                         names.join(" and ")
                     ),
-                    jc.holders
+                    // Not one person: the shared key is likely a mistake in one record. Agree
+                    // again on what a record not holding it says, or leave the holder alone.
+                    jc.people
                         .iter()
-                        .map(|h| format!("contact-sync ignore {h}"))
+                        .filter_map(|(p, rs)| {
+                            rs.iter().find(|r| !jc.holders.contains(r)).map(|r| {
+                                format!(
+                                    "contact-sync resolve {} {} --from {}",
+                                    quoted(p),
+                                    jc.via,
+                                    r.provider
+                                )
+                            })
+                        })
+                        .chain(jc.holders.iter().map(|h| format!("contact-sync ignore {h}")))
                         .collect(),
                 )
             };
