@@ -9,13 +9,15 @@
 //!   reference only.
 //! - [`telemetry`]: logging to stderr, human on a terminal and JSON lines otherwise.
 //! - [`sync`]: one pass (list, settle, plan, guard, persist, execute, save), for every command.
-//! - [`state`]: the SQLite state (links, baselines, agreed values, runs, write journal) and its lock.
+//! - [`state`]: the SQLite state (links, baselines, agreed values, decisions, journals) and its lock.
 //! - [`provider`]: one adapter per provider behind one trait, field rules as data, the one HTTP path.
 //! - [`budget`]: one shared, adaptive rate budget per provider credential, daily quota included.
 //! - [`model`]: the provider-neutral contact record and field vocabulary; normalisation.
 //! - [`reconcile`]: the pure matcher and planner (three-way merge, rules), producing a `Plan`.
 //! - [`planfile`]: applyable plan files (`diff --plan-out`, `sync --plan`).
 //! - [`executor`]: applies a plan's updates, providers in parallel, each write journaled first.
+//! - [`import`]: sends a plan's creates once each, journaled with their key; settles lost answers.
+//! - [`identity`]: a human's `link`/`unlink`/`ignore`/`resolve` decisions, and `review`.
 //! - [`report`]: text, markdown and JSON reports of a run.
 //! - [`daemon`]: the service loop (cron ticks, SIGHUP, SIGTERM), `/healthz`, `/metrics`, watchdog.
 //! - [`sim`]: faithful provider simulators (tests, benches, `demo`).
