@@ -7,7 +7,7 @@
 //!
 //! Planning is on the path of every sync and must stay fast at a million people (SPEC section
 //! 6). At that size it is bound by memory latency, so: the memory's maps are joined with the
-//! records in one pass ([`index`]); people are planned in the order their records come in, not
+//! records in one pass (`index.rs`); people are planned in the order their records come in, not
 //! in person id order; the per-person loop compares borrowed values, reuses its buffers, reads
 //! rules and precedence from per-plan tables, and copies a value only into what the plan
 //! outputs.

@@ -140,7 +140,7 @@ impl Provider for CallbellClient {
         })
     }
 
-    /// `POST /contacts`, sent once (see [`ProviderHttp::send_json_once`]). The answer is
+    /// `POST /contacts`, sent once (see [`ProviderHttp::send_json_once`](crate::provider::http::ProviderHttp::send_json_once)). The answer is
     /// `{"contact": …}`, an object or a one-element array (`post_contacts.md` shows the array).
     #[tracing::instrument(level = "debug", skip_all, fields(provider = %KIND), err(level = "debug"))]
     async fn create(&self, new: &NewContact) -> Result<Created, ProviderError> {

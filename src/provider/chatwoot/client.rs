@@ -979,7 +979,7 @@ impl Provider for ChatwootClient {
     }
 
     /// `POST /api/v1/accounts/{account_id}/contacts` with the configured `inbox_id`, sent once
-    /// ([`ProviderHttp::send_json_once`]): Chatwoot creates the contact and its session in that
+    /// ([`ProviderHttp::send_json_once`](crate::provider::http::ProviderHttp::send_json_once)): Chatwoot creates the contact and its session in that
     /// inbox in one transaction (`create` in
     /// `app/controllers/api/v1/accounts/contacts_controller.rb`, `ContactInboxBuilder`). Needs
     /// one of e-mail, phone or identifier (else the contact would not even be listed). Labels

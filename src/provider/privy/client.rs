@@ -255,7 +255,7 @@ impl Provider for PrivyClient {
         })
     }
 
-    /// `POST /v1/contacts`, sent once (see [`ProviderHttp::send_json_once`]), never with a
+    /// `POST /v1/contacts`, sent once (see [`ProviderHttp::send_json_once`](crate::provider::http::ProviderHttp::send_json_once)), never with a
     /// consent field.
     ///
     /// A 409 Conflict means another contact already holds the e-mail or phone (SPEC section

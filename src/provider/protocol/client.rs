@@ -163,7 +163,7 @@ impl Provider for ProtocolClient {
         })
     }
 
-    /// `POST /v1/contacts`, sent once (see [`ProviderHttp::send_json_once`]).
+    /// `POST /v1/contacts`, sent once (see [`ProviderHttp::send_json_once`](crate::provider::http::ProviderHttp::send_json_once)).
     #[tracing::instrument(level = "debug", skip_all, fields(provider = %KIND), err(level = "debug"))]
     async fn create(&self, new: &NewContact) -> Result<Created, ProviderError> {
         let body = map::create_body(new).map_err(|why| ProviderError::Protocol {
