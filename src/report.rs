@@ -64,6 +64,8 @@ pub struct RunReport {
     /// Per update: stale because the record changed since the plan file was made.
     pub stale: Vec<(usize, String)>,
     pub listed: BTreeMap<ProviderKind, usize>,
+    /// Per provider listed: (records that moved during the scan, scans made).
+    pub scanned: BTreeMap<ProviderKind, (usize, usize)>,
     pub problems: Vec<ProviderProblem>,
     pub guard: Vec<GuardTrip>,
     pub warnings: Vec<String>,
@@ -191,6 +193,10 @@ struct JsonFailure {
 #[derive(Serialize, Default)]
 struct JsonProviderSummary {
     listed: usize,
+    /// Records that moved between pages during the scan (seen twice, or found by a re-scan).
+    moved: usize,
+    /// Full scans made (more than one when a scan ended short of the provider's total).
+    scans: usize,
     planned_writes: usize,
     applied: usize,
     failed: usize,
@@ -300,6 +306,8 @@ impl RunReport {
                     p.to_string(),
                     JsonProviderSummary {
                         listed: *n,
+                        moved: self.scanned.get(p).map_or(0, |s| s.0),
+                        scans: self.scanned.get(p).map_or(1, |s| s.1),
                         ..Default::default()
                     },
                 )

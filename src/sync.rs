@@ -213,6 +213,7 @@ impl Engine {
             outcomes: None,
             stale,
             listed: listed.counts,
+            scanned: listed.scanned,
             problems: listed.problems,
             guard,
             warnings: listed.warnings,
@@ -308,6 +309,7 @@ impl Engine {
                 Ok(l) => {
                     tracing::info!(provider = %kind, records = l.contacts.len(), pages = l.pages, "Listed contacts.");
                     out.counts.insert(kind, l.contacts.len());
+                    out.scanned.insert(kind, (l.moved, l.scans.max(1)));
                     out.records.extend(l.contacts);
                 }
                 Err(e) => {
@@ -598,6 +600,8 @@ struct Listed {
     records: Vec<Contact>,
     /// Records listed per provider (providers whose listing failed are absent).
     counts: BTreeMap<ProviderKind, usize>,
+    /// Per provider: records that moved during the scan, and scans made.
+    scanned: BTreeMap<ProviderKind, (usize, usize)>,
     problems: Vec<ProviderProblem>,
     warnings: Vec<String>,
 }
