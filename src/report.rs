@@ -88,6 +88,8 @@ struct JsonReport<'a> {
     conflicts: Vec<JsonConflict>,
     ambiguous: Vec<JsonAmbiguous>,
     join_candidates: Vec<JsonJoinCandidate>,
+    /// People out of scope (`[scope]`), once each with the reason.
+    excluded: Vec<JsonExcluded>,
     failures: Vec<JsonFailure>,
     guard: &'a [GuardTrip],
     warnings: &'a [String],
@@ -159,6 +161,26 @@ struct JsonPerson {
 }
 
 #[derive(Serialize)]
+struct JsonExcluded {
+    person: String,
+    records: Vec<String>,
+    reason: String,
+}
+
+/// Records that differ from the agreed value of a field but are not written, because their
+/// provider is not a target of it: one line per provider and field, not one per record.
+#[derive(Serialize)]
+struct JsonUntargeted {
+    provider: String,
+    field: String,
+    records: usize,
+    rule: &'static str,
+}
+
+/// The skip rule of [`JsonUntargeted`].
+const NOT_A_TARGET: &str = "not-a-target";
+
+#[derive(Serialize)]
 struct JsonFailure {
     provider: String,
     record: Option<String>,
@@ -188,6 +210,8 @@ struct JsonSummary {
     conflicts: usize,
     ambiguous: usize,
     join_candidates: usize,
+    excluded: usize,
+    untargeted: Vec<JsonUntargeted>,
     pending_writes_verified: usize,
     pending_writes_not_applied: usize,
     duration_ms: u128,
@@ -279,6 +303,18 @@ impl RunReport {
             conflicts: self.plan.conflicts.len(),
             ambiguous: self.plan.ambiguous.len(),
             join_candidates: self.plan.join_candidates.len(),
+            excluded: self.plan.excluded.len(),
+            untargeted: self
+                .plan
+                .untargeted
+                .iter()
+                .map(|((p, f), n)| JsonUntargeted {
+                    provider: p.to_string(),
+                    field: f.to_string(),
+                    records: *n,
+                    rule: NOT_A_TARGET,
+                })
+                .collect(),
             pending_writes_verified: self.pending_checked.0,
             pending_writes_not_applied: self.pending_checked.1,
             duration_ms: self.duration_ms,
@@ -367,6 +403,16 @@ impl RunReport {
                 joinable: j.joinable(),
             })
             .collect();
+        let excluded = self
+            .plan
+            .excluded
+            .iter()
+            .map(|x| JsonExcluded {
+                person: x.person.clone(),
+                records: x.records.iter().map(ToString::to_string).collect(),
+                reason: x.reason.clone(),
+            })
+            .collect();
         let mut failures: Vec<JsonFailure> = self
             .problems
             .iter()
@@ -407,6 +453,7 @@ impl RunReport {
             conflicts,
             ambiguous,
             join_candidates,
+            excluded,
             failures,
             guard: &self.guard,
             warnings: &self.warnings,
@@ -544,6 +591,20 @@ impl RunReport {
                 );
             }
         }
+        if !self.plan.excluded.is_empty() {
+            out.push_str(&format!("\n{}", h(2, "Excluded by scope (left alone)")));
+            for x in &self.plan.excluded {
+                let ids: Vec<String> = x.records.iter().map(ToString::to_string).collect();
+                let _ = writeln!(
+                    out,
+                    "{}{} ({}): {}",
+                    if markdown { "- " } else { "  " },
+                    x.person,
+                    ids.join(", "),
+                    x.reason
+                );
+            }
+        }
         if !self.plan.ambiguous.is_empty() {
             out.push_str(&format!("\n{}", h(2, "Ambiguous (left alone)")));
             for a in &self.plan.ambiguous {
@@ -596,6 +657,20 @@ impl RunReport {
         );
         for line in self.provider_lines() {
             let _ = writeln!(out, "{}{line}", if markdown { "    " } else { "  " });
+        }
+        if s.excluded > 0 {
+            let _ = writeln!(out, "{} people excluded by scope", s.excluded);
+        }
+        for u in &s.untargeted {
+            let _ = writeln!(
+                out,
+                "{}{} {}: {} records differ but are not written [{}]",
+                if markdown { "- " } else { "  " },
+                u.provider,
+                u.field,
+                u.records,
+                u.rule
+            );
         }
         out
     }

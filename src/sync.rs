@@ -108,7 +108,8 @@ impl Engine {
             let adapter = match kept {
                 Some(budget) => AnyProvider::build_with_budget(p, config.normalizer, budget)?,
                 None => AnyProvider::build(p, config.normalizer)?,
-            };
+            }
+            .with_mapping(&config.mapping);
             providers.insert(p.kind, Arc::new(adapter));
         }
         let rules = RuleBook::new(providers.values().map(|p| p.rules().clone()));

@@ -11,6 +11,7 @@ pub mod callbell;
 pub mod chatwoot;
 pub mod error;
 pub mod http;
+pub mod mapping;
 pub mod privy;
 pub mod protocol;
 pub mod rules;
@@ -68,6 +69,9 @@ pub enum LookupKey {
 pub trait Provider {
     /// The parts every adapter shares (HTTP client, rules, normaliser, credential).
     fn base(&self) -> &base::ClientBase;
+    /// The shared parts, to adapt after building (the mapping, see
+    /// [`AnyProvider::with_mapping`]).
+    fn base_mut(&mut self) -> &mut base::ClientBase;
     /// Which provider this is.
     fn kind(&self) -> ProviderKind {
         self.base().kind()
@@ -149,6 +153,26 @@ impl AnyProvider {
         })
     }
 
+    /// The adapter translating custom-field keys and tags through `mapping` (SPEC section 12):
+    /// everything it returns is in common names, and what it is given is translated back.
+    pub fn with_mapping(mut self, mapping: &mapping::Mapping) -> Self {
+        let kind = self.kind();
+        let this = &mut self;
+        dispatch!(this, p => p.base_mut().set_mapping(mapping.for_provider(kind)));
+        self
+    }
+
+    fn boundary(&self) -> &mapping::Boundary {
+        dispatch!(self, p => &p.base().mapping)
+    }
+
+    /// Records in common names.
+    fn inbound(&self, mut contacts: Vec<Contact>) -> Vec<Contact> {
+        let b = self.boundary();
+        contacts.iter_mut().for_each(|c| b.inbound(c));
+        contacts
+    }
+
     pub fn kind(&self) -> ProviderKind {
         dispatch!(self, p => p.kind())
     }
@@ -166,22 +190,39 @@ impl AnyProvider {
     }
 
     pub async fn list_page(&self, cursor: Option<&str>) -> Result<Page, ProviderError> {
-        dispatch!(self, p => p.list_page(cursor).await)
+        let mut page = dispatch!(self, p => p.list_page(cursor).await)?;
+        page.contacts = self.inbound(page.contacts);
+        Ok(page)
     }
 
     pub async fn apply(&self, patch: &Patch) -> Result<Contact, ProviderError> {
-        dispatch!(self, p => p.apply(patch).await)
+        let patch = self.boundary().outbound_patch(patch);
+        let mut c = dispatch!(self, p => p.apply(&patch).await)?;
+        self.boundary().inbound(&mut c);
+        Ok(c)
     }
 
     pub async fn create(&self, new: &NewContact) -> Result<Created, ProviderError> {
-        dispatch!(self, p => p.create(new).await)
+        let new = self.boundary().outbound_new(new);
+        let created = dispatch!(self, p => p.create(&new).await)?;
+        Ok(match created {
+            Created::New(mut c) => {
+                self.boundary().inbound(&mut c);
+                Created::New(c)
+            }
+            Created::Existing(mut c) => {
+                self.boundary().inbound(&mut c);
+                Created::Existing(c)
+            }
+        })
     }
 
     pub async fn find_by_key(
         &self,
         key: &LookupKey,
     ) -> Result<Option<Vec<Contact>>, ProviderError> {
-        dispatch!(self, p => p.find_by_key(key).await)
+        let found = dispatch!(self, p => p.find_by_key(key).await)?;
+        Ok(found.map(|cs| self.inbound(cs)))
     }
 }
 

@@ -23,7 +23,7 @@ use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub use matcher::{Ambiguity, JoinCandidate, PersonId, Steering};
-pub use plan::{Conflict, PersonPlan, Plan, Reason, Skip, Update};
+pub use plan::{Conflict, Excluded, PersonPlan, Plan, Reason, Skip, Update};
 pub use policy::Policy;
 pub use recheck::recheck;
 pub use stored::{Agreed, Baseline};
@@ -85,6 +85,10 @@ pub fn plan(records: &[Contact], memory: &Memory, policy: &Policy, rules: &RuleB
     for (r, &g) in matching.by_person.iter().enumerate() {
         rank[g as usize] = r as u32;
     }
+    // Scope is checked only when something can put a person out of it, to keep the hot loop
+    // free of it otherwise.
+    let scoped = !policy.exclude_tags.is_empty()
+        || (policy.skip_blocked && records.iter().any(|c| c.blocked));
     let plan_people = |order: &[u32], in_person_order: bool| {
         let mut planner = Planner {
             records,
@@ -108,6 +112,20 @@ pub fn plan(records: &[Contact], memory: &Memory, policy: &Policy, rules: &RuleB
         for (k, &g) in order.iter().enumerate() {
             let group = &matching.groups[g as usize];
             let members = group.members(&matching.members);
+            if scoped {
+                let contacts = members.iter().map(|&i| &records[i as usize]);
+                if let Some(reason) = policy.excluded(contacts) {
+                    out.excluded.push(Excluded {
+                        person: group.person.clone(),
+                        records: members
+                            .iter()
+                            .map(|&i| records[i as usize].id.clone())
+                            .collect(),
+                        reason,
+                    });
+                    continue;
+                }
+            }
             let previous = agreed.get(k).copied().flatten();
             let person = planner.person(g, &group.person, previous, members, &mut out);
             people.push((rank[g as usize], person));
@@ -134,6 +152,7 @@ pub fn plan(records: &[Contact], memory: &Memory, policy: &Policy, rules: &RuleB
         .sort_by(|a, b| (&a.record, a.field, &a.detail).cmp(&(&b.record, b.field, &b.detail)));
     out.conflicts
         .sort_by(|a, b| (&a.person, a.field, &a.key).cmp(&(&b.person, b.field, &b.key)));
+    out.excluded.sort_by(|a, b| a.person.cmp(&b.person));
     out
 }
 

@@ -1121,6 +1121,7 @@ pub fn config_for(sims: &[Sim], state_path: &std::path::Path) -> crate::config::
         },
         normalizer: crate::model::Normalizer::default(),
         policy: crate::reconcile::Policy::default(),
+        mapping: crate::provider::mapping::Mapping::default(),
         daemon: DaemonSettings {
             listen: None,
             shutdown_grace: Duration::from_secs(5),

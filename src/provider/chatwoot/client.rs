@@ -351,6 +351,10 @@ impl Provider for ChatwootClient {
         &self.base
     }
 
+    fn base_mut(&mut self) -> &mut ClientBase {
+        &mut self.base
+    }
+
     /// Lists the first page (application API token and account), then reads one contact of it
     /// through the public API (inbox identifier, inbox id and, if configured, HMAC token).
     #[tracing::instrument(level = "debug", skip_all, fields(provider = %KIND), err(level = "debug"))]
