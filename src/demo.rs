@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{Field, ProviderKind};
+use crate::provider::mapping::Mapping;
 use crate::sim::{Fleet, SeedPerson, SimOptions};
 use crate::sync::{Engine, Quiet, RunOptions};
 
@@ -82,17 +83,56 @@ fn holds(kind: ProviderKind, i: usize) -> bool {
     }
 }
 
+/// The demo's `[mapping]`: one custom field under three names, as real accounts spell it
+/// (`loyalty_tier = { privy = "loyalty_tier", callbell = "Loyalty Tier", chatwoot = "tier" }`).
+pub fn demo_mapping() -> Mapping {
+    Mapping {
+        custom_fields: [(
+            "loyalty_tier".to_string(),
+            [
+                (ProviderKind::Privy, "loyalty_tier".to_string()),
+                (ProviderKind::Callbell, "Loyalty Tier".to_string()),
+                (ProviderKind::Chatwoot, "tier".to_string()),
+            ]
+            .into(),
+        )]
+        .into(),
+        ..Mapping::default()
+    }
+}
+
+/// `p` as `kind` stores it, its custom fields under that provider's own keys.
+fn stored(mapping: &Mapping, kind: ProviderKind, p: &SeedPerson) -> SeedPerson {
+    let mut p = p.stored_by(kind);
+    p.custom_fields = std::mem::take(&mut p.custom_fields)
+        .into_iter()
+        .map(|(k, v)| {
+            let own = mapping
+                .custom_fields
+                .get(&k)
+                .and_then(|per| per.get(&kind))
+                .cloned()
+                .unwrap_or(k);
+            (own, v)
+        })
+        .collect();
+    p
+}
+
 /// Runs the demo and returns what it printed.
 pub async fn run(people: usize) -> anyhow::Result<String> {
     let mut out = String::new();
     let fleet = Fleet::start(|k| {
         let mut o = SimOptions::for_provider(k).unlimited();
         o.callbell_tags = ["vip", "wholesale", "lead"].map(String::from).into();
+        o.callbell_custom_fields = ["Loyalty Tier", "city"].map(String::from).into();
         o
     })
     .await?;
     let dir = tempfile::tempdir()?;
     let mut config = fleet.config(&dir.path().join("state.db"));
+    config.mapping = demo_mapping();
+    let mapping = config.mapping.clone();
     config.policy.field_precedence.insert(
         Field::Name,
         vec![
@@ -111,7 +151,7 @@ pub async fn run(people: usize) -> anyhow::Result<String> {
             if holds(kind, i) {
                 fleet
                     .sim(kind)
-                    .seed_person_at(i as u64 + 1, &p.stored_by(kind));
+                    .seed_person_at(i as u64 + 1, &stored(&mapping, kind, p));
             }
         }
     }
@@ -142,9 +182,11 @@ pub async fn run(people: usize) -> anyhow::Result<String> {
     // Today's edits, made directly in the providers.
     let mut edits = Vec::new();
     let mut edit = |kind: ProviderKind, i: usize, what: &str, f: &dyn Fn(&mut SeedPerson)| {
-        let mut p = sample[i].stored_by(kind);
+        let mut p = sample[i].clone();
         f(&mut p);
-        fleet.sim(kind).seed_person_at(i as u64 + 1, &p);
+        fleet
+            .sim(kind)
+            .seed_person_at(i as u64 + 1, &stored(&mapping, kind, &p));
         edits.push(format!("{kind}: {what}"));
     };
     edit(
@@ -188,7 +230,7 @@ pub async fn run(people: usize) -> anyhow::Result<String> {
     edit(
         ProviderKind::Callbell,
         6,
-        "loyalty_tier set to \"platinum\"",
+        "\"Loyalty Tier\" set to \"platinum\" (Privy's loyalty_tier, Chatwoot's tier)",
         &|p| {
             p.custom_fields
                 .insert("loyalty_tier".into(), "platinum".into());

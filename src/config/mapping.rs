@@ -289,6 +289,34 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_documents_and_uses_every_mapping_and_scope_key() {
+        let c = Config::parse(crate::config::EXAMPLE, "example").expect("valid");
+        assert_eq!(
+            c.mapping.custom_fields["loyalty_tier"].len(),
+            3,
+            "one field under three names"
+        );
+        assert_eq!(c.mapping.tags["vip"][&ProviderKind::Privy], "VIP");
+        assert!(c.policy.exclude_tags.contains("no-sync"));
+        assert!(!c.policy.is_source(Field::Email, ProviderKind::Protocol));
+        for key in [
+            "unmapped_custom_fields",
+            "tags_case_insensitive",
+            "[mapping.custom_fields]",
+            "[mapping.tags]",
+            "exclude_tags",
+            "skip_blocked",
+            "sources",
+            "targets",
+        ] {
+            assert!(
+                crate::config::EXAMPLE.contains(key),
+                "{key} is not documented"
+            );
+        }
+    }
+
+    #[test]
     fn skip_blocked_can_be_turned_off() {
         let text = "[providers.chatwoot]\nbase_url = \"http://127.0.0.1:1\"\ntoken_env = \"T\"\naccount_id = 1\ninbox_id = 1\ninbox_identifier_env = \"I\"\nskip_blocked = false\n";
         let c = Config::parse(text, "c.toml").expect("valid");
