@@ -9,7 +9,8 @@ use serde::Serialize;
 use serde_json::Value as Json;
 
 use crate::executor::Outcome;
-use crate::model::{FieldValue, ProviderKind};
+use crate::model::{Change, Field, FieldValue, ProviderKind};
+use crate::provider::mapping::ProviderMapping;
 use crate::reconcile::Plan;
 use crate::state::codec::encode_value;
 
@@ -76,6 +77,9 @@ pub struct RunReport {
     pub apply_ms: u128,
     /// Per provider: time from the start of the apply phase to its last write.
     pub lanes: BTreeMap<ProviderKind, std::time::Duration>,
+    /// The run's `[mapping]`, so changes can show a provider's own name of a tag or custom
+    /// field beside the common one.
+    pub mapping: crate::provider::mapping::Mapping,
 }
 
 #[derive(Serialize)]
@@ -106,6 +110,9 @@ struct JsonChange {
     new: Json,
     reason: String,
     status: ChangeStatus,
+    /// For tags and custom fields: common name → the provider's own name, where they differ.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    provider_names: BTreeMap<String, String>,
 }
 
 #[derive(Serialize)]
@@ -219,6 +226,17 @@ struct JsonSummary {
 }
 
 impl RunReport {
+    /// Each provider's view of the run's mapping; empty when it renames nothing.
+    fn provider_mappings(&self) -> BTreeMap<ProviderKind, ProviderMapping> {
+        if self.mapping.custom_fields.is_empty() && self.mapping.tags.is_empty() {
+            return BTreeMap::new();
+        }
+        ProviderKind::ALL
+            .into_iter()
+            .map(|k| (k, self.mapping.for_provider(k)))
+            .collect()
+    }
+
     fn status(&self, i: usize) -> ChangeStatus {
         if self.stale.iter().any(|(s, _)| *s == i) {
             return ChangeStatus::Stale;
@@ -324,6 +342,7 @@ impl RunReport {
 
     /// The report as JSON (schema [`SCHEMA`]).
     pub fn to_json(&self) -> String {
+        let mappings = self.provider_mappings();
         let mut changes = Vec::new();
         for (i, u) in self.plan.updates.iter().enumerate() {
             for (c, reason) in u.patch.changes.iter().zip(&u.reasons) {
@@ -336,6 +355,7 @@ impl RunReport {
                     new: shown(&c.new),
                     reason: reason.to_string(),
                     status: self.status(i),
+                    provider_names: provider_names(mappings.get(&u.provider()), c),
                 });
             }
         }
@@ -492,6 +512,7 @@ impl RunReport {
             _ => "contact-sync sync",
         };
         out.push_str(&h(1, title));
+        let mappings = self.provider_mappings();
         let mut people: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for (i, u) in self.plan.updates.iter().enumerate() {
             let status = match self.status(i) {
@@ -502,13 +523,22 @@ impl RunReport {
                 ChangeStatus::Stale => " [stale: skipped]",
             };
             for (c, reason) in u.patch.changes.iter().zip(&u.reasons) {
+                let names: Vec<String> = provider_names(mappings.get(&u.provider()), c)
+                    .iter()
+                    .map(|(common, own)| format!("{common} = {own:?}"))
+                    .collect();
+                let names = if names.is_empty() {
+                    String::new()
+                } else {
+                    format!("; in {}: {}", u.provider(), names.join(", "))
+                };
                 people.entry(&u.person).or_default().push(row(
                     markdown,
                     "change",
                     &u.patch.record.to_string(),
                     c.field.as_str(),
                     &format!("{} → {}", c.old, c.new),
-                    &format!("{reason}{status}"),
+                    &format!("{reason}{status}{names}"),
                 ));
             }
         }
@@ -688,6 +718,29 @@ fn row(markdown: bool, kind: &str, record: &str, field: &str, value: &str, why: 
     } else {
         format!("  {kind:<8} {record:<28} {field:<13} {value}  ({why})\n")
     }
+}
+
+/// The provider's own names of the tags or custom-field keys `c` touches, where they differ
+/// from the common names (SPEC section 12).
+fn provider_names(m: Option<&ProviderMapping>, c: &Change) -> BTreeMap<String, String> {
+    let Some(m) = m else {
+        return BTreeMap::new();
+    };
+    let names: Vec<&String> = match (&c.old, &c.new) {
+        (FieldValue::Set(a), FieldValue::Set(b)) => a.union(b).collect(),
+        (FieldValue::Map(a), FieldValue::Map(b)) => a.keys().chain(b.keys()).collect(),
+        _ => return BTreeMap::new(),
+    };
+    names
+        .into_iter()
+        .filter_map(|common| {
+            let own = match c.field {
+                Field::Tags => m.tag_out(common),
+                _ => m.field_out(common),
+            }?;
+            (own != common.as_str()).then(|| (common.clone(), own.into_owned()))
+        })
+        .collect()
 }
 
 /// A field value as shown in reports: scalars as strings (the value written), sets as arrays,

@@ -202,6 +202,7 @@ impl Engine {
             list_ms,
             apply_ms: 0,
             lanes: BTreeMap::new(),
+            mapping: self.config.mapping.clone(),
         };
         // A diff stops here: it has no writable store and no run in the history.
         let (Some(store), Some(run)) = (store, run_id) else {

@@ -165,6 +165,23 @@ async fn a_tier_changed_in_callbell_reaches_privy_and_chatwoot_under_their_names
         [("chatwoot", "custom_fields"), ("privy", "custom_fields")],
         "{report:#}"
     );
+    // The report shows common keys, and where a provider names one differently, its own name.
+    assert_eq!(report["changes"][0]["new"], json!({"loyalty_tier": "gold"}));
+    assert_eq!(
+        report["changes"][0]["provider_names"],
+        json!({"loyalty_tier": "tier"})
+    );
+    assert!(
+        report["changes"][1].get("provider_names").is_none(),
+        "{report:#}"
+    );
+    assert!(
+        second
+            .to_text(false)
+            .contains("in chatwoot: loyalty_tier = \"tier\""),
+        "{}",
+        second.to_text(false)
+    );
 
     // What the providers hold: the new tier under each one's own key, their unmapped keys
     // untouched, and nobody given another provider's unmapped key.
