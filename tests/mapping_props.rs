@@ -70,7 +70,7 @@ fn boundaries(m: &Mapping) -> (Vec<Boundary>, RuleBook) {
     let bs = KINDS
         .iter()
         .map(|k| {
-            let b = Boundary::new(m.for_provider(*k));
+            let mut b = Boundary::new(m.for_provider(*k));
             let mut r = rules(*k);
             b.adapt_rules(&mut r);
             book.push(r);

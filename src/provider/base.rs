@@ -88,8 +88,9 @@ impl ClientBase {
 
     /// Applies `mapping` at this adapter's boundary, and rewrites its rules in common names.
     pub fn set_mapping(&mut self, mapping: ProviderMapping) {
-        self.mapping = Boundary::new(mapping);
-        self.mapping.adapt_rules(&mut self.rules);
+        let mut boundary = Boundary::new(mapping);
+        boundary.adapt_rules(&mut self.rules);
+        self.mapping = boundary;
     }
 
     /// Which provider this is.

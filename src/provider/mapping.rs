@@ -225,7 +225,10 @@ struct Kept {
 #[derive(Default)]
 pub struct Boundary {
     map: ProviderMapping,
-    /// Common (folded) tag → the spelling the provider uses.
+    /// Common (folded) tag → its spelling among the tags the account is configured to know
+    /// (Callbell's `known_tags`): the provider accepts that one, so it wins.
+    known: HashMap<String, String>,
+    /// Common (folded) tag → the spelling the provider's listing showed last.
     spellings: Mutex<HashMap<String, String>>,
     /// Native record id → what it holds that is not synced.
     kept: Mutex<HashMap<String, Kept>>,
@@ -262,17 +265,16 @@ impl Boundary {
     /// account (Callbell's `known_tags` / `known_custom_fields`) are translated, and the common
     /// names never written here are marked so the planner plans no write of them. The known
     /// tags also teach the boundary how the account spells them.
-    pub fn adapt_rules(&self, rules: &mut FieldRules) {
+    pub fn adapt_rules(&mut self, rules: &mut FieldRules) {
         if self.map.is_identity() {
             return;
         }
         let tags = rules.rule_mut(Field::Tags);
         if let Some(known) = tags.must_pre_exist.take() {
-            let mut spellings = lock(&self.spellings);
             let mut common = BTreeSet::new();
             for t in known {
                 if let Some(c) = self.map.tag_in(&t) {
-                    spellings.entry(c.clone()).or_insert(t);
+                    self.known.entry(c.clone()).or_insert(t);
                     common.insert(c);
                 }
             }
@@ -303,7 +305,7 @@ impl Boundary {
                             .map
                             .tag_out(&common)
                             .is_some_and(|o| matches!(o, Cow::Borrowed(_)));
-                        if self.map.fold_tags && unmapped {
+                        if self.map.fold_tags && unmapped && !self.known.contains_key(&common) {
                             spellings
                                 .get_or_insert_with(|| lock(&self.spellings))
                                 .insert(common.clone(), t);
@@ -515,6 +517,27 @@ mod tests {
                 .into()
             )
         );
+    }
+
+    #[test]
+    fn a_known_tags_spelling_wins_over_what_a_listing_shows() {
+        let m = Mapping {
+            tags_case_insensitive: true,
+            ..Mapping::default()
+        };
+        let mut b = Boundary::new(m.for_provider(Callbell));
+        let mut rules =
+            crate::provider::callbell::field_rules(["vip".to_string()].into(), BTreeSet::new());
+        b.adapt_rules(&mut rules);
+        assert_eq!(
+            rules.rule(Field::Tags).must_pre_exist,
+            Some(["vip".to_string()].into())
+        );
+        let mut c = Contact::new(Callbell, "u1");
+        c.tags = ["VIP".to_string(), "Lead".into()].into();
+        b.inbound(&mut c);
+        let out = b.tags_out(&["vip".to_string(), "lead".into()].into());
+        assert_eq!(out, ["Lead".to_string(), "vip".into()].into());
     }
 
     fn provider() -> impl Strategy<Value = ProviderKind> {
