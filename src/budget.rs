@@ -9,12 +9,15 @@
 //! - *adaptive shrinking*: each 429 halves the rate (down to a floor); successes let it recover
 //!   gradually back to the configured rate;
 //! - an optional *daily quota* (Privy), tracked from the provider's headers when it sends them and
-//!   counted locally otherwise; when it is spent, requests fail fast instead of waiting a day.
+//!   counted locally otherwise; when it is spent, requests fail fast instead of waiting a day. A
+//!   locally counted quota starts afresh at the provider's day boundary (midnight in its time
+//!   zone, UTC unless configured), so a long-running daemon is never refused past it.
 
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, TimeZone as _, Utc};
 use governor::{DefaultDirectRateLimiter as Limiter, Quota, RateLimiter};
 use tokio::time::Instant;
 
@@ -35,7 +38,8 @@ impl Rate {
 /// What a provider told us about its quota in response headers.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct QuotaReport {
-    /// Requests allowed in the short window, as the provider reports it.
+    /// Requests allowed per minute (the short window; Privy's `X-RateLimit-Limit-Minute`).
+    /// Compared with the configured rate converted to a minute, whatever its `per`.
     pub window_limit: Option<u32>,
     /// Requests left in the short window.
     pub window_remaining: Option<u32>,
@@ -61,7 +65,10 @@ struct Adaptive {
     successes_since_change: u32,
     paused_until: Option<Instant>,
     day_remaining: Option<u64>,
+    /// When the daily quota starts afresh (set whenever there is a daily quota).
     day_reset_at: Option<Instant>,
+    /// The wall-clock day boundary `day_reset_at` stands for, to find the one after it.
+    day_boundary: DateTime<Utc>,
     throttled: u64,
 }
 
@@ -73,6 +80,8 @@ pub struct RateBudget {
     daily_limit: Option<u64>,
     /// Requests per day left for other users of the key: the quota times (1 - share).
     daily_reserve: u64,
+    /// The time zone whose midnight starts the provider's day.
+    day_timezone: chrono_tz::Tz,
     state: Mutex<Adaptive>,
 }
 
@@ -95,8 +104,18 @@ const RECOVER_AFTER: u32 = 20;
 
 impl RateBudget {
     /// A budget at `rate` scaled by `share` (e.g. 0.8 leaves 20% headroom), with an optional
-    /// daily quota (also scaled by `share`).
+    /// daily quota (also scaled by `share`) whose day starts at midnight UTC.
     pub fn new(rate: Rate, share: f64, daily_limit: Option<u64>) -> Arc<Self> {
+        Self::with_day_boundary(rate, share, daily_limit, chrono_tz::UTC)
+    }
+
+    /// As [`RateBudget::new`], with the provider's day starting at midnight in `day_timezone`.
+    pub fn with_day_boundary(
+        rate: Rate,
+        share: f64,
+        daily_limit: Option<u64>,
+        day_timezone: chrono_tz::Tz,
+    ) -> Arc<Self> {
         let share = share.clamp(0.01, 1.0);
         let scaled = (f64::from(rate.requests.get()) * share).floor().max(1.0) as u32;
         let requests = NonZeroU32::new(scaled).unwrap_or(NonZeroU32::MIN);
@@ -106,17 +125,22 @@ impl RateBudget {
         };
         let daily_reserve = daily_limit.map_or(0, |d| d - ((d as f64) * share).floor() as u64);
         let daily_limit = daily_limit.map(|d| ((d as f64) * share).floor() as u64);
+        let wall = Utc::now();
+        let day_boundary = next_day_boundary(day_timezone, wall);
+        let day_reset_at = daily_limit.map(|_| Instant::now() + until(wall, day_boundary));
         Arc::new(RateBudget {
             target,
             daily_limit,
             daily_reserve,
+            day_timezone,
             state: Mutex::new(Adaptive {
                 limiter: Arc::new(limiter_for(target, 1.0)),
                 factor: 1.0,
                 successes_since_change: 0,
                 paused_until: None,
                 day_remaining: daily_limit,
-                day_reset_at: None,
+                day_reset_at,
+                day_boundary,
                 throttled: 0,
             }),
         })
@@ -133,17 +157,11 @@ impl RateBudget {
             let (limiter, paused_until) = {
                 let mut st = self.lock();
                 let now = Instant::now();
-                if let Some(reset) = st.day_reset_at {
-                    if now >= reset {
-                        st.day_remaining = self.daily_limit;
-                        st.day_reset_at = None;
-                    }
-                }
+                self.start_new_day_if_due(&mut st, now);
                 if st.day_remaining == Some(0) {
-                    let left = st
-                        .day_reset_at
-                        .map(|r| r.saturating_duration_since(now))
-                        .unwrap_or(Duration::from_secs(86_400));
+                    let left = st.day_reset_at.map_or(Duration::from_secs(86_400), |r| {
+                        r.saturating_duration_since(now)
+                    });
                     return Err(Refusal::DailyQuotaExhausted(left));
                 }
                 (st.limiter.clone(), st.paused_until.filter(|p| *p > now))
@@ -207,8 +225,9 @@ impl RateBudget {
             }
         }
         if let Some(limit) = report.window_limit {
-            // The provider allows less than we were told: slow down to its figure.
-            let reported = f64::from(limit) / self.target.per.as_secs_f64();
+            // The provider allows less than we were told: slow down to its figure. Both are
+            // compared per second: the header counts a minute, the config any `per`.
+            let reported = f64::from(limit) / 60.0;
             let current = self.target.per_second() * st.factor;
             if reported < current && limit > 0 {
                 let factor = (reported * 0.9 / self.target.per_second()).clamp(MIN_FACTOR, 1.0);
@@ -222,8 +241,36 @@ impl RateBudget {
             st.day_remaining = Some(ours.min(u64::from(left).saturating_sub(self.daily_reserve)));
             if let Some(reset) = report.day_reset {
                 st.day_reset_at = Some(now + reset);
+                let wall = Utc::now();
+                st.day_boundary =
+                    wall + chrono::TimeDelta::from_std(reset).unwrap_or(chrono::TimeDelta::zero());
             }
         }
+    }
+
+    /// Requests per second this budget currently aims for (the target, less any slowing down
+    /// after 429s or a provider's lower figure).
+    pub fn current_rate(&self) -> f64 {
+        self.target.per_second() * self.lock().factor
+    }
+
+    /// Starts a new day once its boundary has passed: the daily quota is whole again, and the
+    /// next reset is the day boundary after this one (however many days went by).
+    fn start_new_day_if_due(&self, st: &mut Adaptive, now: Instant) {
+        let Some(mut reset) = st.day_reset_at else {
+            return;
+        };
+        if now < reset {
+            return;
+        }
+        while now >= reset {
+            let next = next_day_boundary(self.day_timezone, st.day_boundary);
+            reset += until(st.day_boundary, next);
+            st.day_boundary = next;
+        }
+        st.day_remaining = self.daily_limit;
+        st.day_reset_at = Some(reset);
+        tracing::debug!(timezone = %self.day_timezone, "A new day: the daily quota is whole again.");
     }
 
     /// How many 429s this budget has seen.
@@ -244,6 +291,36 @@ impl RateBudget {
         // poisoned lock still holds consistent numbers: recover it.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// The first midnight in `tz` strictly after `after`. A midnight that a daylight-saving change
+/// skips is taken as the first instant of that day.
+fn next_day_boundary(tz: chrono_tz::Tz, after: DateTime<Utc>) -> DateTime<Utc> {
+    let local = after.with_timezone(&tz).date_naive();
+    let mut day = local;
+    loop {
+        day = day.succ_opt().unwrap_or(day);
+        let midnight = day.and_time(chrono::NaiveTime::MIN);
+        let found = tz
+            .from_local_datetime(&midnight)
+            .earliest()
+            .or_else(|| {
+                tz.from_local_datetime(&(midnight + chrono::TimeDelta::hours(1)))
+                    .earliest()
+            })
+            .map(|t| t.with_timezone(&Utc));
+        match found {
+            Some(t) if t > after => return t,
+            // Unreachable for real time zones; one more day keeps the loop finite anyway.
+            _ if day.succ_opt().is_none() => return after + chrono::TimeDelta::days(1),
+            _ => {}
+        }
+    }
+}
+
+/// The time from `from` to `to` (zero if `to` is not later).
+fn until(from: DateTime<Utc>, to: DateTime<Utc>) -> Duration {
+    (to - from).to_std().unwrap_or(Duration::ZERO)
 }
 
 /// A limiter that spaces requests evenly at `factor` times `rate`, never bursting: any window of
@@ -306,6 +383,92 @@ mod tests {
             "2001 left, 2000 reserved: one is ours"
         );
         assert!(shared.acquire().await.is_err());
+    }
+
+    /// The wall-clock time from now to the next midnight in `tz`.
+    fn to_midnight(tz: chrono_tz::Tz) -> Duration {
+        let now = Utc::now();
+        until(now, next_day_boundary(tz, now))
+    }
+
+    fn refused_for(result: Result<(), Refusal>) -> Duration {
+        match result {
+            Err(Refusal::DailyQuotaExhausted(left)) => left,
+            Ok(()) => panic!("the daily quota should be spent"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_locally_counted_daily_quota_starts_afresh_at_midnight_utc() {
+        let b = RateBudget::new(rate(1000, 1000), 1.0, Some(2));
+        b.acquire().await.expect("first");
+        b.acquire().await.expect("second");
+        let left = refused_for(b.acquire().await);
+        let expected = to_midnight(chrono_tz::UTC);
+        assert!(
+            left.abs_diff(expected) < Duration::from_secs(5),
+            "refused until midnight UTC: {left:?} vs {expected:?}"
+        );
+        tokio::time::advance(left.saturating_sub(Duration::from_secs(1))).await;
+        refused_for(b.acquire().await);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        b.acquire()
+            .await
+            .expect("a new day: the quota is whole again");
+        b.acquire().await.expect("both of it");
+        let next = refused_for(b.acquire().await);
+        assert!(
+            next > Duration::from_secs(86_400 - 5) && next <= Duration::from_secs(86_400),
+            "the next reset is the following midnight: {next:?}"
+        );
+        // Days without a single request: the next one still starts whole, at its own midnight.
+        tokio::time::advance(next + Duration::from_secs(3 * 86_400)).await;
+        b.acquire().await.expect("days later");
+        b.acquire().await.expect("days later, both");
+        assert!(refused_for(b.acquire().await) <= Duration::from_secs(86_400));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_day_boundary_follows_the_configured_time_zone() {
+        let tz: chrono_tz::Tz = "Asia/Tokyo".parse().expect("zone");
+        let b = RateBudget::with_day_boundary(rate(1000, 1000), 1.0, Some(1), tz);
+        b.acquire().await.expect("first");
+        let left = refused_for(b.acquire().await);
+        let expected = to_midnight(tz);
+        assert!(
+            left.abs_diff(expected) < Duration::from_secs(5),
+            "refused until midnight in Tokyo: {left:?} vs {expected:?}"
+        );
+        tokio::time::advance(left + Duration::from_millis(1)).await;
+        b.acquire().await.expect("a new day in Tokyo");
+    }
+
+    #[tokio::test]
+    async fn a_per_minute_limit_header_is_compared_per_minute_whatever_the_configured_per() {
+        // Configured 10/s (600 a minute); the provider says 300 a minute (5/s): slow down.
+        let b = RateBudget::new(rate(10, 1000), 1.0, None);
+        b.observe(&QuotaReport {
+            window_limit: Some(300),
+            ..QuotaReport::default()
+        });
+        let r = b.current_rate();
+        assert!(r < 5.0 && r > 4.0, "slowed to 90% of 5/s: {r}");
+        // Configured 60 a minute; the provider says 120 a minute: nothing to slow down.
+        let m = RateBudget::new(rate(60, 60_000), 1.0, None);
+        let before = m.current_rate();
+        m.observe(&QuotaReport {
+            window_limit: Some(120),
+            ..QuotaReport::default()
+        });
+        assert!((m.current_rate() - before).abs() < 1e-9);
+        // Configured 10/s; the provider allows 6000 a minute (100/s): no slowing either.
+        let fast = RateBudget::new(rate(10, 1000), 1.0, None);
+        let before = fast.current_rate();
+        fast.observe(&QuotaReport {
+            window_limit: Some(6000),
+            ..QuotaReport::default()
+        });
+        assert!((fast.current_rate() - before).abs() < 1e-9);
     }
 
     #[tokio::test]

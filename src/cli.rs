@@ -67,7 +67,7 @@ pub enum Command {
     /// Dry run: fetch and plan, print what a sync would change, send nothing.
     Diff(DiffArgs),
     /// Validate the config file and the secrets it references (exit 0 if usable, 2 if not).
-    CheckConfig,
+    CheckConfig(CheckConfigArgs),
     /// Run the whole job on built-in provider simulators (no account, token or network).
     Demo(DemoArgs),
     /// Show the last runs from the state store, and the next scheduled run.
@@ -169,6 +169,14 @@ pub struct DiffArgs {
     /// Also write an applyable plan to FILE, for `sync --plan FILE`.
     #[arg(long, value_name = "FILE")]
     pub plan_out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// Also connect to every provider: token, account and inbox checks, plus what an operator
+    /// should know (exit 1 when a provider fails).
+    #[arg(long)]
+    pub online: bool,
 }
 
 #[derive(Debug, Args)]
@@ -303,7 +311,10 @@ fn hint(e: &anyhow::Error) -> Option<&'static str> {
 
 async fn run(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
-        Command::CheckConfig => check_config(&cli.config),
+        Command::CheckConfig(args) => match check_config(&cli.config)? {
+            Exit::Ok if args.online => check_online(&cli.config).await,
+            exit => Ok(exit),
+        },
         Command::Demo(args) => {
             let out = crate::demo::run(args.people).await?;
             print!("{out}");
@@ -384,7 +395,8 @@ fn check_config(path: &Path) -> anyhow::Result<Exit> {
         .map_or_else(|| "never".to_string(), |t| t.to_rfc3339());
     println!(
         "  schedule: {:?} ({}), next run {next}",
-        config.schedule.cron, config.schedule.timezone
+        config.schedule.cron(),
+        config.schedule.timezone()
     );
     for p in &config.providers {
         println!(
@@ -399,6 +411,38 @@ fn check_config(path: &Path) -> anyhow::Result<Exit> {
     }
     if config.providers.is_empty() {
         println!("  no providers configured: nothing would be synced");
+    }
+    Ok(Exit::Ok)
+}
+
+/// `check-config --online`: every provider's health report, printed; exit 1 when one fails.
+async fn check_online(path: &Path) -> anyhow::Result<Exit> {
+    let Some(config) = load(path) else {
+        return Ok(Exit::Usage);
+    };
+    println!("online checks:");
+    let reports = crate::provider::health_reports(&config).await;
+    let mut failed = 0;
+    for r in &reports {
+        match &r.result {
+            Ok(notes) => {
+                println!("  {}: OK", r.provider);
+                for note in notes {
+                    println!("    {note}");
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                println!("  {}: FAILED: {e}", r.provider);
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!(
+            "error: {failed} of {} providers failed the online check",
+            reports.len()
+        );
+        return Ok(Exit::Failures);
     }
     Ok(Exit::Ok)
 }
@@ -667,7 +711,8 @@ fn status(path: &Path, n: usize) -> anyhow::Result<Exit> {
         .map_or_else(|| "never".into(), |t| t.to_rfc3339());
     println!(
         "next scheduled run (daemon, {:?} {}): {next}",
-        config.schedule.cron, config.schedule.timezone
+        config.schedule.cron(),
+        config.schedule.timezone()
     );
     let dead = store.failures()?.len();
     if dead > 0 {
@@ -694,8 +739,8 @@ fn failures(path: &Path) -> anyhow::Result<Exit> {
     );
     for f in rows {
         println!(
-            "{:<40} {:>8}  {:<25} {:<16} {}",
-            f.record.to_string(),
+            "{} {:>8}  {:<25} {:<16} {}",
+            crate::report::pad(&f.record.to_string(), 40),
             f.attempts,
             f.last_failed_at,
             f.error_kind,

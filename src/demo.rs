@@ -119,8 +119,28 @@ fn stored(mapping: &Mapping, kind: ProviderKind, p: &SeedPerson) -> SeedPerson {
     p
 }
 
+/// Why the demo could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The simulators could not bind their loopback ports.
+    #[error("cannot start the provider simulators on loopback: {0}")]
+    Simulators(#[source] std::io::Error),
+    /// The temporary directory for the demo's state could not be made.
+    #[error("cannot create a temporary directory for the demo's state: {0}")]
+    TempDir(#[source] std::io::Error),
+    /// The providers could not be set up against the simulators.
+    #[error("cannot set up the providers: {0}")]
+    Providers(#[source] crate::provider::ProviderError),
+    /// A sync of the demo failed as a whole.
+    #[error("a demo sync failed: {0}")]
+    Sync(#[source] crate::sync::SyncError),
+}
+
 /// Runs the demo and returns what it printed.
-pub async fn run(people: usize) -> anyhow::Result<String> {
+///
+/// # Errors
+/// The simulators, the state directory or the providers cannot be set up, or a sync fails.
+pub async fn run(people: usize) -> Result<String, DemoError> {
     let mut out = String::new();
     let fleet = Fleet::start(|k| {
         let mut o = SimOptions::for_provider(k).unlimited();
@@ -128,8 +148,9 @@ pub async fn run(people: usize) -> anyhow::Result<String> {
         o.callbell_custom_fields = ["Loyalty Tier", "city"].map(String::from).into();
         o
     })
-    .await?;
-    let dir = tempfile::tempdir()?;
+    .await
+    .map_err(DemoError::Simulators)?;
+    let dir = tempfile::tempdir().map_err(DemoError::TempDir)?;
     let mut config = fleet.config(&dir.path().join("state.db"));
     config.mapping = demo_mapping();
     let mapping = config.mapping.clone();
@@ -169,9 +190,12 @@ pub async fn run(people: usize) -> anyhow::Result<String> {
         );
     }
 
-    let engine = Engine::new(config)?;
+    let engine = Engine::new(config).map_err(DemoError::Providers)?;
     let cancel = CancellationToken::new();
-    let yesterday = engine.run(RunOptions::default(), &cancel, &Quiet).await?;
+    let yesterday = engine
+        .run(RunOptions::default(), &cancel, &Quiet)
+        .await
+        .map_err(DemoError::Sync)?;
     let _ = writeln!(
         out,
         "\nYesterday's sync linked {} people and recorded baselines ({} writes).",
@@ -210,7 +234,7 @@ pub async fn run(people: usize) -> anyhow::Result<String> {
     edit(
         ProviderKind::Privy,
         4,
-        "tags \"vip\" and \"newsletter\" added (Callbell knows no \"newsletter\")",
+        "tags \"vip\" and \"newsletter\" added (neither Callbell nor Chatwoot knows \"newsletter\")",
         &|p| {
             p.tags = vec!["vip".into(), "newsletter".into()];
         },
@@ -257,10 +281,14 @@ pub async fn run(people: usize) -> anyhow::Result<String> {
             &cancel,
             &Quiet,
         )
-        .await?;
+        .await
+        .map_err(DemoError::Sync)?;
     let _ = writeln!(out, "\n$ contact-sync diff\n{}", diff.to_text(false));
     fleet.sims.iter().for_each(|s| s.clear_requests());
-    let sync = engine.run(RunOptions::default(), &cancel, &Quiet).await?;
+    let sync = engine
+        .run(RunOptions::default(), &cancel, &Quiet)
+        .await
+        .map_err(DemoError::Sync)?;
     let _ = writeln!(out, "$ contact-sync sync");
     for line in sync.provider_lines() {
         let _ = writeln!(out, "  {line}");
@@ -280,7 +308,8 @@ pub async fn run(people: usize) -> anyhow::Result<String> {
             &cancel,
             &Quiet,
         )
-        .await?;
+        .await
+        .map_err(DemoError::Sync)?;
     let writes_after: usize = fleet.sims.iter().map(|s| s.writes().len()).sum();
     let _ = writeln!(
         out,

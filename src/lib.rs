@@ -2,12 +2,24 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: TOML config, validated in a pure pass; secrets by reference only.
+//! Every module, one line each, in the order a sync meets them:
+//!
+//! - [`cli`]: the command line (clap), the exit-code contract, signals for a one-shot sync.
+//! - [`config`]: TOML read with every problem collected, validated in a pure pass; secrets by
+//!   reference only.
+//! - [`telemetry`]: logging to stderr, human on a terminal and JSON lines otherwise.
+//! - [`sync`]: one pass (list, settle, plan, guard, persist, execute, save), for every command.
+//! - [`state`]: the SQLite state (links, baselines, agreed values, runs, write journal) and its lock.
+//! - [`provider`]: one adapter per provider behind one trait, field rules as data, the one HTTP path.
+//! - [`budget`]: one shared, adaptive rate budget per provider credential, daily quota included.
 //! - [`model`]: the provider-neutral contact record and field vocabulary; normalisation.
-//! - [`provider`]: one adapter per provider behind one trait; field rules as data; the shared
-//!   HTTP layer (timeouts, retries, size limits).
-//! - [`budget`]: one shared, adaptive rate budget per provider credential.
+//! - [`reconcile`]: the pure matcher and planner (three-way merge, rules), producing a `Plan`.
+//! - [`planfile`]: applyable plan files (`diff --plan-out`, `sync --plan`).
+//! - [`executor`]: applies a plan's updates, providers in parallel, each write journaled first.
+//! - [`report`]: text, markdown and JSON reports of a run.
+//! - [`daemon`]: the service loop (cron ticks, SIGHUP, SIGTERM), `/healthz`, `/metrics`, watchdog.
 //! - [`sim`]: faithful provider simulators (tests, benches, `demo`).
+//! - [`demo`]: `contact-sync demo`, the whole job on the simulators.
 //!
 //! See `ARCHITECTURE.md` for how a sync flows through them.
 

@@ -716,7 +716,12 @@ fn row(markdown: bool, kind: &str, record: &str, field: &str, value: &str, why: 
             esc(why)
         )
     } else {
-        format!("  {kind:<8} {record:<28} {field:<13} {value}  ({why})\n")
+        format!(
+            "  {} {} {} {value}  ({why})\n",
+            pad(kind, 8),
+            pad(record, 28),
+            pad(field, 13)
+        )
     }
 }
 
@@ -743,11 +748,58 @@ fn provider_names(m: Option<&ProviderMapping>, c: &Change) -> BTreeMap<String, S
         .collect()
 }
 
+/// `s` followed by spaces up to `width` terminal columns, measured by display width (a CJK
+/// character or an emoji takes two), so columns line up whatever the script.
+pub fn pad(s: &str, width: usize) -> String {
+    let shown = unicode_width::UnicodeWidthStr::width(s);
+    let mut out = String::with_capacity(s.len() + width.saturating_sub(shown));
+    out.push_str(s);
+    out.extend(std::iter::repeat_n(' ', width.saturating_sub(shown)));
+    out
+}
+
 /// A field value as shown in reports: scalars as strings (the value written), sets as arrays,
 /// maps as objects.
 pub fn shown(v: &FieldValue) -> Json {
     match v {
         FieldValue::Scalar(Some(v)) => Json::String(v.raw.clone()),
         other => encode_value(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use unicode_width::UnicodeWidthStr;
+
+    /// The display column at which `needle` starts in `line`.
+    fn column_of(line: &str, needle: &str) -> usize {
+        let at = line.find(needle).expect("needle in line");
+        line[..at].width()
+    }
+
+    #[test]
+    fn text_rows_line_up_by_display_width_with_cjk_and_emoji_records() {
+        let rows = [
+            row(false, "change", "privy:ada", "name", "A → B", "why"),
+            row(false, "change", "privy:名前さん", "name", "A → B", "why"),
+            row(false, "change", "privy:🙂🙂", "email", "A → B", "why"),
+        ];
+        let columns: Vec<usize> = rows
+            .iter()
+            .map(|r| column_of(r, if r.contains("email") { "email" } else { "name" }))
+            .collect();
+        assert!(
+            columns.iter().all(|c| *c == columns[0]),
+            "the field column starts at the same display column: {columns:?}\n{}",
+            rows.concat()
+        );
+    }
+
+    #[test]
+    fn pad_counts_columns_not_characters() {
+        assert_eq!(pad("ab", 4), "ab  ");
+        assert_eq!(pad("名前", 6), "名前  ");
+        assert_eq!(pad("toolong", 3), "toolong");
     }
 }

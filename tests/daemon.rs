@@ -179,7 +179,8 @@ async fn slow_runs_never_overlap() {
         FaultRule::always(Fault::Delay(Duration::from_millis(1500))).on(axum::http::Method::GET),
     );
     let mut config = w.config.clone();
-    config.schedule.cron = "* * * * * *".into();
+    config.schedule =
+        contact_sync::config::Schedule::new("* * * * * *", chrono_tz::UTC).expect("cron parses");
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     let stopper = tx.clone();
     let handle = tokio::spawn(daemon::run(

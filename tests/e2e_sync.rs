@@ -81,6 +81,9 @@ async fn diff_then_sync_converges_and_second_run_sends_nothing() {
         ("callbell", id(0, Callbell), "name", "\"Ada King\""),
         ("protocol", id(0, Protocol), "name", "\"Ada King\""),
         ("callbell", id(2, Callbell), "tags", "[\"lead\",\"vip\"]"),
+        // Chatwoot labels take part as tags (application API, the default); "newsletter" is
+        // not one of its known labels.
+        ("chatwoot", id(2, Chatwoot), "tags", "[\"lead\",\"vip\"]"),
         ("privy", id(3, Privy), "name", "\"Grace M. Hopper\""),
         ("callbell", id(3, Callbell), "name", "\"Grace M. Hopper\""),
         ("protocol", id(3, Protocol), "name", "\"Grace M. Hopper\""),
@@ -110,6 +113,10 @@ async fn diff_then_sync_converges_and_second_run_sends_nothing() {
         skipped.contains(&("callbell".into(), "tags".into(), "unknown-tag".into())),
         "{skipped:?}"
     );
+    assert!(
+        skipped.contains(&("chatwoot".into(), "tags".into(), "unknown-tag".into())),
+        "{skipped:?}"
+    );
     let conflicts = report["conflicts"].as_array().expect("conflicts");
     assert_eq!(conflicts.len(), 1, "{conflicts:?}");
     assert_eq!(conflicts[0]["field"], "name");
@@ -118,14 +125,18 @@ async fn diff_then_sync_converges_and_second_run_sends_nothing() {
         Value::String(format!("chatwoot:{}", id(3, Chatwoot)))
     );
     assert_eq!(
-        report["summary"]["planned_writes"], 7,
+        report["summary"]["planned_writes"], 8,
         "one request per record carrying all its fields"
     );
 
     // Sync: the simulators end up agreeing where the rules allow.
     let sync = w.sync().await;
     assert_eq!(sync.failure_count(), 0, "{}", sync.to_text(false));
-    assert_eq!(w.writes(), 7, "one PATCH per changed record");
+    assert_eq!(
+        w.writes(),
+        8,
+        "one write per changed record (Chatwoot labels: one labels POST)"
+    );
     let privy_ada = w.contact(Privy, &id(0, Privy));
     assert_eq!(
         (s(&privy_ada, "first_name"), s(&privy_ada, "last_name")),
@@ -161,11 +172,14 @@ async fn diff_then_sync_converges_and_second_run_sends_nothing() {
         (s(&privy_grace, "first_name"), s(&privy_grace, "last_name")),
         (Some("Grace M."), Some("Hopper"))
     );
-    for r in w.fleet.sim(Callbell).writes() {
+    let sent = w.fleet.sim(Callbell).writes();
+    let labels = w.fleet.sim(Chatwoot).writes();
+    assert!(!labels.is_empty(), "Chatwoot was sent its labels");
+    for r in sent.iter().chain(&labels) {
         let tags = r
             .body
             .as_ref()
-            .and_then(|b| b.get("tags"))
+            .and_then(|b| b.get("tags").or_else(|| b.get("labels")))
             .map(ToString::to_string)
             .unwrap_or_default();
         assert!(

@@ -100,6 +100,14 @@ fn no_forbidden_write(w: &World) {
 #[case::wrong_shape(FaultRule::always(Fault::WrongShape).on(Method::GET).times(1))]
 #[case::not_json(FaultRule::always(Fault::Malformed).times(2))]
 #[case::oversized_body(FaultRule::always(Fault::Oversized(1024 * 1024)).on(Method::GET).times(1))]
+// A record moves from the front to the back once between page calls: the first scan skips it
+// and ends short of the total, and the re-scan finds it.
+#[case::page_skips_a_record(FaultRule::always(Fault::Mutate(Arc::new(|s| { if let Some(v) = s.remove_first() { s.upsert(v) } }))).on(Method::GET).after(1).times(1))]
+// A record is created at the front once during the scan: the first scan sees one record twice
+// and ends short of the new total, and the re-scan finds the newcomer.
+#[case::page_repeats_a_record(
+    FaultRule::always(Fault::Mutate(Arc::new(|s| s.insert_front(json!({"id": "cus_inserted", "first_name": "New", "last_name": "Person", "email": null, "phone_number": null, "tags": [], "custom_fields": {}}))))).on(Method::GET).after(1).times(1)
+)]
 #[tokio::test]
 async fn transient_faults_heal_within_the_run(#[case] rule: FaultRule) {
     let w = world().await;
@@ -121,17 +129,14 @@ async fn transient_faults_heal_within_the_run(#[case] rule: FaultRule) {
 #[case::rejected_write(FaultRule::always(Fault::Status(409)).on(Method::PATCH), "rejected")]
 #[case::garbage_listing(FaultRule::always(Fault::WrongShape).on(Method::GET), "understand the response")]
 #[case::oversized_listing(FaultRule::always(Fault::Oversized(1024 * 1024)).on(Method::GET), "larger than")]
-// A record moves from the front to the back between page calls (as an update can re-sort it):
-// offset paging skips one record; the total stays, so the listing is caught as incomplete.
-#[case::page_skips_a_record(FaultRule::always(Fault::Mutate(Arc::new(|s| { if let Some(v) = s.remove_first() { s.upsert(v) } }))).on(Method::GET).after(1).times(1), "incomplete")]
+// A record moves from the front to the back before every page call after the first (as
+// updates can re-sort records): each of the three scans misses the same two records while the
+// total stays, so the listing is caught as incomplete.
+#[case::pages_keep_skipping_records(FaultRule::always(Fault::Mutate(Arc::new(|s| { if let Some(v) = s.remove_first() { s.upsert(v) } }))).on(Method::GET).after(1), "incomplete")]
 // A record is deleted between page calls: the total drops with it, so the skip cannot be
 // counted; the write to the deleted record fails with the provider's 404 and the record it hid
 // is written next run.
 #[case::page_loses_a_deleted_record(FaultRule::always(Fault::Mutate(Arc::new(|s| { s.remove_first(); }))).on(Method::GET).after(1).times(1), "not_found")]
-#[case::page_repeats_a_record(
-    FaultRule::always(Fault::Mutate(Arc::new(|s| s.insert_front(json!({"id": "cus_inserted", "first_name": "New", "last_name": "Person", "email": null, "phone_number": null, "tags": [], "custom_fields": {}}))))).on(Method::GET).after(1).times(1),
-    "incomplete"
-)]
 #[tokio::test]
 async fn persistent_faults_are_reported_and_completed_next_run(
     #[case] rule: FaultRule,

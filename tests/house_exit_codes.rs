@@ -123,6 +123,28 @@ async fn exit_2_for_usage_and_configuration_only() {
     assert!(out.contains(&format!("{config}:")), "names the file: {out}");
     assert!(out.contains("schedule.cron"), "names the key: {out}");
     assert_eq!(w.writes(), 0, "a bad config sends nothing");
+
+    // One check-config lists every problem: an unknown key, a wrong type and a bad value.
+    let path = dir.path().join("many.toml");
+    std::fs::write(
+        &path,
+        "[state]\npth = \"x.db\"\n[daemon]\nshutdown_grace = 5\n[schedule]\ncron = \"nope\"\n",
+    )
+    .expect("write");
+    let path = path.display().to_string();
+    let o = bin(args(&["check-config", "--config", &path])).await;
+    let out = output_text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    for (key, line) in [
+        ("state.pth", 2),
+        ("daemon.shutdown_grace", 4),
+        ("schedule.cron", 6),
+    ] {
+        assert!(
+            out.contains(&format!("{path}:{line}: `{key}`")),
+            "`{key}` on line {line}: {out}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

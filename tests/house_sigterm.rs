@@ -192,3 +192,75 @@ async fn sigterm_mid_write_finishes_in_flight_writes_persists_them_and_sends_not
     assert_eq!(run.outcome.as_deref(), Some("interrupted"), "{run:?}");
     assert!(run.finished_at.is_some(), "{run:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_with_writes_outlasting_the_grace_exits_1_at_the_grace_leaving_them_in_the_journal()
+{
+    let w = World::start().await;
+    let all = [Protocol, Callbell, Chatwoot, Privy];
+    for seq in 1..=2 {
+        let email = format!("p{seq}@example.com");
+        w.seed(seq, &person(&name(seq, false), &phone(seq), &email), &all);
+    }
+    w.sync().await;
+    for seq in 1..=2 {
+        let email = format!("p{seq}@example.com");
+        w.edit(
+            Chatwoot,
+            seq,
+            &person(&name(seq, true), &phone(seq), &email),
+        );
+    }
+    // Writes take far longer than the grace.
+    for kind in [Protocol, Callbell, Privy] {
+        w.fleet
+            .sim(kind)
+            .inject(FaultRule::always(Fault::Delay(Duration::from_secs(30))).on(Method::PATCH));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_toml(
+        &w,
+        dir.path(),
+        "[daemon]\nlisten = \"\"\nshutdown_grace = \"1s\"",
+        "max_concurrency = 1\ntimeout = \"60s\"",
+    );
+    let state = w.state_path();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_contact-sync"))
+        .env_remove("CONTACT_SYNC_CONFIG")
+        .args(["sync", "--config", &config])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let t0 = Instant::now();
+    while !journal(&state).iter().any(|(_, _, s)| s == "intended") {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no write started");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(term.success());
+    let signalled = Instant::now();
+    let status = wait(&mut child, Duration::from_secs(15)).unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("sync did not exit at the grace");
+    });
+    let took = signalled.elapsed();
+    let out = child.wait_with_output().expect("output");
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(status.code(), Some(1), "{status:?} {text}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "waited for the grace, then stopped: {took:?}"
+    );
+    assert!(
+        text.contains("did not finish within daemon.shutdown_grace"),
+        "{text}"
+    );
+    // What was on the wire stays journaled as intended, for the next run to settle.
+    let j = journal(&state);
+    assert!(j.iter().any(|(_, _, s)| s == "intended"), "{j:?}");
+    assert!(j.iter().all(|(_, _, s)| s != "confirmed"), "{j:?}");
+}

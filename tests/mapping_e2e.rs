@@ -72,9 +72,10 @@ fn fields_of(w: &World, kind: ProviderKind, id: &str) -> Value {
     }
 }
 
-/// The tags of a stored contact, sorted.
+/// The tags of a stored contact (Chatwoot: its labels), sorted.
 fn tags_of(w: &World, kind: ProviderKind, id: &str) -> Vec<String> {
-    let mut t: Vec<String> = w.contact(kind, id)["tags"]
+    let key = if kind == Chatwoot { "labels" } else { "tags" };
+    let mut t: Vec<String> = w.contact(kind, id)[key]
         .as_array()
         .cloned()
         .unwrap_or_default()
@@ -272,9 +273,11 @@ async fn tags_compare_without_case_and_a_removal_spreads_in_each_providers_spell
     let mut w = world().await;
     configure(&mut w, "[mapping]\ntags_case_insensitive = true\n");
     let ada = person("Ada Lovelace", "+14155550101", "ada@example.com");
-    w.seed(1, &ada, &[Protocol, Chatwoot]);
+    w.seed(1, &ada, &[Protocol]);
     let pv = seed_as(&w, 1, &ada, Privy, &[], &["VIP", "Wholesale"]);
     let cb = seed_as(&w, 1, &ada, Callbell, &[], &["vip", "wholesale"]);
+    // Chatwoot's labels take part as its tags.
+    let cw = seed_as(&w, 1, &ada, Chatwoot, &[], &["Vip", "wholesale"]);
     let first = w.sync().await;
     assert!(first.problems.is_empty(), "{:?}", first.problems);
     assert_eq!(w.writes(), 0, "VIP and vip are one tag");
@@ -288,6 +291,9 @@ async fn tags_compare_without_case_and_a_removal_spreads_in_each_providers_spell
         bodies(&w, Privy),
         [json!({"tags": ["VIP", "Wholesale", "lead"]})]
     );
+    // Chatwoot's labels are written as its account knows them (`known_labels`), like
+    // Callbell's known_tags: "vip", whatever case a contact's listing showed.
+    assert_eq!(tags_of(&w, Chatwoot, &cw), ["lead", "vip", "wholesale"]);
 
     // Privy drops "VIP": Callbell drops "vip" (the merge stays element-wise).
     seed_as(&w, 1, &ada, Privy, &[], &["Wholesale", "lead"]);
@@ -313,9 +319,10 @@ async fn a_tag_map_joins_different_names_and_a_removal_spreads() {
         "[mapping]\ntags_case_insensitive = true\n[mapping.tags]\nvip = { privy = \"Gold Member\", callbell = \"vip\" }\n",
     );
     let ada = person("Ada Lovelace", "+14155550101", "ada@example.com");
-    w.seed(1, &ada, &[Protocol, Chatwoot]);
+    w.seed(1, &ada, &[Protocol]);
     let pv = seed_as(&w, 1, &ada, Privy, &[], &["lead"]);
     let cb = seed_as(&w, 1, &ada, Callbell, &[], &["lead"]);
+    let cw = seed_as(&w, 1, &ada, Chatwoot, &[], &["lead"]);
     w.sync().await;
     assert_eq!(w.writes(), 0);
 
@@ -325,6 +332,13 @@ async fn a_tag_map_joins_different_names_and_a_removal_spreads() {
     assert!(r.problems.is_empty(), "{:?}", r.problems);
     assert_eq!(tags_of(&w, Callbell, &cb), ["lead", "vip"]);
     assert_eq!(bodies(&w, Callbell), [json!({"tags": ["lead", "vip"]})]);
+    // The mapping names vip for Privy and Callbell only: Chatwoot is never given it.
+    assert_eq!(tags_of(&w, Chatwoot, &cw), ["lead"]);
+    assert!(
+        bodies(&w, Chatwoot).is_empty(),
+        "{:?}",
+        bodies(&w, Chatwoot)
+    );
 
     seed_as(&w, 1, &ada, Callbell, &[], &["lead"]);
     w.clear_requests();

@@ -38,6 +38,7 @@ pub struct Read {
     pub neutralised: Vec<String>,
     /// The text the problems' offsets refer to.
     pub text: String,
+    /// Every serde problem, in the order they were found.
     pub problems: Vec<SerdeProblem>,
 }
 

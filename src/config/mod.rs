@@ -49,22 +49,45 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
 }
 
-/// When the daemon runs.
+/// When the daemon runs: a cron expression parsed once, in validation, and its time zone.
 #[derive(Debug, Clone)]
 pub struct Schedule {
-    pub cron: String,
-    pub timezone: chrono_tz::Tz,
+    cron: String,
+    parsed: croner::Cron,
+    timezone: chrono_tz::Tz,
 }
 
 impl Schedule {
+    /// A schedule from a cron expression with a seconds field, in `timezone`.
+    ///
+    /// # Errors
+    /// The expression does not parse (the message says why).
+    pub fn new(cron: &str, timezone: chrono_tz::Tz) -> Result<Self, String> {
+        Ok(Schedule {
+            cron: cron.to_owned(),
+            parsed: parse_cron(cron)?,
+            timezone,
+        })
+    }
+
+    /// The expression as written (the scheduler and messages use it).
+    pub fn cron(&self) -> &str {
+        &self.cron
+    }
+
+    /// The time zone the expression is read in.
+    pub fn timezone(&self) -> chrono_tz::Tz {
+        self.timezone
+    }
+
     /// The next time the schedule fires after `after`.
     pub fn next_after(
         &self,
         after: chrono::DateTime<chrono::Utc>,
     ) -> Option<chrono::DateTime<chrono::Utc>> {
-        let cron = parse_cron(&self.cron).ok()?;
         let local = after.with_timezone(&self.timezone);
-        cron.find_next_occurrence(&local, false)
+        self.parsed
+            .find_next_occurrence(&local, false)
             .ok()
             .map(|t| t.with_timezone(&chrono::Utc))
     }
@@ -75,7 +98,11 @@ impl Schedule {
 pub struct DaemonSettings {
     /// Where `/healthz` and `/metrics` are served; `None` disables the listener.
     pub listen: Option<SocketAddr>,
+    /// How long a stop waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// Longest a sync may run before the daemon stops pinging the systemd watchdog (so a
+    /// wedged run gets the daemon restarted); `None`: no limit.
+    pub max_run_time: Option<Duration>,
 }
 
 /// Timeouts, limits and retry settings for one provider.
@@ -128,6 +155,31 @@ pub struct ProviderConfig {
     pub specific: ProviderSpecific,
 }
 
+/// Which Chatwoot API updates go through (SPEC section 13).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatwootUpdateApi {
+    /// `PATCH /api/v1/accounts/{account_id}/contacts/{id}` with the access token: a clash is a
+    /// 422, never a merge; it writes `identifier`, clears values, and labels go through the
+    /// labels endpoint. The default.
+    Application,
+    /// The public client API of one inbox, addressed by `source_id`: it merges contacts on a
+    /// clash, so the merge guard runs again right before each write.
+    Public,
+}
+
+/// Sort keys Chatwoot's contact list accepts (`sort_on` in
+/// `app/controllers/api/v1/accounts/contacts_controller.rb`, release 4.13.0), each also with `-`.
+pub const CHATWOOT_SORTS: [&str; 8] = [
+    "created_at",
+    "email",
+    "name",
+    "phone_number",
+    "last_activity_at",
+    "company",
+    "city",
+    "country",
+];
+
 /// Settings only one provider has.
 #[derive(Debug, Clone)]
 pub enum ProviderSpecific {
@@ -143,14 +195,26 @@ pub enum ProviderSpecific {
     },
     Chatwoot {
         account_id: u64,
+        /// The inbox new contacts are created in and, in public mode, whose `source_id`
+        /// addresses each contact.
         inbox_id: u64,
-        inbox_identifier: SecretSource,
+        /// The public API's path secret; required only when `update_api` is `Public`.
+        inbox_identifier: Option<SecretSource>,
         hmac_token: Option<SecretSource>,
+        /// Listing sort key, one Chatwoot accepts (`created_at` by default, `-key` descending).
         sort: String,
+        /// Which API updates go through.
+        update_api: ChatwootUpdateApi,
+        /// Labels that may be added to contacts (`known_labels`): they must already exist as
+        /// account labels, because the adapter reads labels back one account label at a time,
+        /// so any other label written would be planned again every run. Empty when unset.
+        known_labels: BTreeSet<String>,
     },
     Privy {
         daily_limit: Option<u64>,
         page_size: u32,
+        /// Whose midnight starts the day of a locally counted daily quota.
+        day_timezone: chrono_tz::Tz,
     },
 }
 
@@ -287,8 +351,10 @@ impl Config {
                 ..
             } = &mut p.specific
             {
-                let key = secret_key(&section, "inbox_identifier", inbox_identifier);
-                resolve(inbox_identifier, key);
+                if let Some(i) = inbox_identifier {
+                    let key = secret_key(&section, "inbox_identifier", i);
+                    resolve(i, key);
+                }
                 if let Some(h) = hmac_token {
                     let key = secret_key(&section, "hmac_token", h);
                     resolve(h, key);
@@ -340,8 +406,10 @@ impl ProviderConfig {
             ProviderSpecific::Chatwoot {
                 account_id,
                 inbox_id,
+                update_api,
+                known_labels,
                 ..
-            } => format!("{account_id}/{inbox_id}"),
+            } => format!("{account_id}/{inbox_id}/{update_api:?}/{known_labels:?}"),
             ProviderSpecific::Privy { .. } => String::new(),
         }
     }
@@ -418,9 +486,9 @@ pub fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, Config
             );
             chrono_tz::UTC
         });
-    if let Err(msg) = parse_cron(&raw.schedule.cron) {
+    let schedule = Schedule::new(&raw.schedule.cron, timezone).map_err(|msg| {
         e.push("schedule.cron", format!("{:?} is not a cron expression with a seconds field (sec min hour day-of-month month day-of-week): {msg}", raw.schedule.cron));
-    }
+    });
     let normalizer = Normalizer::new(&raw.matching.default_region).unwrap_or_else(|msg| {
         e.push("matching.default_region", msg);
         Normalizer::default()
@@ -453,6 +521,12 @@ pub fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, Config
         e.push("daemon.shutdown_grace", m);
         Duration::from_secs(30)
     });
+    let max_run_time = match raw.daemon.max_run_time.trim() {
+        "" => None,
+        text => parse_duration(text)
+            .map_err(|m| e.push("daemon.max_run_time", m))
+            .ok(),
+    };
     check_guard("guard", &raw.guard, &mut e);
 
     let p = &raw.providers;
@@ -463,22 +537,20 @@ pub fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, Config
     providers.extend(provider(p.privy.as_ref(), &raw.guard, &mut e));
     let mapping = mapping::validate(&raw, &providers, &mut policy, &mut e);
 
-    if !e.list.is_empty() {
+    let (Ok(schedule), true) = (schedule, e.list.is_empty()) else {
         return Err(ConfigErrors(e.list));
-    }
+    };
     Ok(Config {
         source: file.to_owned(),
         state_path: raw.state.path,
-        schedule: Schedule {
-            cron: raw.schedule.cron,
-            timezone,
-        },
+        schedule,
         normalizer,
         policy,
         mapping,
         daemon: DaemonSettings {
             listen,
             shutdown_grace,
+            max_run_time,
         },
         providers,
     })
@@ -488,6 +560,11 @@ pub fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, Config
 trait Specific: ProviderSection {
     /// Checks the keys only this provider has, recording problems in `e`.
     fn specific(&self, e: &mut Errors<'_>) -> ProviderSpecific;
+
+    /// The share of the quota left for others when `headroom` is not set (none by default).
+    fn default_headroom() -> Option<f64> {
+        None
+    }
 }
 
 /// Validates one `[providers.<name>]` section, when it is present.
@@ -498,9 +575,11 @@ fn provider<S: Specific>(
 ) -> Option<ProviderConfig> {
     let s = section?;
     let specific = s.specific(e);
+    let mut raw = s.common();
+    raw.headroom = raw.headroom.or(S::default_headroom());
     Some(common(
         S::KIND,
-        &s.common(),
+        &raw,
         guard,
         default_rate(S::KIND),
         e,
@@ -535,13 +614,25 @@ impl Specific for RawCallbell {
 impl Specific for RawChatwoot {
     fn specific(&self, e: &mut Errors<'_>) -> ProviderSpecific {
         let section = "providers.chatwoot";
+        let update_api = match self.update_api.as_deref() {
+            None | Some("application") => ChatwootUpdateApi::Application,
+            Some("public") => ChatwootUpdateApi::Public,
+            Some(other) => {
+                e.push(
+                    "providers.chatwoot.update_api",
+                    format!("{other:?} is not one of \"application\", \"public\""),
+                );
+                ChatwootUpdateApi::Application
+            }
+        };
+        // The inbox identifier is the public API's secret: only public mode needs it.
         let inbox_identifier = one_secret(
             section,
             "inbox_identifier",
             self.inbox_identifier_env.as_deref(),
             self.inbox_identifier_file.as_ref(),
             self.inbox_identifier_credential.as_deref(),
-            true,
+            update_api == ChatwootUpdateApi::Public,
             e,
         );
         let hmac_token = one_secret(
@@ -553,30 +644,53 @@ impl Specific for RawChatwoot {
             false,
             e,
         );
-        let sort = self.sort.clone().unwrap_or_else(|| "name".into());
-        const SORTS: [&str; 8] = [
-            "name",
-            "email",
-            "phone_number",
-            "last_activity_at",
-            "-name",
-            "-email",
-            "-phone_number",
-            "-last_activity_at",
-        ];
-        if !SORTS.contains(&sort.as_str()) {
+        let sort = self.sort.clone().unwrap_or_else(|| "created_at".into());
+        if !CHATWOOT_SORTS.contains(&sort.strip_prefix('-').unwrap_or(&sort)) {
             e.push(
                 "providers.chatwoot.sort",
-                format!("{sort:?} is not one of {}", SORTS.join(", ")),
+                format!(
+                    "{sort:?} is not one of {} (each also descending with a leading `-`)",
+                    CHATWOOT_SORTS.join(", ")
+                ),
             );
+        }
+        let mut known_labels = BTreeSet::new();
+        if let Some(labels) = &self.known_labels {
+            if update_api == ChatwootUpdateApi::Public {
+                e.push(
+                    "providers.chatwoot.known_labels",
+                    "applies to update_api = \"application\" only: the public API cannot set labels",
+                );
+            }
+            for label in labels {
+                if label.trim().is_empty() || label.trim() != label {
+                    e.push(
+                        "providers.chatwoot.known_labels",
+                        format!("{label:?} is not a label title (blank, or spaces around it)"),
+                    );
+                } else if !known_labels.insert(label.clone()) {
+                    e.push(
+                        "providers.chatwoot.known_labels",
+                        format!("{label:?} is listed twice"),
+                    );
+                }
+            }
         }
         ProviderSpecific::Chatwoot {
             account_id: self.account_id,
             inbox_id: self.inbox_id,
-            inbox_identifier: inbox_identifier.unwrap_or(SecretSource::Env(String::new())),
+            inbox_identifier,
             hmac_token,
             sort,
+            update_api,
+            known_labels,
         }
+    }
+
+    /// Chatwoot's limit is per IP and shared with every other client of the instance (SPEC
+    /// section 13), so by default only 80% of it is used.
+    fn default_headroom() -> Option<f64> {
+        Some(0.8)
     }
 }
 
@@ -586,9 +700,20 @@ impl Specific for RawPrivy {
         if self.daily_limit == Some(0) {
             e.push("providers.privy.daily_limit", "must be at least 1");
         }
+        let day_timezone = match self.daily_reset_timezone.as_deref() {
+            None => chrono_tz::UTC,
+            Some(name) => name.parse::<chrono_tz::Tz>().unwrap_or_else(|_| {
+                e.push(
+                    "providers.privy.daily_reset_timezone",
+                    format!("{name:?} is not an IANA time zone like \"UTC\" or \"Europe/Paris\""),
+                );
+                chrono_tz::UTC
+            }),
+        };
         ProviderSpecific::Privy {
             daily_limit: Some(self.daily_limit.unwrap_or(10_000)),
             page_size,
+            day_timezone,
         }
     }
 }
@@ -1060,6 +1185,43 @@ mod tests {
         let err = c.resolve_secrets().expect_err("unset");
         assert_eq!(err.0[0].key, "providers.privy.token_env");
         assert!(err.0[0].message.contains("CONTACT_SYNC_SURELY_UNSET_TOKEN"));
+    }
+
+    #[test]
+    fn chatwoot_known_labels_are_checked() {
+        let section = "[providers.chatwoot]\nbase_url = \"http://127.0.0.1:1\"\ntoken_env = \"T\"\naccount_id = 1\ninbox_id = 2\n";
+        let c = Config::parse(
+            &format!("{section}known_labels = [\"vip\", \"lead\"]\n"),
+            "c.toml",
+        )
+        .expect("valid");
+        let Some(ProviderSpecific::Chatwoot { known_labels, .. }) =
+            c.provider(ProviderKind::Chatwoot).map(|p| &p.specific)
+        else {
+            panic!("chatwoot configured");
+        };
+        assert_eq!(known_labels, &["lead", "vip"].map(String::from).into());
+        let unset = Config::parse(section, "c.toml").expect("valid");
+        assert!(matches!(
+            unset.provider(ProviderKind::Chatwoot).map(|p| &p.specific),
+            Some(ProviderSpecific::Chatwoot { known_labels, .. }) if known_labels.is_empty()
+        ));
+        let err = Config::parse(
+            &format!("{section}known_labels = [\"vip\", \" \", \"vip\"]\nupdate_api = \"public\"\ninbox_identifier_env = \"I\"\n"),
+            "c.toml",
+        )
+        .expect_err("invalid");
+        let problems: Vec<_> = err
+            .0
+            .iter()
+            .filter(|e| e.key == "providers.chatwoot.known_labels")
+            .map(|e| (e.line, e.message.as_str()))
+            .collect();
+        assert_eq!(problems.len(), 3, "{err}");
+        assert!(problems.iter().all(|(line, _)| *line == Some(6)), "{err}");
+        assert!(problems[0].1.contains("application"), "{err}");
+        assert!(problems[1].1.contains("\" \""), "{err}");
+        assert!(problems[2].1.contains("twice"), "{err}");
     }
 
     #[test]

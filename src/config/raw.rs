@@ -264,6 +264,10 @@ pub struct RawDaemon {
     /// How long SIGTERM waits for in-flight requests.
     #[serde(default = "default_grace")]
     pub shutdown_grace: String,
+    /// Longest a sync may run before the daemon stops pinging the systemd watchdog (with
+    /// `WatchdogSec=`, systemd then restarts it), e.g. "2h"; empty: no limit.
+    #[serde(default)]
+    pub max_run_time: String,
 }
 
 impl Default for RawDaemon {
@@ -271,6 +275,7 @@ impl Default for RawDaemon {
         RawDaemon {
             listen: default_listen(),
             shutdown_grace: default_grace(),
+            max_run_time: String::new(),
         }
     }
 }
@@ -422,8 +427,13 @@ provider_section!(
         hmac_token_file: Option<PathBuf>,
         /// Inbox HMAC token from this systemd credential.
         hmac_token_credential: Option<String>,
-        /// Sort key for listing (the API wants one always).
+        /// Sort key for listing (the API wants one always); default `created_at`.
         sort: Option<String>,
+        /// `"application"` (default) or `"public"`: which API updates go through.
+        update_api: Option<String>,
+        /// Labels defined in the account (Settings → Labels) that may be added to contacts;
+        /// application mode only. Unset: no label is added (removals still sync).
+        known_labels: Option<Vec<String>>,
         /// Leave blocked contacts (and the people they belong to) out of the sync.
         #[serde(default = "default_true")]
         skip_blocked: bool,
@@ -435,6 +445,9 @@ provider_section!(
     RawPrivy = Privy {
         /// Requests per day the account allows.
         daily_limit: Option<u64>,
+        /// IANA time zone whose midnight starts the provider's day, when the daily quota is
+        /// counted locally (no reset header); default "UTC".
+        daily_reset_timezone: Option<String>,
         /// Page size for listing (the API allows up to 100).
         page_size: Option<u32>,
     }

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 pub struct Health {
     pub runs: u64,
     pub running: bool,
-    pub last_outcome: Option<String>,
+    pub last_outcome: Option<crate::state::RunOutcome>,
     pub last_success: Option<String>,
     /// Why the service is degraded (last run failed, a provider unreachable, ...).
     pub reasons: Vec<String>,

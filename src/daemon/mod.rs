@@ -4,7 +4,9 @@
 //! and SIGTERM/SIGINT (stop). **Invariant:** one sync runs at a time; a tick that arrives while a
 //! run is going is skipped and logged. On stop, scheduling ends, the running sync sends nothing
 //! new and its in-flight requests finish within `daemon.shutdown_grace`; state is persisted by
-//! the run itself, so the process then exits 0.
+//! the run itself, so the process then exits 0. The loop also feeds the systemd watchdog (see
+//! `Watchdog`): a loop that stops turning, or a sync past `daemon.max_run_time`, stops the
+//! pings.
 
 pub mod control;
 pub mod health;
@@ -22,9 +24,10 @@ use uuid::Uuid;
 pub use control::Control;
 use health::{Health, SharedHealth};
 
-use crate::config::Config;
+use crate::config::{Config, DaemonSettings};
 use crate::provider::ProviderError;
 use crate::report::RunReport;
+use crate::state::RunOutcome;
 use crate::sync::{Engine, Quiet, RunOptions, SyncError};
 
 /// Why the daemon could not start or keep running. Each is a runtime failure (the config was
@@ -88,6 +91,7 @@ pub async fn run_with_signals(
 struct Scheduled {
     scheduler: JobScheduler,
     job: Uuid,
+    /// The schedule the job was made from, to tell whether a reload changes it.
     cron: String,
     timezone: chrono_tz::Tz,
 }
@@ -99,8 +103,8 @@ async fn schedule(config: &Config, tx: &mpsc::Sender<Control>) -> Result<Schedul
     Ok(Scheduled {
         scheduler,
         job,
-        cron: config.schedule.cron.clone(),
-        timezone: config.schedule.timezone,
+        cron: config.schedule.cron().to_owned(),
+        timezone: config.schedule.timezone(),
     })
 }
 
@@ -111,8 +115,8 @@ async fn add_job(
 ) -> Result<Uuid, DaemonError> {
     let tx = tx.clone();
     let job = Job::new_async_tz(
-        config.schedule.cron.as_str(),
-        config.schedule.timezone,
+        config.schedule.cron(),
+        config.schedule.timezone(),
         move |_, _| {
             let tx = tx.clone();
             Box::pin(async move {
@@ -124,6 +128,39 @@ async fn add_job(
     )
     .map_err(DaemonError::Scheduler)?;
     scheduler.add(job).await.map_err(DaemonError::Scheduler)
+}
+
+/// Longest the start-up health check may delay readiness (systemd's start timeout is 90 s by
+/// default); what it has not finished by then is logged as unknown.
+const START_HEALTH_LIMIT: Duration = Duration::from_secs(60);
+
+/// Runs every provider's health report once, at start, and logs its lines. A failure is
+/// logged, not fatal: the runs report it again, and the provider may recover. It runs beside
+/// the loop (on the same rate budgets), so a slow provider delays neither readiness nor the
+/// watchdog.
+async fn log_health(config: Config) {
+    let config = &config;
+    match tokio::time::timeout(START_HEALTH_LIMIT, crate::provider::health_reports(config)).await {
+        Ok(reports) => {
+            for r in reports {
+                match r.result {
+                    Ok(notes) => {
+                        tracing::info!(provider = %r.provider, "Provider health check passed.");
+                        for note in notes {
+                            tracing::info!(provider = %r.provider, note = %note, "Provider health note.");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(provider = %r.provider, error = %e, "Provider health check failed; runs will report it too.");
+                    }
+                }
+            }
+        }
+        Err(_) => tracing::warn!(
+            limit_secs = START_HEALTH_LIMIT.as_secs(),
+            "Provider health checks did not finish in time; starting without them."
+        ),
+    }
 }
 
 /// The daemon loop. Tests drive it through `tx`/`rx` instead of signals.
@@ -143,19 +180,20 @@ pub async fn run(
         tracing::info!(address = %bound, "Serving /healthz and /metrics.");
     }
     let mut engine = Arc::new(Engine::new(config.clone()).map_err(DaemonError::Providers)?);
-    let mut grace = config.daemon.shutdown_grace;
+    tokio::spawn(log_health(config.clone()));
+    let mut settings = config.daemon.clone();
     let mut scheduled = schedule(&config, &tx).await?;
     let next = config
         .schedule
         .next_after(chrono::Utc::now())
         .map(|t| t.to_rfc3339())
         .unwrap_or_default();
-    tracing::info!(cron = %config.schedule.cron, timezone = %config.schedule.timezone, next_run = %next, "Daemon started.");
+    tracing::info!(cron = %config.schedule.cron(), timezone = %config.schedule.timezone(), next_run = %next, "Daemon started.");
     let _ = sd_notify::notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status("waiting for the next scheduled sync"),
     ]);
-    let watchdog = start_watchdog();
+    let mut watchdog = Watchdog::from_env();
     if opts.run_now {
         let _ = tx.try_send(Control::SyncNow);
     }
@@ -170,6 +208,10 @@ pub async fn run(
             }
         };
         tokio::select! {
+            () = watchdog.tick() => {
+                let started = running.as_ref().map(|(_, _, t)| *t);
+                watchdog.ping_unless_overdue(started, settings.max_run_time);
+            }
             control = rx.recv() => match control.unwrap_or(Control::Shutdown) {
                 Control::SyncNow => {
                     if running.is_some() {
@@ -194,7 +236,7 @@ pub async fn run(
                                 tracing::info!("Config reloaded; it takes effect after the running sync.");
                                 pending_reload = Some(new);
                             } else {
-                                apply_reload(new, &mut engine, &mut grace, &mut scheduled, &tx).await;
+                                apply_reload(new, &mut engine, &mut settings, &mut scheduled, &tx).await;
                             }
                         }
                     }
@@ -206,7 +248,7 @@ pub async fn run(
                 record_run(&health, result, started.elapsed());
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Status("waiting for the next scheduled sync")]);
                 if let Some(new) = pending_reload.take() {
-                    apply_reload(new, &mut engine, &mut grace, &mut scheduled, &tx).await;
+                    apply_reload(new, &mut engine, &mut settings, &mut scheduled, &tx).await;
                 }
             }
         }
@@ -215,17 +257,27 @@ pub async fn run(
     tracing::info!("Stopping: no new runs; letting in-flight requests finish.");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = scheduled.scheduler.shutdown().await;
-    if let Some((handle, cancel, started)) = running.take() {
+    if let Some((mut handle, cancel, started)) = running.take() {
         cancel.cancel();
-        match tokio::time::timeout(grace, handle).await {
-            Ok(result) => record_run(&health, result, started.elapsed()),
-            Err(_) => tracing::error!(grace_secs = grace.as_secs(), "The running sync did not finish within the shutdown grace; exiting anyway (its journal lets the next run check what was sent)."),
+        let grace = settings.shutdown_grace;
+        let deadline = tokio::time::sleep(grace);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                result = &mut handle => {
+                    record_run(&health, result, started.elapsed());
+                    break;
+                }
+                () = &mut deadline => {
+                    tracing::error!(grace_secs = grace.as_secs(), "The running sync did not finish within the shutdown grace; exiting anyway (its journal lets the next run check what was sent).");
+                    break;
+                }
+                // Still alive while draining: keep systemd's watchdog fed.
+                () = watchdog.tick() => watchdog.ping_unless_overdue(None, None),
+            }
         }
     }
     stop_listener.cancel();
-    if let Some(w) = watchdog {
-        w.abort();
-    }
     tracing::info!("Stopped.");
     Ok(())
 }
@@ -233,7 +285,7 @@ pub async fn run(
 async fn apply_reload(
     new: Config,
     engine: &mut Arc<Engine>,
-    grace: &mut Duration,
+    settings: &mut DaemonSettings,
     scheduled: &mut Scheduled,
     tx: &mpsc::Sender<Control>,
 ) {
@@ -243,22 +295,24 @@ async fn apply_reload(
             tracing::error!(error = %e, "New config cannot build its providers; keeping the running one.")
         }
         Ok(e) => {
-            if new.schedule.cron != scheduled.cron || new.schedule.timezone != scheduled.timezone {
+            if new.schedule.cron() != scheduled.cron
+                || new.schedule.timezone() != scheduled.timezone
+            {
                 let _ = scheduled.scheduler.remove(&scheduled.job).await;
                 match add_job(&scheduled.scheduler, &new, tx).await {
                     Ok(job) => {
                         scheduled.job = job;
-                        scheduled.cron = new.schedule.cron.clone();
-                        scheduled.timezone = new.schedule.timezone;
+                        scheduled.cron = new.schedule.cron().to_owned();
+                        scheduled.timezone = new.schedule.timezone();
                     }
                     Err(err) => {
                         tracing::error!(error = %err, "Could not reschedule; keeping the old schedule.")
                     }
                 }
             }
-            *grace = new.daemon.shutdown_grace;
+            *settings = new.daemon.clone();
             *engine = Arc::new(e);
-            tracing::info!(cron = %new.schedule.cron, "Config reloaded.");
+            tracing::info!(cron = %new.schedule.cron(), "Config reloaded.");
         }
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -288,22 +342,23 @@ fn record_run(
             let failed = report.failure_count();
             let outcome = if failed > 0 {
                 h.reasons.push(format!("last run had {failed} failures"));
-                "failed"
+                RunOutcome::Failed
             } else if !report.guard.is_empty() {
                 h.reasons
                     .push("last run was stopped by a guard rail".into());
-                "guard"
+                RunOutcome::Guard
             } else {
                 let now = chrono::Utc::now();
                 h.last_success = Some(now.to_rfc3339());
                 metrics::gauge!("contact_sync_last_success_timestamp_seconds")
                     .set(now.timestamp() as f64);
-                "ok"
+                RunOutcome::Ok
             };
-            metrics::counter!("contact_sync_runs_total", "outcome" => outcome).increment(1);
-            h.last_outcome = Some(outcome.into());
+            metrics::counter!("contact_sync_runs_total", "outcome" => outcome.as_str())
+                .increment(1);
+            h.last_outcome = Some(outcome);
             tracing::info!(
-                outcome,
+                outcome = %outcome,
                 applied = report.applied(),
                 failed,
                 took_ms = took.as_millis() as u64,
@@ -311,28 +366,83 @@ fn record_run(
             );
         }
         Ok(Err(e)) => {
-            metrics::counter!("contact_sync_runs_total", "outcome" => "error").increment(1);
-            h.last_outcome = Some("error".into());
+            metrics::counter!("contact_sync_runs_total", "outcome" => RunOutcome::Error.as_str())
+                .increment(1);
+            h.last_outcome = Some(RunOutcome::Error);
             h.reasons.push(format!("last run could not run: {e}"));
             tracing::error!(error = %e, "Scheduled sync could not run.");
         }
         Err(e) => {
-            metrics::counter!("contact_sync_runs_total", "outcome" => "error").increment(1);
-            h.last_outcome = Some("error".into());
+            metrics::counter!("contact_sync_runs_total", "outcome" => RunOutcome::Error.as_str())
+                .increment(1);
+            h.last_outcome = Some(RunOutcome::Error);
             h.reasons.push(format!("last run crashed: {e}"));
             tracing::error!(error = %e, "Scheduled sync task failed.");
         }
     }
 }
 
-/// Pings the systemd watchdog at half its interval, when the unit sets `WatchdogSec=`.
-fn start_watchdog() -> Option<JoinHandle<()>> {
-    let interval = sd_notify::watchdog_enabled()?;
-    Some(tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval / 2);
-        loop {
-            tick.tick().await;
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+/// The systemd watchdog, fed from the daemon loop itself (never from a task of its own), so a
+/// loop that stops turning stops the pings, and systemd's `WatchdogSec=` restarts the daemon.
+struct Watchdog {
+    /// Ticks at half the watchdog interval; `None` when the unit sets no `WatchdogSec=`.
+    interval: Option<tokio::time::Interval>,
+    /// Whether the pings stopped because a sync ran past `daemon.max_run_time` (logged once).
+    withheld: bool,
+}
+
+impl Watchdog {
+    /// The watchdog systemd asked for (`WATCHDOG_USEC`, and `WATCHDOG_PID` if set), if any.
+    fn from_env() -> Self {
+        let interval = sd_notify::watchdog_enabled().map(|every| {
+            let mut i = tokio::time::interval((every / 2).max(Duration::from_millis(1)));
+            i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            i
+        });
+        Watchdog {
+            interval,
+            withheld: false,
         }
-    }))
+    }
+
+    /// The next time to ping; never, without a watchdog.
+    async fn tick(&mut self) {
+        match self.interval.as_mut() {
+            Some(i) => {
+                i.tick().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Sends `WATCHDOG=1`, unless the sync started at `running_since` has run longer than
+    /// `max_run_time`: then the pings stop, and systemd restarts the wedged daemon.
+    fn ping_unless_overdue(
+        &mut self,
+        running_since: Option<Instant>,
+        max_run_time: Option<Duration>,
+    ) {
+        let overdue = running_since
+            .zip(max_run_time)
+            .filter(|(since, limit)| since.elapsed() > *limit);
+        match overdue {
+            Some((since, limit)) => {
+                if !self.withheld {
+                    self.withheld = true;
+                    tracing::error!(
+                        running_secs = since.elapsed().as_secs(),
+                        max_run_time_secs = limit.as_secs(),
+                        "A sync has run past daemon.max_run_time; no longer pinging the systemd watchdog, so systemd restarts the daemon."
+                    );
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(
+                        "sync running past daemon.max_run_time; watchdog pings withheld",
+                    )]);
+                }
+            }
+            None => {
+                self.withheld = false;
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+        }
+    }
 }

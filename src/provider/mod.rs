@@ -97,6 +97,11 @@ pub trait Provider {
     /// `GET /contacts/phone/{phone}`); `Ok(None)` where the provider has no such lookup and the
     /// run's fresh listing is the answer (Protocol, Chatwoot).
     async fn find_by_key(&self, key: &LookupKey) -> Result<Option<Vec<Contact>>, ProviderError>;
+    /// Completes a full listing with what the pages do not carry (Chatwoot's labels); the
+    /// default does nothing.
+    async fn finish_listing(&self, _listing: &mut Listing) -> Result<(), ProviderError> {
+        Ok(())
+    }
 }
 
 /// Any of the four adapters.
@@ -122,11 +127,15 @@ macro_rules! dispatch {
 impl AnyProvider {
     /// Builds the adapter for a validated provider config whose secrets are resolved.
     pub fn build(config: &ProviderConfig, normalizer: Normalizer) -> Result<Self, ProviderError> {
-        let daily = match &config.specific {
-            crate::config::ProviderSpecific::Privy { daily_limit, .. } => *daily_limit,
-            _ => None,
+        let (daily, day_timezone) = match &config.specific {
+            crate::config::ProviderSpecific::Privy {
+                daily_limit,
+                day_timezone,
+                ..
+            } => (*daily_limit, *day_timezone),
+            _ => (None, chrono_tz::UTC),
         };
-        let budget = RateBudget::new(config.rate, config.share, daily);
+        let budget = RateBudget::with_day_boundary(config.rate, config.share, daily, day_timezone);
         Self::build_with_budget(config, normalizer, budget)
     }
 
@@ -217,6 +226,19 @@ impl AnyProvider {
         })
     }
 
+    /// The healthcheck plus notes an operator should read (`check-config --online`): Chatwoot
+    /// reports contacts without a source id for its inbox; the others only pass or fail.
+    pub async fn health_report(&self) -> Result<Vec<String>, ProviderError> {
+        match self {
+            AnyProvider::Chatwoot(p) => p.health_report().await,
+            other => other.healthcheck().await.map(|()| Vec::new()),
+        }
+    }
+
+    pub async fn finish_listing(&self, listing: &mut Listing) -> Result<(), ProviderError> {
+        dispatch!(self, p => p.finish_listing(listing).await)
+    }
+
     pub async fn find_by_key(
         &self,
         key: &LookupKey,
@@ -226,6 +248,32 @@ impl AnyProvider {
     }
 }
 
+/// What [`health_reports`] found for one configured provider.
+#[derive(Debug)]
+pub struct HealthReport {
+    pub provider: ProviderKind,
+    /// Notes an operator should read (Chatwoot: contacts without a source id, labels), or why
+    /// the adapter could not be built or failed its check.
+    pub result: Result<Vec<String>, ProviderError>,
+}
+
+/// Builds every configured provider and runs [`AnyProvider::health_report`] on each, all at
+/// once, for `check-config --online` and daemon start. Each provider draws on a budget of
+/// its own here, at its configured rate.
+pub async fn health_reports(config: &crate::config::Config) -> Vec<HealthReport> {
+    let checks = config.providers.iter().map(|p| async move {
+        let result = match AnyProvider::build(p, config.normalizer) {
+            Ok(provider) => provider.health_report().await,
+            Err(e) => Err(e),
+        };
+        HealthReport {
+            provider: p.kind,
+            result,
+        }
+    });
+    futures::future::join_all(checks).await
+}
+
 /// A complete listing, with what was odd about it.
 #[derive(Debug, Default)]
 pub struct Listing {
@@ -233,37 +281,93 @@ pub struct Listing {
     /// Records returned more than once (kept once).
     pub duplicates: usize,
     pub pages: usize,
+    /// Records that moved between pages while they were read: those seen twice, and those a
+    /// re-scan found that the first scan missed.
+    pub moved: usize,
+    /// Full scans made (more than one when a scan ended short of the provider's total).
+    pub scans: usize,
 }
 
 /// Most pages a listing may take before it is considered runaway.
 const MAX_PAGES: usize = 1_000_000;
 
+/// Most full scans of one listing: a scan that ends short of the stated total (offset paging
+/// shifted records during it) is repeated at most this many times in all.
+pub const MAX_SCANS: usize = 3;
+
 /// Lists every record of a provider, page by page.
 ///
 /// Guards against providers that misbehave between calls: a record returned twice is kept
 /// once; a cursor that repeats stops the listing with an error (it would loop forever); and when
-/// the provider states its total, a listing that ends short of it is an error, because planning
-/// on a partial listing could write a value another (unseen) record holds.
+/// the provider states its total, a listing that ends short of it is scanned again (up to
+/// [`MAX_SCANS`] scans in all, merging what each finds by id) and then is an error, because
+/// planning on a partial listing could write a value another (unseen) record holds.
 pub async fn list_all(provider: &AnyProvider) -> Result<Listing, ProviderError> {
     let kind = provider.kind();
     let mut listing = Listing::default();
     let mut seen = HashSet::new();
+    let mut total;
+    loop {
+        listing.scans += 1;
+        let before = listing.contacts.len();
+        let duplicates_before = listing.duplicates;
+        total = scan(provider, &mut listing, &mut seen).await?;
+        if listing.scans > 1 {
+            listing.moved += listing.contacts.len() - before;
+        }
+        if listing.scans == 1 {
+            listing.moved += listing.duplicates - duplicates_before;
+        }
+        let short = total.is_some_and(|t| (listing.contacts.len() as u64) < t);
+        if !short || listing.scans >= MAX_SCANS {
+            break;
+        }
+        tracing::info!(provider = %kind, listed = listing.contacts.len(), total = total.unwrap_or_default(), "Listing ended short of the provider's total; scanning again.");
+    }
+    if let Some(total) = total {
+        if (listing.contacts.len() as u64) < total {
+            return Err(ProviderError::Protocol {
+                provider: kind,
+                message: format!(
+                    "listing is incomplete: the provider reports {total} contacts but {} were returned after {} scans; nothing is planned for it this run",
+                    listing.contacts.len(),
+                    listing.scans
+                ),
+            });
+        }
+    }
+    if listing.moved > 0 {
+        tracing::warn!(provider = %kind, moved = listing.moved, scans = listing.scans, "Records moved between pages during the listing; kept each once.");
+    }
+    provider.finish_listing(&mut listing).await?;
+    Ok(listing)
+}
+
+/// One full scan, adding records not seen yet; returns the total the provider last stated.
+async fn scan(
+    provider: &AnyProvider,
+    listing: &mut Listing,
+    seen: &mut HashSet<String>,
+) -> Result<Option<u64>, ProviderError> {
+    let kind = provider.kind();
     let mut cursors = HashSet::new();
     let mut cursor: Option<String> = None;
     let mut total = None;
+    let mut this_scan = HashSet::new();
     loop {
         let page = provider.list_page(cursor.as_deref()).await?;
         listing.pages += 1;
         total = page.total.or(total);
         for c in page.contacts {
+            if !this_scan.insert(c.id.native.clone()) {
+                listing.duplicates += 1;
+            }
             if seen.insert(c.id.native.clone()) {
                 listing.contacts.push(c);
-            } else {
-                listing.duplicates += 1;
             }
         }
         match page.next {
-            None => break,
+            None => return Ok(total),
             Some(next) => {
                 if !cursors.insert(next.clone()) || listing.pages >= MAX_PAGES {
                     return Err(ProviderError::Protocol {
@@ -275,19 +379,4 @@ pub async fn list_all(provider: &AnyProvider) -> Result<Listing, ProviderError> 
             }
         }
     }
-    if let Some(total) = total {
-        if (listing.contacts.len() as u64) < total {
-            return Err(ProviderError::Protocol {
-                provider: kind,
-                message: format!(
-                    "listing is incomplete: the provider reports {total} contacts but {} were returned; nothing is planned for it this run",
-                    listing.contacts.len()
-                ),
-            });
-        }
-    }
-    if listing.duplicates > 0 {
-        tracing::warn!(provider = %kind, duplicates = listing.duplicates, "Listing returned some records more than once; kept each once.");
-    }
-    Ok(listing)
 }

@@ -16,18 +16,28 @@
 //!   an e-mail or phone another contact holds **merges** the contact being updated into that
 //!   contact: the updated contact is deleted and the answer is the survivor (another id).
 //!
+//! Also as the 4.13.0 source behaves (each handler cites its file): labels
+//! (`contacts/labels_controller.rb`, replace-whole), `destroy_custom_attributes`, `search`,
+//! the account's labels, one inbox; e-mails stored downcased (`prepare_email_attribute` in
+//! `app/models/contact.rb`); a save that changes nothing keeps `updated_at`; list ties in an
+//! unstable order (no tie-breaker in `sort_on`), pages by offset over the live store so that an
+//! edit during a scan shifts records between pages; the public API's invalid values are a 422
+//! (its update does not pass `discard_invalid_attrs`), its blank custom attributes are kept,
+//! its 404 is Rails' HTML page, and a failed HMAC check is a 500.
+//!
 //! Contacts are stored in the list's wire format (`contact_list_item` with `contact_inboxes`),
 //! plus `updated_at` in Unix seconds, which the list does not render.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Map, Value};
@@ -49,7 +59,17 @@ const MAX_LEN: usize = 255;
 /// Seeded contacts are created from this instant on (2026-01-01T00:00:00Z).
 const SEED_EPOCH: i64 = 1_767_225_600;
 /// Stored keys the list does not render.
-const INTERNAL_KEYS: [&str; 1] = ["updated_at"];
+/// Stored keys the list does not render: `updated_at` (`models/_contact.json.jbuilder` has none)
+/// and `labels` (the acts-as-taggable list, read through the labels endpoints).
+const INTERNAL_KEYS: [&str; 2] = ["updated_at", "labels"];
+/// Rails' production 404 page (`public/404.html`), which the public API answers when a
+/// `find_by!` fails: `PublicController` has no `handle_with_exception`
+/// (`app/controllers/public_controller.rb`; `app/controllers/application_controller.rb`).
+const RAILS_404: &str = "<!DOCTYPE html>\n<html>\n<head><title>The page you were looking for doesn't exist (404)</title></head>\n<body><h1>The page you were looking for doesn't exist.</h1></body>\n</html>\n";
+
+/// Counts list requests, so each one orders ties differently (as an unordered database scan
+/// may).
+static LIST_CALLS: AtomicU64 = AtomicU64::new(0);
 
 /// Chatwoot's authentication, errors and rate-limit answer.
 pub struct ChatwootFlavor;
@@ -103,9 +123,27 @@ pub fn router() -> Router<Arc<SimShared>> {
             "/api/v1/accounts/{account_id}/contacts",
             get(list).post(create),
         )
+        .route("/api/v1/accounts/{account_id}/contacts/search", get(search))
         .route(
             "/api/v1/accounts/{account_id}/contacts/{id}",
             get(show).put(update).patch(update),
+        )
+        .route(
+            "/api/v1/accounts/{account_id}/contacts/{id}/labels",
+            get(contact_labels).post(set_contact_labels),
+        )
+        .route(
+            "/api/v1/accounts/{account_id}/contacts/{id}/destroy_custom_attributes",
+            post(destroy_custom_attributes),
+        )
+        .route("/api/v1/accounts/{account_id}/labels", get(account_labels))
+        .route(
+            "/api/v1/accounts/{account_id}/inboxes/{inbox_id}",
+            get(inbox_show),
+        )
+        .route(
+            "/public/api/v1/inboxes/{inbox_identifier}",
+            get(public_inbox_show),
         )
         .route(
             "/public/api/v1/inboxes/{inbox_identifier}/contacts/{contact_identifier}",
@@ -125,7 +163,8 @@ pub fn from_seed(p: &SeedPerson, seq: u64, opts: &SimOptions) -> Value {
     json!({
         "id": seq,
         "name": p.name.clone().unwrap_or_default(),
-        "email": p.email,
+        // Saved through the model, which downcases e-mails (`prepare_email_attribute`).
+        "email": p.email.as_deref().map(str::to_lowercase),
         "phone_number": p.phone,
         "identifier": p.identifier,
         "thumbnail": "",
@@ -134,6 +173,7 @@ pub fn from_seed(p: &SeedPerson, seq: u64, opts: &SimOptions) -> Value {
         "availability_status": "offline",
         "blocked": false,
         "contact_inboxes": [contact_inbox(&source_id_for(seq), opts.chatwoot.inbox_id)],
+        "labels": p.tags,
         "created_at": created,
         "last_activity_at": created + 30,
         "updated_at": created,
@@ -180,9 +220,28 @@ async fn list(
         .unwrap_or(1);
     let per_page = opts.page_size.unwrap_or(15).max(1);
     let store = shared.store();
-    // Only "resolved" contacts are listed: those with an identifier, e-mail or phone number.
-    let mut resolved: Vec<&Value> = store.iter().filter(|c| is_resolved(c)).collect();
-    sort_contacts(&mut resolved, query.get("sort").map(String::as_str));
+    // Only "resolved" contacts are listed: those with an identifier, e-mail or phone number
+    // (`resolved_contacts` in `app/models/contact.rb`), optionally those with a label
+    // (`tagged_with(params[:labels], any: true)`, contacts_controller.rb).
+    let label = query
+        .get("labels[]")
+        .or_else(|| query.get("labels"))
+        .map(|l| l.to_lowercase());
+    let mut resolved: Vec<&Value> = store
+        .iter()
+        .filter(|c| is_resolved(c))
+        .filter(|c| {
+            label
+                .as_ref()
+                .is_none_or(|l| labels_of(c).iter().any(|x| x.to_lowercase() == *l))
+        })
+        .collect();
+    let call = LIST_CALLS.fetch_add(1, AtomicOrdering::Relaxed);
+    sort_contacts(
+        &mut resolved,
+        query.get("sort").map(String::as_str),
+        opts.chatwoot.tie_seed ^ call.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+    );
     let payload: Vec<Value> = resolved
         .iter()
         .skip((page - 1).saturating_mul(per_page))
@@ -289,12 +348,16 @@ async fn update(
     let Some(mut contact) = store.get(&id).cloned() else {
         return not_found();
     };
+    let before = contact.clone();
     assign_application_params(&mut contact, &params);
     if let Some(rejected) = validation_error(&store, &contact) {
         return rejected;
     }
     reformat(&mut contact, &opts);
-    contact["updated_at"] = json!(now());
+    // `save!` on an unchanged record writes nothing, so `updated_at` stays.
+    if contact != before {
+        contact["updated_at"] = json!(now());
+    }
     let item = list_item(&contact);
     store.upsert(contact);
     json_response(StatusCode::OK, json!({ "payload": item }))
@@ -400,7 +463,7 @@ async fn public_show(
 ) -> Response {
     let opts = shared.options();
     if inbox_identifier != opts.chatwoot.inbox_identifier {
-        return not_found();
+        return public_not_found();
     }
     let params: Map<String, Value> = query
         .into_iter()
@@ -408,13 +471,13 @@ async fn public_show(
         .collect();
     let store = shared.store();
     let Some(id) = session_owner(&store, &contact_identifier, &opts) else {
-        return not_found();
+        return public_not_found();
     };
     if let Some(rejected) = hmac_error(&params, &opts) {
         return rejected;
     }
     let Some(c) = store.get(&id) else {
-        return not_found();
+        return public_not_found();
     };
     json_response(
         StatusCode::OK,
@@ -438,14 +501,14 @@ async fn public_update(
 ) -> Response {
     let opts = shared.options();
     if inbox_identifier != opts.chatwoot.inbox_identifier {
-        return not_found();
+        return public_not_found();
     }
     let Some(params) = params(&body) else {
         return bad_json();
     };
     let mut store = shared.store();
     let Some(mut current) = session_owner(&store, &contact_identifier, &opts) else {
-        return not_found();
+        return public_not_found();
     };
     if let Some(rejected) = hmac_error(&params, &opts) {
         return rejected;
@@ -455,6 +518,15 @@ async fn public_update(
     let email = params.get("email").and_then(scalar);
     let mut phone = params.get("phone_number").and_then(scalar);
     let now = now();
+    // The public update does not pass `discard_invalid_attrs`, so an invalid value fails
+    // `save!` with a 422 and the transaction (merges included) rolls back: nothing changes
+    // (`ContactIdentifyAction#perform`; `render_record_invalid` in
+    // `app/controllers/concerns/request_exception_handler.rb`).
+    if let Some(rejected) =
+        public_validation_error(name.as_deref(), email.as_deref(), phone.as_deref())
+    {
+        return rejected;
+    }
 
     // The merge hazard: a value another contact holds makes that contact the survivor.
     if let Some(email) = &email {
@@ -482,21 +554,24 @@ async fn public_update(
     }
 
     let Some(contact) = store.get_mut(&current) else {
-        return not_found();
+        return public_not_found();
     };
-    // `discard_invalid_attrs`: invalid or over-long values are silently not applied.
-    if let Some(name) = name.filter(|n| n.chars().count() <= MAX_LEN) {
+    let before = contact.clone();
+    // `update_contact`: present values are assigned (blanks dropped), custom attributes are
+    // deep-merged as sent, `""` and `null` included (`custom_attributes` in
+    // `app/actions/contact_identify_action.rb`).
+    if let Some(name) = name {
         contact["name"] = json!(name);
     }
-    if let Some(email) = email.filter(|e| is_email(e) && e.chars().count() <= MAX_LEN) {
+    if let Some(email) = email {
         contact["email"] = json!(email);
     }
-    if let Some(phone) = phone.filter(|p| is_e164(p)) {
+    if let Some(phone) = phone {
         contact["phone_number"] = json!(phone);
     }
     if let Some(Value::Object(given)) = params.get("custom_attributes") {
         with_object(contact, "custom_attributes", |attrs| {
-            for (k, v) in given.iter().filter(|(_, v)| !is_blank(v)) {
+            for (k, v) in given {
                 deep_merge_value(attrs, k, v);
             }
         });
@@ -505,9 +580,46 @@ async fn public_update(
         contact["thumbnail"] = json!(rehosted_avatar(&url));
     }
     reformat(contact, &opts);
-    contact["updated_at"] = json!(now);
+    // `save! if @contact.changed?`: an unchanged contact keeps its `updated_at`.
+    if *contact != before {
+        contact["updated_at"] = json!(now);
+    }
     let record = public_record(contact, &opts);
     json_response(StatusCode::OK, record)
+}
+
+/// The model's format and length checks on the values a public update assigns.
+fn public_validation_error(
+    name: Option<&str>,
+    email: Option<&str>,
+    phone: Option<&str>,
+) -> Option<Response> {
+    let mut messages = Vec::new();
+    let mut attributes = Vec::new();
+    if name.is_some_and(|n| n.chars().count() > MAX_LEN) {
+        messages.push(too_long("Name"));
+        attributes.push("name");
+    }
+    if let Some(e) = email {
+        if !is_email(e) {
+            messages.push("Email Invalid email".to_owned());
+            attributes.push("email");
+        } else if e.chars().count() > MAX_LEN {
+            messages.push(too_long("Email"));
+            attributes.push("email");
+        }
+    }
+    if phone.is_some_and(|p| !is_e164(p)) {
+        messages.push("Phone number should be in e164 format".to_owned());
+        attributes.push("phone_number");
+    }
+    if messages.is_empty() {
+        return None;
+    }
+    Some(json_response(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        json!({"message": messages.join(", "), "attributes": attributes}),
+    ))
 }
 
 /// The contact owning the session `source_id` in the configured inbox.
@@ -543,6 +655,16 @@ fn hmac_error(params: &Map<String, Value>, opts: &SimOptions) -> Option<Response
     let expected = hex::encode(mac.finalize().into_bytes());
     match params.get("identifier_hash").and_then(Value::as_str) {
         Some(given) if given == expected => None,
+        // `raise StandardError, 'HMAC failed: ...'` has no handler: Rails answers 500 with its
+        // error page (`process_hmac`, public/api/v1/inboxes/contacts_controller.rb).
+        _ if opts.chatwoot.hmac_failure_500 => Some(
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                [("content-type", "text/html; charset=utf-8")],
+                "<!DOCTYPE html>\n<html><head><title>We're sorry, but something went wrong (500)</title></head><body></body></html>\n",
+            )
+                .into_response(),
+        ),
         _ => Some(json_response(
             StatusCode::UNAUTHORIZED,
             json!({ "error": HMAC_FAILED }),
@@ -673,17 +795,6 @@ fn scalar(v: &Value) -> Option<String> {
     }
 }
 
-/// A custom attribute value that holds nothing (null, blank text, empty list or hash).
-fn is_blank(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::String(s) => s.trim().is_empty(),
-        Value::Array(a) => a.is_empty(),
-        Value::Object(o) => o.is_empty(),
-        _ => false,
-    }
-}
-
 /// Ruby's `deep_merge` of one key: nested hashes merge, anything else replaces.
 fn deep_merge_value(into: &mut Map<String, Value>, key: &str, value: &Value) {
     match (into.get_mut(key), value) {
@@ -767,16 +878,12 @@ fn is_email(s: &str) -> bool {
     ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
 }
 
-/// With `reformat_on_write`, stores the e-mail's domain upper-cased (a case change only, as a
-/// UI might); phones stay E.164, which Chatwoot requires.
-fn reformat(contact: &mut Value, opts: &SimOptions) {
-    if !opts.reformat_on_write {
-        return;
-    }
-    if let Some(email) = text(contact, "email").map(str::to_owned) {
-        if let Some((local, domain)) = email.rsplit_once('@') {
-            contact["email"] = json!(format!("{local}@{}", domain.to_uppercase()));
-        }
+/// Stores the e-mail downcased, as `prepare_email_attribute` does before every save
+/// (`app/models/contact.rb`), whatever `reformat_on_write` says: that is Chatwoot's own
+/// reformatting.
+fn reformat(contact: &mut Value, _opts: &SimOptions) {
+    if let Some(email) = text(contact, "email").map(str::to_lowercase) {
+        contact["email"] = json!(email);
     }
 }
 
@@ -819,25 +926,45 @@ fn list_item(c: &Value) -> Value {
     item
 }
 
-/// Orders contacts by the `sort` param (`name`, `email`, `phone_number`, `last_activity_at`,
-/// `-` for descending); missing values last, ties by id. Unknown or absent: stored order.
-fn sort_contacts(contacts: &mut [&Value], sort: Option<&str>) {
-    let Some(sort) = sort else { return };
+/// Orders contacts by the `sort` param as `sort_on` does (contacts_controller.rb; the scopes
+/// in `app/models/contact.rb`): `email`, `phone_number` (plain columns), `name` (lower-cased),
+/// `created_at`, `last_activity_at`, `company`, `city`, `country` (`NULLS LAST`), `-key`
+/// descending; an unknown or absent key orders nothing. No key has a tie-breaker, so ties come
+/// in an order `seed` decides (the database's, which differs between queries).
+fn sort_contacts(contacts: &mut [&Value], sort: Option<&str>, seed: u64) {
+    let tie = |c: &Value| {
+        let id = c.get("id").and_then(Value::as_u64).unwrap_or(0);
+        (id ^ seed)
+            .wrapping_mul(0xBF58_476D_1CE4_E5B9)
+            .rotate_left(31)
+            ^ seed
+    };
+    let Some(sort) = sort else {
+        contacts.sort_by_key(|c| tie(c));
+        return;
+    };
     let (key, descending) = match sort.strip_prefix('-') {
         Some(k) => (k, true),
         None => (sort, false),
     };
-    if !["name", "email", "phone_number", "last_activity_at"].contains(&key) {
-        return;
-    }
+    let path = match key {
+        "name" | "email" | "phone_number" | "created_at" | "last_activity_at" => key.to_owned(),
+        "company" => "additional_attributes/company_name".to_owned(),
+        "city" => "additional_attributes/city".to_owned(),
+        "country" => "additional_attributes/country".to_owned(),
+        _ => {
+            contacts.sort_by_key(|c| tie(c));
+            return;
+        }
+    };
     let sort_key = |c: &Value| -> Option<String> {
-        match c.get(key)? {
-            Value::String(s) if !s.trim().is_empty() => Some(s.to_lowercase()),
+        match c.pointer(&format!("/{path}"))? {
+            Value::String(s) if key == "name" => Some(s.to_lowercase()),
+            Value::String(s) if !s.is_empty() => Some(s.clone()),
             Value::Number(n) => Some(format!("{:020}", n.as_i64().unwrap_or(0))),
             _ => None,
         }
     };
-    let id_num = |c: &Value| c.get("id").and_then(Value::as_u64).unwrap_or(0);
     contacts.sort_by(|a, b| {
         let order = match (sort_key(a), sort_key(b)) {
             (Some(x), Some(y)) if descending => y.cmp(&x),
@@ -846,8 +973,232 @@ fn sort_contacts(contacts: &mut [&Value], sort: Option<&str>) {
             (None, Some(_)) => Ordering::Greater,
             (None, None) => Ordering::Equal,
         };
-        order.then_with(|| id_num(a).cmp(&id_num(b)))
+        order.then_with(|| tie(a).cmp(&tie(b)))
     });
+}
+
+/// A stored contact's labels.
+fn labels_of(c: &Value) -> Vec<String> {
+    c.get("labels")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The public API's 404: Rails' HTML page (see [`RAILS_404`]).
+fn public_not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [("content-type", "text/html; charset=utf-8")],
+        RAILS_404,
+    )
+        .into_response()
+}
+
+// ----- Labels, custom attributes, search, inboxes ----------------------------------------
+
+/// `GET .../contacts/{id}/labels` (`LabelConcern#index`): `{"payload": label_list}`.
+async fn contact_labels(
+    State(shared): State<Arc<SimShared>>,
+    Path((account_id, id)): Path<(String, String)>,
+) -> Response {
+    let opts = shared.options();
+    if !account_matches(&account_id, &opts) {
+        return not_found();
+    }
+    match shared.store().get(&id) {
+        Some(c) => json_response(StatusCode::OK, json!({ "payload": labels_of(c) })),
+        None => not_found(),
+    }
+}
+
+/// `POST .../contacts/{id}/labels` (`LabelConcern#create`, `update_labels` in
+/// `app/models/concerns/labelable.rb`): the list given replaces the whole list. Labels need not
+/// exist in the account (acts-as-taggable creates the tag); duplicates are kept once.
+async fn set_contact_labels(
+    State(shared): State<Arc<SimShared>>,
+    Path((account_id, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let opts = shared.options();
+    if !account_matches(&account_id, &opts) {
+        return not_found();
+    }
+    let Some(params) = params(&body) else {
+        return bad_json();
+    };
+    let mut store = shared.store();
+    let Some(contact) = store.get_mut(&id) else {
+        return not_found();
+    };
+    let mut labels: Vec<String> = Vec::new();
+    for l in params
+        .get("labels")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(scalar)
+    {
+        let l = l.trim().to_owned();
+        if !labels.iter().any(|x| x.eq_ignore_ascii_case(&l)) {
+            labels.push(l);
+        }
+    }
+    if labels_of(contact) != labels {
+        contact["labels"] = json!(labels);
+        contact["updated_at"] = json!(now());
+    }
+    json_response(StatusCode::OK, json!({ "payload": labels }))
+}
+
+/// `POST .../contacts/{id}/destroy_custom_attributes`
+/// (`custom_attributes.excluding(params[:custom_attributes])`, contacts_controller.rb).
+async fn destroy_custom_attributes(
+    State(shared): State<Arc<SimShared>>,
+    Path((account_id, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let opts = shared.options();
+    if !account_matches(&account_id, &opts) {
+        return not_found();
+    }
+    let Some(params) = params(&body) else {
+        return bad_json();
+    };
+    let keys: Vec<String> = params
+        .get("custom_attributes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    let mut store = shared.store();
+    let Some(contact) = store.get_mut(&id) else {
+        return not_found();
+    };
+    let before = contact.clone();
+    with_object(contact, "custom_attributes", |attrs| {
+        for k in &keys {
+            attrs.remove(k);
+        }
+    });
+    if *contact != before {
+        contact["updated_at"] = json!(now());
+    }
+    json_response(StatusCode::OK, json!({ "payload": list_item(contact) }))
+}
+
+/// `GET .../contacts/search?q=` (contacts_controller.rb `search`): name, e-mail and phone
+/// contain `q` case-insensitively, or the identifier contains it; 15 per page, `has_more`.
+async fn search(
+    State(shared): State<Arc<SimShared>>,
+    Path(account_id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let opts = shared.options();
+    if !account_matches(&account_id, &opts) {
+        return not_found();
+    }
+    let Some(q) = query
+        .get("q")
+        .map(|q| q.trim().to_owned())
+        .filter(|q| !q.is_empty())
+    else {
+        return json_response(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({"error": "Specify search string with parameter q"}),
+        );
+    };
+    let page = query
+        .get("page")
+        .and_then(|p| p.trim().parse::<usize>().ok())
+        .filter(|p| *p >= 1)
+        .unwrap_or(1);
+    let lower = q.to_lowercase();
+    let store = shared.store();
+    let hits: Vec<Value> = store
+        .iter()
+        .filter(|c| {
+            ["name", "email", "phone_number"]
+                .iter()
+                .any(|k| text(c, k).is_some_and(|v| v.to_lowercase().contains(&lower)))
+                || text(c, "identifier").is_some_and(|v| v.contains(&q))
+        })
+        .skip((page - 1) * 15)
+        .take(16)
+        .map(list_item)
+        .collect();
+    let has_more = hits.len() > 15;
+    let payload: Vec<Value> = hits.into_iter().take(15).collect();
+    json_response(
+        StatusCode::OK,
+        json!({
+            "meta": {"count": payload.len(), "current_page": query.get("page").map_or(json!(1), |p| json!(p)), "has_more": has_more},
+            "payload": payload,
+        }),
+    )
+}
+
+/// `GET /api/v1/accounts/{id}/labels` (`labels/index.json.jbuilder`, ordered by title).
+async fn account_labels(
+    State(shared): State<Arc<SimShared>>,
+    Path(account_id): Path<String>,
+) -> Response {
+    let opts = shared.options();
+    if !account_matches(&account_id, &opts) {
+        return not_found();
+    }
+    let mut titles = opts.chatwoot.labels.clone();
+    titles.sort();
+    let payload: Vec<Value> = titles
+        .iter()
+        .enumerate()
+        .map(|(i, t)| json!({"id": i + 1, "title": t, "description": null, "color": "#1f93ff", "show_on_sidebar": true}))
+        .collect();
+    json_response(StatusCode::OK, json!({ "payload": payload }))
+}
+
+/// `GET /api/v1/accounts/{id}/inboxes/{inbox_id}` (`models/_inbox.json.jbuilder`): the one
+/// simulated API inbox, or 404.
+async fn inbox_show(
+    State(shared): State<Arc<SimShared>>,
+    Path((account_id, inbox_id)): Path<(String, String)>,
+) -> Response {
+    let opts = shared.options();
+    if !account_matches(&account_id, &opts)
+        || inbox_id.parse::<u64>().ok() != Some(opts.chatwoot.inbox_id)
+    {
+        return not_found();
+    }
+    json_response(
+        StatusCode::OK,
+        json!({
+            "id": opts.chatwoot.inbox_id, "name": "API", "channel_type": "Channel::Api",
+            "hmac_mandatory": false, "inbox_identifier": opts.chatwoot.inbox_identifier,
+        }),
+    )
+}
+
+/// `GET /public/api/v1/inboxes/{identifier}` (`Channel::Api.find_by!(identifier:)`,
+/// `public/api/v1/inboxes_controller.rb`; `public/api/v1/inboxes/show.json.jbuilder`).
+async fn public_inbox_show(
+    State(shared): State<Arc<SimShared>>,
+    Path(inbox_identifier): Path<String>,
+) -> Response {
+    let opts = shared.options();
+    if inbox_identifier != opts.chatwoot.inbox_identifier {
+        return public_not_found();
+    }
+    json_response(
+        StatusCode::OK,
+        json!({
+            "identifier": inbox_identifier,
+            "identity_validation_enabled": opts.chatwoot.hmac_token.is_some(),
+            "name": "API",
+        }),
+    )
 }
 
 #[cfg(test)]

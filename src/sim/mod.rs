@@ -210,6 +210,13 @@ pub struct ChatwootSim {
     pub inbox_identifier: String,
     /// When set, updates must carry a matching `identifier_hash`.
     pub hmac_token: Option<String>,
+    /// A failed HMAC check answers 500, as Chatwoot 4.13 does (its `StandardError` has no
+    /// handler); `false` answers 401 instead, for tests that want the kinder variant.
+    pub hmac_failure_500: bool,
+    /// The account's labels (`GET /api/v1/accounts/{id}/labels`).
+    pub labels: Vec<String>,
+    /// Seeds the order of sort ties, which Chatwoot leaves to the database (unstable).
+    pub tie_seed: u64,
 }
 
 impl Default for ChatwootSim {
@@ -219,6 +226,12 @@ impl Default for ChatwootSim {
             inbox_id: 3,
             inbox_identifier: "sim-inbox-identifier".into(),
             hmac_token: None,
+            hmac_failure_500: true,
+            // The same tags Callbell's account knows. The adapter adds only labels it is
+            // configured to know (`known_labels`, which [`provider_config`] takes from here);
+            // others, like the demo's "newsletter", are skipped as unknown tags.
+            labels: ["lead", "vip", "wholesale"].map(String::from).into(),
+            tie_seed: 0,
         }
     }
 }
@@ -285,8 +298,8 @@ pub struct SeedPerson {
 
 impl SeedPerson {
     /// The person as `kind` stores them: the fields that provider has no place for left out
-    /// (no e-mail in Protocol or Callbell, no username outside Protocol, no tags in Protocol or
-    /// Chatwoot, no custom fields in Protocol).
+    /// (no e-mail in Protocol or Callbell, no username outside Protocol, no tags in Protocol,
+    /// no custom fields in Protocol). Chatwoot keeps tags as labels.
     pub fn stored_by(&self, kind: ProviderKind) -> SeedPerson {
         let mut p = self.clone();
         match kind {
@@ -299,10 +312,7 @@ impl SeedPerson {
                 p.email = None;
                 p.username = None;
             }
-            ProviderKind::Chatwoot => {
-                p.tags.clear();
-                p.username = None;
-            }
+            ProviderKind::Chatwoot => p.username = None,
             ProviderKind::Privy => p.username = None,
         }
         p
@@ -1053,19 +1063,22 @@ pub fn provider_config(sim: &Sim) -> crate::config::ProviderConfig {
         ProviderKind::Chatwoot => ProviderSpecific::Chatwoot {
             account_id: opts.chatwoot.account_id,
             inbox_id: opts.chatwoot.inbox_id,
-            inbox_identifier: SecretSource::Literal(Secret::new(
+            inbox_identifier: Some(SecretSource::Literal(Secret::new(
                 opts.chatwoot.inbox_identifier.clone(),
-            )),
+            ))),
             hmac_token: opts
                 .chatwoot
                 .hmac_token
                 .clone()
                 .map(|t| SecretSource::Literal(Secret::new(t))),
-            sort: "name".into(),
+            sort: "created_at".into(),
+            update_api: crate::config::ChatwootUpdateApi::Application,
+            known_labels: opts.chatwoot.labels.iter().cloned().collect(),
         },
         ProviderKind::Privy => ProviderSpecific::Privy {
             daily_limit: Some(10_000),
             page_size: 100,
+            day_timezone: chrono_tz::UTC,
         },
     };
     // The simulator's own quota, when it has a short one, is what we are configured with.
@@ -1115,16 +1128,15 @@ pub fn config_for(sims: &[Sim], state_path: &std::path::Path) -> crate::config::
     Config {
         source: "(simulators)".into(),
         state_path: state_path.to_path_buf(),
-        schedule: Schedule {
-            cron: "*/1 * * * * *".into(),
-            timezone: chrono_tz::UTC,
-        },
+        schedule: Schedule::new("*/1 * * * * *", chrono_tz::UTC)
+            .expect("a constant cron expression parses"),
         normalizer: crate::model::Normalizer::default(),
         policy: crate::reconcile::Policy::default(),
         mapping: crate::provider::mapping::Mapping::default(),
         daemon: DaemonSettings {
             listen: None,
             shutdown_grace: Duration::from_secs(5),
+            max_run_time: None,
         },
         providers,
     }

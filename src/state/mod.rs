@@ -126,6 +126,42 @@ const MIGRATIONS: &[&str] = &[
 const UPSERT_RECORD: &str = "INSERT INTO records (provider, native, person, baseline, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) \
      ON CONFLICT(provider, native) DO UPDATE SET person = excluded.person, baseline = excluded.baseline, updated_at = excluded.updated_at";
 
+/// How a run ended: the `runs.outcome` column's vocabulary, and what `/healthz` and the
+/// `contact_sync_runs_total{outcome}` metric report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunOutcome {
+    /// Every planned write applied, or nothing to do.
+    Ok,
+    /// Some records or providers failed.
+    Failed,
+    /// A guard rail stopped the run before it wrote.
+    Guard,
+    /// A signal stopped the run; in-flight writes finished.
+    Interrupted,
+    /// The run could not run at all (the state could not be opened, ...); never in `runs`.
+    Error,
+}
+
+impl RunOutcome {
+    /// The word stored in `runs.outcome` and used as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOutcome::Ok => "ok",
+            RunOutcome::Failed => "failed",
+            RunOutcome::Guard => "guard",
+            RunOutcome::Interrupted => "interrupted",
+            RunOutcome::Error => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for RunOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One row of run history.
 #[derive(Debug, Clone)]
 pub struct RunRow {

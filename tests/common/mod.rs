@@ -146,10 +146,11 @@ pub fn config_toml(w: &World, dir: &std::path::Path, top: &str, extra: &str) -> 
                 let f = dir.join("inbox");
                 std::fs::write(&f, &o.chatwoot.inbox_identifier).expect("inbox file");
                 body.push_str(&format!(
-                    "account_id = {}\ninbox_id = {}\ninbox_identifier_file = \"{}\"\n",
+                    "account_id = {}\ninbox_id = {}\ninbox_identifier_file = \"{}\"\nknown_labels = {:?}\n",
                     o.chatwoot.account_id,
                     o.chatwoot.inbox_id,
-                    f.display()
+                    f.display(),
+                    o.chatwoot.labels
                 ));
             }
             Callbell => body.push_str("known_tags = [\"vip\", \"wholesale\", \"lead\"]\nknown_custom_fields = [\"loyalty_tier\", \"city\"]\n"),

@@ -3,8 +3,12 @@
 //! - The **application API** (`/api/v1/accounts/{account_id}/...`, header `api_access_token`)
 //!   lists contacts; every contact carries its `contact_inboxes`, whose `source_id` for the
 //!   configured inbox is what the public API addresses.
+//!   By default it also updates (`PATCH .../contacts/{id}`), sets labels
+//!   (`POST .../contacts/{id}/labels`), removes custom attributes
+//!   (`POST .../contacts/{id}/destroy_custom_attributes`) and creates contacts.
 //! - The **public client API** (`/public/api/v1/inboxes/{inbox_identifier}/...`, no auth
-//!   header: the inbox identifier in the path is the secret) updates one contact.
+//!   header: the inbox identifier in the path is the secret) updates one contact when
+//!   `update_api = "public"`.
 //!
 //! This is the only file that knows Chatwoot's JSON. Readers are tolerant (unknown fields are
 //! ignored, missing ones default) because Chatwoot adds fields between releases.
@@ -26,6 +30,37 @@ pub fn list_path(account_id: &str) -> [&str; 5] {
 /// `/api/v1/accounts/{account_id}/contacts/{id}`.
 pub fn contact_path<'a>(account_id: &'a str, id: &'a str) -> [&'a str; 6] {
     ["api", "v1", "accounts", account_id, "contacts", id]
+}
+
+/// Path segments of a contact's labels: `/api/v1/accounts/{account_id}/contacts/{id}/labels`
+/// (`resources :labels, only: [:create, :index]` under contacts in `config/routes.rb`).
+pub fn labels_path<'a>(account_id: &'a str, id: &'a str) -> [&'a str; 7] {
+    [
+        "api", "v1", "accounts", account_id, "contacts", id, "labels",
+    ]
+}
+
+/// Path segments of `POST /api/v1/accounts/{account_id}/contacts/{id}/destroy_custom_attributes`.
+pub fn destroy_custom_attributes_path<'a>(account_id: &'a str, id: &'a str) -> [&'a str; 7] {
+    [
+        "api",
+        "v1",
+        "accounts",
+        account_id,
+        "contacts",
+        id,
+        "destroy_custom_attributes",
+    ]
+}
+
+/// Path segments of the account's labels: `/api/v1/accounts/{account_id}/labels`.
+pub fn account_labels_path(account_id: &str) -> [&str; 5] {
+    ["api", "v1", "accounts", account_id, "labels"]
+}
+
+/// Path segments of one inbox: `/api/v1/accounts/{account_id}/inboxes/{inbox_id}`.
+pub fn inbox_path<'a>(account_id: &'a str, inbox_id: &'a str) -> [&'a str; 6] {
+    ["api", "v1", "accounts", account_id, "inboxes", inbox_id]
 }
 
 /// Path segments of one contact in the public API:
@@ -176,6 +211,126 @@ impl UpdateContact {
         }
         out
     }
+}
+
+/// `PATCH /api/v1/accounts/{account_id}/contacts/{id}`: the application API's update
+/// (`contact_update_params` in `app/controllers/api/v1/accounts/contacts_controller.rb`).
+/// Scalars are assigned as sent, so `null` clears one; `custom_attributes` are merged into the
+/// stored ones key by key (removing a key takes [`DestroyCustomAttributes`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AppUpdateContact {
+    /// `Some(None)` sends `null` (clears the field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone_number: Option<Option<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identifier: Option<Option<String>>,
+    /// Only the keys to set or change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom_attributes: Option<BTreeMap<String, String>>,
+}
+
+impl AppUpdateContact {
+    /// Whether the body would change nothing.
+    pub fn is_empty(&self) -> bool {
+        *self == AppUpdateContact::default()
+    }
+}
+
+/// `POST /api/v1/accounts/{account_id}/contacts/{id}/destroy_custom_attributes`: the keys to
+/// remove (`custom_attributes.excluding(params[:custom_attributes])`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DestroyCustomAttributes {
+    pub custom_attributes: Vec<String>,
+}
+
+/// `POST /api/v1/accounts/{account_id}/contacts/{id}/labels`: the whole label list
+/// (`update_labels` in `app/models/concerns/labelable.rb` replaces it).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SetLabels {
+    pub labels: Vec<String>,
+}
+
+/// The labels endpoints' answer (`labels/create.json.jbuilder`, `labels/index.json.jbuilder`):
+/// `{"payload": ["vip", …]}`.
+#[derive(Debug, Deserialize)]
+pub struct LabelList {
+    #[serde(default)]
+    pub payload: Vec<String>,
+}
+
+/// `GET /api/v1/accounts/{account_id}/labels` (`labels/index.json.jbuilder`).
+#[derive(Debug, Deserialize)]
+pub struct AccountLabels {
+    #[serde(default)]
+    pub payload: Vec<AccountLabel>,
+}
+
+/// One label of the account.
+#[derive(Debug, Deserialize)]
+pub struct AccountLabel {
+    pub title: String,
+}
+
+/// `GET /api/v1/accounts/{account_id}/inboxes/{inbox_id}` (`models/_inbox.json.jbuilder`), as
+/// far as the healthcheck reads it.
+#[derive(Debug, Deserialize)]
+pub struct InboxShow {
+    pub id: u64,
+    #[serde(default)]
+    pub channel_type: Option<String>,
+}
+
+/// `POST /api/v1/accounts/{account_id}/contacts` (`permitted_params` and `build_contact_inbox`
+/// in `app/controllers/api/v1/accounts/contacts_controller.rb`). With `inbox_id`, Chatwoot
+/// also creates the contact's session in that inbox (`ContactInboxBuilder`; an API inbox gets a
+/// random UUID `source_id`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CreateContact {
+    pub inbox_id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone_number: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identifier: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom_attributes: Option<BTreeMap<String, String>>,
+}
+
+/// The create answer (`contacts/create.json.jbuilder`):
+/// `{"payload": {"contact": {…}, "contact_inbox": {"inbox": …, "source_id": …}}}`.
+#[derive(Debug, Deserialize)]
+pub struct Created {
+    pub payload: CreatedPayload,
+}
+
+/// See [`Created`].
+#[derive(Debug, Deserialize)]
+pub struct CreatedPayload {
+    pub contact: ContactRecord,
+    #[serde(default)]
+    pub contact_inbox: Option<CreatedInbox>,
+}
+
+/// The session the create made (`null` fields when no inbox was given).
+#[derive(Debug, Deserialize)]
+pub struct CreatedInbox {
+    #[serde(default)]
+    pub source_id: Option<String>,
+}
+
+/// `GET /api/v1/accounts/{account_id}/contacts/search?q=…` (`contacts/search.json.jbuilder`):
+/// contacts whose name, e-mail, phone or identifier contain `q`.
+#[derive(Debug, Deserialize)]
+pub struct SearchResult {
+    #[serde(default)]
+    pub payload: Vec<ContactRecord>,
 }
 
 /// Chatwoot's error bodies: 422 `{"message","attributes":[…]}`; 401/404 `{"error": "…"}`.

@@ -9,8 +9,11 @@ use reqwest::StatusCode;
 use serde_json::Value as Json;
 use sha2::Sha256;
 
-use super::api::{ContactRecord, ErrorBody, Timestamp, UpdateContact};
-use crate::model::{Contact, Field, FieldValue, Name, Normalizer, Patch, ProviderKind};
+use super::api::{
+    AppUpdateContact, ContactRecord, CreateContact, ErrorBody, Timestamp, UpdateContact,
+};
+use crate::config::ChatwootUpdateApi;
+use crate::model::{Contact, Field, FieldValue, Name, NewContact, Normalizer, Patch, ProviderKind};
 
 /// Longest provider error message kept (the rest is cut), so a verbose body cannot flood logs.
 const MAX_MESSAGE_CHARS: usize = 300;
@@ -59,6 +62,23 @@ pub fn to_contact(rec: &ContactRecord, inbox_id: u64, normalizer: &Normalizer) -
                 .warnings
                 .push(format!("updated_at {ts:?} is not a timestamp; ignored")),
         }
+    }
+    c
+}
+
+/// Maps one contact for the configured update API: in application mode every contact is
+/// addressed by its id (`update_ref` is the id, nothing is write-blocked); in public mode by
+/// its `source_id` in `inbox_id`, as [`to_contact`] does.
+pub fn to_contact_for(
+    rec: &ContactRecord,
+    inbox_id: u64,
+    mode: ChatwootUpdateApi,
+    normalizer: &Normalizer,
+) -> Contact {
+    let mut c = to_contact(rec, inbox_id, normalizer);
+    if mode == ChatwootUpdateApi::Application {
+        c.update_ref = Some(rec.id.to_string());
+        c.write_blocked = None;
     }
     c
 }
@@ -161,6 +181,129 @@ pub fn update_body(patch: &Patch) -> Result<UpdateContact, String> {
         }
     }
     Ok(body)
+}
+
+/// What one application-mode update sends: the `PATCH` body, the custom-attribute keys to
+/// remove, and the whole label list when labels change.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AppUpdate {
+    pub body: AppUpdateContact,
+    /// Keys for `destroy_custom_attributes` (the `PATCH` merges, so it cannot remove one).
+    pub remove_keys: Vec<String>,
+    /// The full label list for the labels endpoint (it replaces the whole list).
+    pub labels: Option<Vec<String>>,
+}
+
+/// Builds the application API's requests for `patch`.
+///
+/// Scalars are sent as given, and a cleared one as `null` (the application API assigns it).
+/// Of custom attributes only changed keys are sent; removed keys go to
+/// `destroy_custom_attributes`. Tags become the contact's whole label list.
+///
+/// # Errors
+/// A field the application API cannot write (avatar, username) is refused before anything is
+/// sent; the rules block these, so an error here means a rule is missing.
+pub fn app_update(patch: &Patch) -> Result<AppUpdate, String> {
+    let mut out = AppUpdate::default();
+    for change in &patch.changes {
+        match (change.field, &change.new) {
+            (
+                Field::Name | Field::Email | Field::Phone | Field::ExternalId,
+                FieldValue::Scalar(new),
+            ) => {
+                let value = new
+                    .as_ref()
+                    .map(|v| v.raw.clone())
+                    .filter(|v| !v.trim().is_empty());
+                let slot = match change.field {
+                    Field::Name => &mut out.body.name,
+                    Field::Email => &mut out.body.email,
+                    Field::Phone => &mut out.body.phone_number,
+                    _ => &mut out.body.identifier,
+                };
+                *slot = Some(value);
+            }
+            (Field::CustomFields, FieldValue::Map(new)) => {
+                let empty = BTreeMap::new();
+                let old = match &change.old {
+                    FieldValue::Map(old) => old,
+                    _ => &empty,
+                };
+                out.remove_keys = old
+                    .keys()
+                    .filter(|k| !new.contains_key(*k))
+                    .cloned()
+                    .collect();
+                let send: BTreeMap<String, String> = new
+                    .iter()
+                    .filter(|(k, v)| old.get(*k) != Some(*v))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                if !send.is_empty() {
+                    out.body.custom_attributes = Some(send);
+                }
+            }
+            (Field::Tags, FieldValue::Set(new)) => {
+                out.labels = Some(new.iter().cloned().collect());
+            }
+            (field, _) => {
+                return Err(format!(
+                    "Chatwoot's application API cannot write {field} through this adapter"
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The create body for `new` in `inbox_id`, and the labels to set afterwards (if any).
+///
+/// # Errors
+/// When `new` holds none of e-mail, phone and identifier (Chatwoot would create a contact its
+/// list never shows), or a field the application API cannot write.
+pub fn create_body(
+    new: &NewContact,
+    inbox_id: u64,
+) -> Result<(CreateContact, Option<Vec<String>>), String> {
+    let mut body = CreateContact {
+        inbox_id,
+        ..CreateContact::default()
+    };
+    let mut labels = None;
+    for (field, value) in &new.fields {
+        match (field, value) {
+            (
+                Field::Name | Field::Email | Field::Phone | Field::ExternalId,
+                FieldValue::Scalar(v),
+            ) => {
+                let text = v
+                    .as_ref()
+                    .map(|v| v.raw.clone())
+                    .filter(|t| !t.trim().is_empty());
+                match field {
+                    Field::Name => body.name = text,
+                    Field::Email => body.email = text,
+                    Field::Phone => body.phone_number = text,
+                    _ => body.identifier = text,
+                }
+            }
+            (Field::CustomFields, FieldValue::Map(m)) if !m.is_empty() => {
+                body.custom_attributes = Some(m.clone());
+            }
+            (Field::CustomFields, FieldValue::Map(_)) => {}
+            (Field::Tags, FieldValue::Set(t)) if !t.is_empty() => {
+                labels = Some(t.iter().cloned().collect());
+            }
+            (Field::Tags, FieldValue::Set(_)) => {}
+            (field, _) => {
+                return Err(format!("Chatwoot cannot create a contact with {field}"));
+            }
+        }
+    }
+    if body.email.is_none() && body.phone_number.is_none() && body.identifier.is_none() {
+        return Err("Chatwoot needs one of email, phone or external_id (identifier)".into());
+    }
+    Ok((body, labels))
 }
 
 /// The values of `body` that `stored` (the record Chatwoot returned) does not hold, meaning

@@ -15,4 +15,4 @@ mod api;
 mod client;
 mod map;
 
-pub use client::{field_rules, ChatwootClient};
+pub use client::{field_rules, field_rules_for, ChatwootClient};
