@@ -19,8 +19,9 @@
 //! - an unmapped custom-field key syncs under its own name (`unmapped_custom_fields = "sync"`,
 //!   the default) or not at all (`"ignore"`); unmapped tags always sync under their own name;
 //! - with `tags_case_insensitive`, tags compare by their lower-case form, and a write uses the
-//!   provider's own spelling (the mapped name, else the spelling its listing showed, else the
-//!   spelling of a known tag such as Callbell's `known_tags`).
+//!   provider's own spelling: the mapped name, else the spelling of a tag the account is
+//!   configured to know (Callbell's `known_tags`, Chatwoot's `known_labels`: the provider
+//!   accepts that one), else the spelling its listing showed last.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
