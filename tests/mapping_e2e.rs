@@ -20,6 +20,7 @@ async fn world() -> World {
         let mut o = SimOptions::for_provider(k).unlimited();
         o.callbell_custom_fields.insert("Loyalty Tier".into());
         o.callbell_tags.insert("no-sync".into());
+        o.chatwoot.labels.push("vip-customer".into());
         o
     })
     .await
@@ -549,6 +550,46 @@ async fn a_blocked_chatwoot_contact_is_left_out_unless_skip_blocked_is_off() {
         bodies(&w, Protocol),
         [json!({"display_name": "Ada Lovelace"})]
     );
+    w.clear_requests();
+    w.sync().await;
+    assert_eq!(w.writes(), 0, "converged");
+}
+
+#[tokio::test]
+async fn a_chatwoot_label_maps_to_other_providers_tags_both_ways() {
+    let mut w = world().await;
+    configure(
+        &mut w,
+        "[mapping.tags]\nvip = { privy = \"VIP\", callbell = \"vip\", chatwoot = \"vip-customer\" }\n",
+    );
+    let ada = person("Ada Lovelace", "+14155550101", "ada@example.com");
+    w.seed(1, &ada, &[Protocol]);
+    let pv = seed_as(&w, 1, &ada, Privy, &[], &["lead"]);
+    let cb = seed_as(&w, 1, &ada, Callbell, &[], &["lead"]);
+    let cw = seed_as(&w, 1, &ada, Chatwoot, &[], &["lead"]);
+    let first = w.sync().await;
+    assert!(first.problems.is_empty(), "{:?}", first.problems);
+    assert_eq!(w.writes(), 0);
+
+    // Chatwoot's label "vip-customer" is Privy's "VIP" and Callbell's "vip".
+    seed_as(&w, 1, &ada, Chatwoot, &[], &["lead", "vip-customer"]);
+    w.clear_requests();
+    let r = w.sync().await;
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    assert_eq!(tags_of(&w, Privy, &pv), ["VIP", "lead"]);
+    assert_eq!(tags_of(&w, Callbell, &cb), ["lead", "vip"]);
+    assert!(
+        bodies(&w, Chatwoot).is_empty(),
+        "{:?}",
+        bodies(&w, Chatwoot)
+    );
+
+    // Privy drops "VIP": Chatwoot loses its label.
+    seed_as(&w, 1, &ada, Privy, &[], &["lead"]);
+    w.clear_requests();
+    w.sync().await;
+    assert_eq!(tags_of(&w, Chatwoot, &cw), ["lead"]);
+    assert_eq!(tags_of(&w, Callbell, &cb), ["lead"]);
     w.clear_requests();
     w.sync().await;
     assert_eq!(w.writes(), 0, "converged");

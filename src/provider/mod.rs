@@ -198,10 +198,10 @@ impl AnyProvider {
         dispatch!(self, p => p.healthcheck().await)
     }
 
+    /// One page of records, in the provider's own names: [`Self::finish_listing`] completes
+    /// them (Chatwoot's labels) and maps them to common names, as [`list_all`] does.
     pub async fn list_page(&self, cursor: Option<&str>) -> Result<Page, ProviderError> {
-        let mut page = dispatch!(self, p => p.list_page(cursor).await)?;
-        page.contacts = self.inbound(page.contacts);
-        Ok(page)
+        dispatch!(self, p => p.list_page(cursor).await)
     }
 
     pub async fn apply(&self, patch: &Patch) -> Result<Contact, ProviderError> {
@@ -235,8 +235,13 @@ impl AnyProvider {
         }
     }
 
+    /// Completes a listing (Chatwoot reads each contact's labels), then maps every record to
+    /// common names (SPEC section 12), once, now that each holds all its data.
     pub async fn finish_listing(&self, listing: &mut Listing) -> Result<(), ProviderError> {
-        dispatch!(self, p => p.finish_listing(listing).await)
+        dispatch!(self, p => p.finish_listing(listing).await)?;
+        let b = self.boundary();
+        listing.contacts.iter_mut().for_each(|c| b.inbound(c));
+        Ok(())
     }
 
     pub async fn find_by_key(
