@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::raw::RawConfig;
-use super::{Errors, ProviderConfig, ProviderSpecific};
+use super::{ChatwootUpdateApi, Errors, ProviderConfig, ProviderSpecific};
 use crate::model::{Field, ProviderKind};
 use crate::provider::mapping::{Mapping, Unmapped};
 use crate::reconcile::Policy;
@@ -40,6 +40,15 @@ pub(super) fn validate(
             known_custom_fields,
             ..
         } => Some((known_tags, known_custom_fields)),
+        _ => None,
+    });
+    // Chatwoot adds only `known_labels`, and only through the application API.
+    let chatwoot_labels = providers.iter().find_map(|p| match &p.specific {
+        ProviderSpecific::Chatwoot {
+            known_labels,
+            update_api: ChatwootUpdateApi::Application,
+            ..
+        } => Some(known_labels),
         _ => None,
     });
     let fold = |s: &str| if ci { s.to_lowercase() } else { s.to_owned() };
@@ -75,6 +84,13 @@ pub(super) fn validate(
             {
                 Some(format!(
                     "{tag:?} is not in `providers.callbell.known_tags`; Callbell only takes tags that exist in the account"
+                ))
+            }
+            (ProviderKind::Chatwoot, _)
+                if chatwoot_labels.is_some_and(|known| !known.iter().any(|k| fold(k) == fold(tag))) =>
+            {
+                Some(format!(
+                    "{tag:?} is not in `providers.chatwoot.known_labels`; Chatwoot is given only labels the account has"
                 ))
             }
             _ => None,
@@ -314,6 +330,20 @@ mod tests {
                 "{key} is not documented"
             );
         }
+    }
+
+    #[test]
+    fn a_chatwoot_label_must_be_known_in_application_mode() {
+        let chatwoot = "[providers.chatwoot]\nbase_url = \"http://127.0.0.1:1\"\ntoken_env = \"T\"\naccount_id = 1\ninbox_id = 1\nknown_labels = [\"vip\"]\n";
+        let text = format!("{chatwoot}[mapping.tags]\nvip = {{ chatwoot = \"vip\" }}\ngold = {{ chatwoot = \"gold\" }}\n");
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].key, "mapping.tags.gold.chatwoot");
+        assert!(
+            errs[0].message.contains("known_labels"),
+            "{}",
+            errs[0].message
+        );
     }
 
     #[test]
