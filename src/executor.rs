@@ -46,7 +46,7 @@ pub struct Journal {
 }
 
 impl Journal {
-    fn with<T>(&self, f: impl FnOnce(&mut StateStore) -> T) -> T {
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut StateStore) -> T) -> T {
         // The store is only touched between awaits, so the lock is never held across one; a
         // panic while holding it would abort the run anyway.
         let mut store = self.store.lock().unwrap_or_else(|e| e.into_inner());

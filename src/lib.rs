@@ -30,6 +30,7 @@ pub mod daemon;
 pub mod demo;
 pub mod executor;
 pub mod identity;
+pub mod import;
 pub mod model;
 pub mod planfile;
 pub mod provider;

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use crate::model::{Change, Field, Patch, ProviderKind, RecordId};
+use crate::model::{Change, Field, NewContact, Patch, ProviderKind, RecordId};
 use crate::reconcile::{Agreed, Plan, Reason, Update};
 use crate::state::codec::{decode_value, encode_value};
 
@@ -24,6 +24,9 @@ pub struct PlanFile {
     pub config_fingerprint: String,
     pub created_at: String,
     pub writes: Vec<PlannedWrite>,
+    /// Contacts the plan would create (a plan from before creates existed has none).
+    #[serde(default)]
+    pub creates: Vec<PlannedCreate>,
     /// Agreed values of the people the writes concern, saved when the plan is applied.
     pub people: BTreeMap<String, BTreeMap<String, Json>>,
 }
@@ -37,6 +40,17 @@ pub struct PlannedWrite {
     pub record: String,
     pub update_ref: String,
     pub changes: Vec<PlannedChange>,
+}
+
+/// One contact the plan would create.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlannedCreate {
+    pub person: String,
+    pub provider: String,
+    /// Each field to send, as stored.
+    pub fields: BTreeMap<String, Json>,
+    pub reason: String,
 }
 
 /// One field of a planned request.
@@ -96,6 +110,21 @@ impl PlanFile {
                         .collect(),
                 })
                 .collect(),
+            creates: plan
+                .creates
+                .iter()
+                .map(|c| PlannedCreate {
+                    person: c.person.clone(),
+                    provider: c.provider().to_string(),
+                    fields: c
+                        .new
+                        .fields
+                        .iter()
+                        .map(|(f, v)| (f.to_string(), encode_value(v)))
+                        .collect(),
+                    reason: c.reason.clone(),
+                })
+                .collect(),
             people: plan
                 .people
                 .iter()
@@ -137,9 +166,32 @@ impl PlanFile {
                 current: fingerprint.into(),
             });
         }
-        file.updates()
+        file.updates().map_err(|message| PlanFileError::Invalid {
+            path: p.clone(),
+            message,
+        })?;
+        file.creates()
             .map_err(|message| PlanFileError::Invalid { path: p, message })?;
         Ok(file)
+    }
+
+    /// The planned creates, as (person, contact to create).
+    pub fn creates(&self) -> Result<Vec<(String, NewContact)>, String> {
+        self.creates
+            .iter()
+            .map(|c| {
+                let provider: ProviderKind = c.provider.parse()?;
+                let mut fields = Vec::new();
+                for (name, json) in &c.fields {
+                    let field: Field = name.parse()?;
+                    let value = decode_value(field, json)
+                        .ok_or_else(|| format!("value {json} does not fit field {field}"))?;
+                    fields.push((field, value));
+                }
+                fields.sort_by_key(|(f, _)| *f);
+                Ok((c.person.clone(), NewContact { provider, fields }))
+            })
+            .collect()
     }
 
     /// The planned writes as updates.

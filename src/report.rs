@@ -70,6 +70,10 @@ pub struct RunReport {
     pub warnings: Vec<String>,
     /// Writes left unconfirmed by an earlier process: (verified as applied, not applied).
     pub pending_checked: (usize, usize),
+    /// Creates left pending by an earlier run, and how they were settled.
+    pub creates_settled: crate::import::SettledCreates,
+    /// One per plan create, in order; `None` when nothing was sent (diff, guard rail).
+    pub create_outcomes: Option<Vec<crate::import::CreateOutcome>>,
     pub duration_ms: u128,
     /// Time spent listing (all providers in parallel).
     pub list_ms: u128,
@@ -94,6 +98,7 @@ struct JsonReport<'a> {
     join_candidates: Vec<JsonJoinCandidate>,
     /// People out of scope (`[scope]`), once each with the reason.
     excluded: Vec<JsonExcluded>,
+    creates: Vec<JsonCreate>,
     failures: Vec<JsonFailure>,
     guard: &'a [GuardTrip],
     warnings: &'a [String],
@@ -149,6 +154,22 @@ struct JsonAmbiguous {
     reason: String,
     /// Existing people the records' keys point at, when that is the ambiguity.
     people: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct JsonCreate {
+    person: String,
+    provider: String,
+    /// Each field sent, by name, as stored (`null`, a string, a list or a map).
+    fields: BTreeMap<String, Json>,
+    reason: String,
+    /// `planned`, `created`, `linked-existing`, `failed`, `unknown`, `not-attempted`, or
+    /// `skipped` (with `rule`).
+    status: String,
+    /// The record it made or linked (`provider:id`).
+    record: Option<String>,
+    rule: Option<String>,
+    error: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -219,6 +240,11 @@ struct JsonSummary {
     join_candidates: usize,
     excluded: usize,
     untargeted: Vec<JsonUntargeted>,
+    planned_creates: usize,
+    created: usize,
+    create_skips: usize,
+    pending_creates_linked: usize,
+    pending_creates_not_applied: usize,
     pending_writes_verified: usize,
     pending_writes_not_applied: usize,
     duration_ms: u128,
@@ -251,7 +277,39 @@ impl RunReport {
 
     /// Writes that failed, plus provider-level problems.
     pub fn failure_count(&self) -> usize {
-        self.record_failures().count() + self.problems.len()
+        self.record_failures().count() + self.problems.len() + self.create_failures()
+    }
+
+    /// Creates that were sent and failed, or whose outcome is unknown.
+    pub fn create_failures(&self) -> usize {
+        self.create_outcomes
+            .iter()
+            .flatten()
+            .filter(|o| {
+                matches!(
+                    o,
+                    crate::import::CreateOutcome::Failed(_)
+                        | crate::import::CreateOutcome::Unknown(_)
+                )
+            })
+            .count()
+    }
+
+    /// Creates the provider made or linked.
+    pub fn created(&self) -> usize {
+        self.create_outcomes
+            .iter()
+            .flatten()
+            .filter(|o| o.record().is_some())
+            .count()
+    }
+
+    /// The status of create `i`: planned (nothing sent), or what sending it ended in.
+    fn create_status(&self, i: usize) -> &'static str {
+        match self.create_outcomes.as_ref().and_then(|o| o.get(i)) {
+            None => "planned",
+            Some(o) => o.label(),
+        }
     }
 
     fn record_failures(&self) -> impl Iterator<Item = (usize, String, &'static str)> + '_ {
@@ -333,6 +391,11 @@ impl RunReport {
                     rule: NOT_A_TARGET,
                 })
                 .collect(),
+            planned_creates: self.plan.creates.len(),
+            created: self.created(),
+            create_skips: self.plan.create_skips.len(),
+            pending_creates_linked: self.creates_settled.linked,
+            pending_creates_not_applied: self.creates_settled.not_applied,
             pending_writes_verified: self.pending_checked.0,
             pending_writes_not_applied: self.pending_checked.1,
             duration_ms: self.duration_ms,
@@ -404,6 +467,45 @@ impl RunReport {
                 people: a.people.clone(),
             })
             .collect();
+        let mut creates: Vec<JsonCreate> = self
+            .plan
+            .creates
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let outcome = self.create_outcomes.as_ref().and_then(|o| o.get(i));
+                JsonCreate {
+                    person: c.person.clone(),
+                    provider: c.provider().to_string(),
+                    fields: c
+                        .new
+                        .fields
+                        .iter()
+                        .map(|(f, v)| (f.as_str().to_owned(), shown(v)))
+                        .collect(),
+                    reason: c.reason.clone(),
+                    status: self.create_status(i).to_owned(),
+                    record: outcome.and_then(|o| o.record()).map(|r| r.id.to_string()),
+                    rule: None,
+                    error: outcome.and_then(|o| match o {
+                        crate::import::CreateOutcome::Failed(e)
+                        | crate::import::CreateOutcome::Unknown(e) => Some(e.to_string()),
+                        crate::import::CreateOutcome::NotAttempted(why) => Some(why.clone()),
+                        _ => None,
+                    }),
+                }
+            })
+            .collect();
+        creates.extend(self.plan.create_skips.iter().map(|c| JsonCreate {
+            person: c.person.clone(),
+            provider: c.provider.to_string(),
+            fields: BTreeMap::new(),
+            reason: c.detail.clone(),
+            status: "skipped".into(),
+            record: None,
+            rule: Some(c.rule.to_string()),
+            error: None,
+        }));
         let join_candidates = self
             .plan
             .join_candidates
@@ -474,6 +576,7 @@ impl RunReport {
             ambiguous,
             join_candidates,
             excluded,
+            creates,
             failures,
             guard: &self.guard,
             warnings: &self.warnings,
@@ -541,6 +644,36 @@ impl RunReport {
                     &format!("{reason}{status}{names}"),
                 ));
             }
+        }
+        for (i, c) in self.plan.creates.iter().enumerate() {
+            let status = match self.create_status(i) {
+                "planned" => String::new(),
+                other => format!(" [{other}]"),
+            };
+            let fields: Vec<String> = c
+                .new
+                .fields
+                .iter()
+                .map(|(f, v)| format!("{f}={v}"))
+                .collect();
+            people.entry(&c.person).or_default().push(row(
+                markdown,
+                "create",
+                &format!("{}:(new)", c.provider()),
+                "",
+                &fields.join(", "),
+                &format!("{}{status}", c.reason),
+            ));
+        }
+        for c in &self.plan.create_skips {
+            people.entry(&c.person).or_default().push(row(
+                markdown,
+                "skip",
+                &format!("{}:(new)", c.provider),
+                "create",
+                "",
+                &format!("[{}] {}", c.rule, c.detail),
+            ));
         }
         for s in &self.plan.skipped {
             people.entry(&s.person).or_default().push(row(
@@ -682,8 +815,8 @@ impl RunReport {
         out.push_str(&format!("\n{}", h(2, "Summary")));
         let _ = writeln!(
             out,
-            "{} people; {} writes planned, {} applied, {} failed; {} skipped by rules; {} conflicts; {} ambiguous; {} join candidates",
-            s.people, s.planned_writes, s.applied, s.failed + s.not_attempted, s.skipped, s.conflicts, s.ambiguous, s.join_candidates
+            "{} people; {} writes planned, {} applied, {} failed; {} creates planned, {} done, {} skipped; {} skipped by rules; {} conflicts; {} ambiguous; {} join candidates",
+            s.people, s.planned_writes, s.applied, s.failed + s.not_attempted, s.planned_creates, s.created, s.create_skips, s.skipped, s.conflicts, s.ambiguous, s.join_candidates
         );
         for line in self.provider_lines() {
             let _ = writeln!(out, "{}{line}", if markdown { "    " } else { "  " });

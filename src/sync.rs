@@ -7,7 +7,7 @@
 //! intended by a crashed process are checked against what the provider now holds at the start
 //! of the next run.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -17,6 +17,7 @@ use tracing::Instrument;
 use crate::config::Config;
 use crate::executor::{self, baseline_of, Journal, Lane, Outcome};
 use crate::identity::review::Review;
+use crate::import;
 use crate::model::{Contact, FieldValue, ProviderKind, RecordId};
 use crate::planfile::{PlanFile, PlanFileError};
 use crate::provider::{self, AnyProvider, ProviderError};
@@ -165,9 +166,27 @@ impl Engine {
 
         // 2. Settle writes whose outcome is unknown (a crash after sending, a timeout).
         let pending_checked = settle_unknown_writes(store.as_ref(), mode, &by_id, &mut memory)?;
+        let listed_kinds: BTreeSet<ProviderKind> = listed.counts.keys().copied().collect();
+        let mut store = store;
+        let creates_settled = match store.as_mut() {
+            Some(s) => {
+                import::settle_pending_creates(
+                    s,
+                    mode == Mode::Sync,
+                    &self.providers,
+                    &records,
+                    &listed_kinds,
+                    &mut memory,
+                )
+                .await?
+            }
+            None => import::SettledCreates::default(),
+        };
 
         // 3. Plan (or take the plan file's writes, minus stale and now-forbidden ones).
-        let mut plan = reconcile::plan(&records, &memory, &self.config.policy, &self.rules);
+        // Nothing is created in a provider whose listing failed.
+        let rules = self.rules.creating_only_in(&listed_kinds);
+        let mut plan = reconcile::plan(&records, &memory, &self.config.policy, &rules);
         let stale = match &opts.plan {
             Some(file) => self.take_plan_file(file, &mut plan, &records, &by_id, &memory)?,
             None => Vec::new(),
@@ -175,6 +194,7 @@ impl Engine {
         if opts.retry_failed {
             let failed = failed_records(store.as_ref(), &self.config.state_path)?;
             plan.updates.retain(|u| failed.contains(&u.patch.record));
+            plan.creates.clear();
         }
 
         // 4. Guard rails.
@@ -198,6 +218,8 @@ impl Engine {
             guard,
             warnings: listed.warnings,
             pending_checked,
+            creates_settled,
+            create_outcomes: None,
             duration_ms: 0,
             list_ms,
             apply_ms: 0,
@@ -355,6 +377,36 @@ impl Engine {
             }
         }
         let skipped = reconcile::recheck(records, memory, &self.rules, &mut fresh);
+        // A planned create is sent only if planning now would create it too (the person still
+        // lacks a record there, its key is still free, it still passes the filter); with the
+        // plan's values.
+        let planned = file.creates().map_err(|message| PlanFileError::Invalid {
+            path: "plan".into(),
+            message,
+        })?;
+        let fresh_creates = std::mem::take(&mut plan.creates);
+        for (person, new) in planned {
+            match fresh_creates
+                .iter()
+                .find(|c| c.person == person && c.provider() == new.provider)
+            {
+                Some(now) => plan.creates.push(reconcile::Create { new, ..now.clone() }),
+                None => {
+                    let reported = plan
+                        .create_skips
+                        .iter()
+                        .any(|s| s.person == person && s.provider == new.provider);
+                    if !reported {
+                        plan.create_skips.push(reconcile::CreateSkip {
+                            person,
+                            provider: new.provider,
+                            rule: crate::provider::rules::RuleId::KeyExists,
+                            detail: "no longer needed: the person has a record there now, or no longer passes the create filter".into(),
+                        });
+                    }
+                }
+            }
+        }
         let agreed = file.agreed();
         for p in &mut plan.people {
             if let Some(a) = agreed.get(&p.person) {
@@ -425,6 +477,19 @@ impl Engine {
         .await;
         report.apply_ms = apply_started.elapsed().as_millis();
         report.lanes = executed.lanes;
+        // Creates run after the updates of every provider, on the same budgets.
+        if !cancel.is_cancelled() {
+            report.create_outcomes = Some(
+                import::execute_creates(
+                    &report.plan.creates,
+                    &self.providers,
+                    &lanes,
+                    Some(&journal),
+                    cancel,
+                )
+                .await,
+            );
+        }
         let mut sent = executed.outcomes.into_iter();
         report.outcomes = Some(
             (0..report.plan.updates.len())
@@ -457,6 +522,25 @@ impl Engine {
         let stale: HashSet<usize> = stale.iter().map(|(i, _)| *i).collect();
         let mut trips = Vec::new();
         for p in &self.config.providers {
+            let creates = plan
+                .creates
+                .iter()
+                .filter(|c| c.provider() == p.kind)
+                .count() as u64;
+            if creates > p.max_creates {
+                trips.push(GuardTrip {
+                    provider: p.kind.to_string(),
+                    threshold: "max_creates".into(),
+                    limit: p.max_creates.to_string(),
+                    actual: creates.to_string(),
+                    message: format!(
+                        "{}: this run would create {creates} contacts, over `max_creates` = {} by {}; nothing was written (`--force` applies it)",
+                        p.kind,
+                        p.max_creates,
+                        creates - p.max_creates
+                    ),
+                });
+            }
             let updates: Vec<&Update> = plan
                 .updates
                 .iter()

@@ -594,3 +594,61 @@ async fn a_chatwoot_label_maps_to_other_providers_tags_both_ways() {
     w.sync().await;
     assert_eq!(w.writes(), 0, "converged");
 }
+
+#[tokio::test]
+async fn a_create_carries_mapped_names_and_an_excluded_person_is_never_created() {
+    let mut w = world().await;
+    configure(
+        &mut w,
+        &format!("{LOYALTY}[scope]\nexclude_tags = [\"no-sync\"]\n"),
+    );
+    // Creation on in Callbell, as `create = true` in its section does.
+    let on = contact_sync::reconcile::CreateFilter::default();
+    w.config.policy.creates.insert(Callbell, on.clone());
+    if let Some(p) = w.config.providers.iter_mut().find(|p| p.kind == Callbell) {
+        p.create = Some(on);
+    }
+    let ada = person("Ada Lovelace", "+14155550101", "ada@example.com");
+    let alan = person("Alan Turing", "+14155550102", "alan@example.com");
+    seed_as(
+        &w,
+        1,
+        &ada,
+        Privy,
+        &[("loyalty_tier", "gold")],
+        &["no-sync"],
+    );
+    seed_as(&w, 1, &ada, Chatwoot, &[("tier", "gold")], &[]);
+    seed_as(&w, 2, &alan, Privy, &[("loyalty_tier", "silver")], &[]);
+    seed_as(&w, 2, &alan, Chatwoot, &[("tier", "silver")], &[]);
+
+    let r = w.sync().await;
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    let posts: Vec<Value> = w
+        .fleet
+        .sim(Callbell)
+        .writes()
+        .into_iter()
+        .filter(|q| q.method == reqwest::Method::POST)
+        .map(|q| q.body.unwrap_or(Value::Null))
+        .collect();
+    assert_eq!(
+        posts.len(),
+        1,
+        "only Alan is created: {posts:?} {:#}",
+        json(&r)
+    );
+    assert_eq!(posts[0]["name"], json!("Alan Turing"));
+    assert_eq!(
+        posts[0]["custom_fields"],
+        json!({"Loyalty Tier": "silver"}),
+        "the create uses Callbell's own key"
+    );
+    let stored: Vec<Value> = w.fleet.sim(Callbell).contacts();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0]["customFields"], json!({"Loyalty Tier": "silver"}));
+    assert_eq!(json(&r)["summary"]["excluded"], json!(1));
+    w.clear_requests();
+    w.sync().await;
+    assert_eq!(w.writes(), 0, "converged");
+}

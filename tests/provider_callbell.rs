@@ -32,6 +32,9 @@ fn config(sim: &Sim, token: &str) -> ProviderConfig {
     let opts = sim.shared().options();
     ProviderConfig {
         kind: KIND,
+        role: contact_sync::config::Role::Both,
+        create: None,
+        max_creates: contact_sync::config::DEFAULT_MAX_CREATES,
         base_url: sim.base_url(),
         token: SecretSource::Literal(Secret::new(token)),
         rate: Rate {

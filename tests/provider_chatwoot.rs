@@ -46,6 +46,9 @@ fn config_for(
 ) -> ProviderConfig {
     let defaults = SimOptions::for_provider(KIND).chatwoot;
     ProviderConfig {
+        role: contact_sync::config::Role::Both,
+        create: None,
+        max_creates: contact_sync::config::DEFAULT_MAX_CREATES,
         kind: KIND,
         base_url,
         token: SecretSource::Literal(Secret::new(token)),

@@ -24,7 +24,7 @@ pub use secret::{Secret, SecretSource};
 
 use crate::budget::Rate;
 use crate::model::{Field, Normalizer, ProviderKind};
-use crate::reconcile::policy::{complete_precedence, Policy};
+use crate::reconcile::policy::{complete_precedence, CreateFilter, Policy};
 use raw::{
     ProviderSection, RawCallbell, RawChatwoot, RawCommon, RawConfig, RawGuard, RawPrivy,
     RawProtocol,
@@ -144,6 +144,12 @@ pub struct Guard {
 #[derive(Debug, Clone)]
 pub struct ProviderConfig {
     pub kind: ProviderKind,
+    /// Read and written, read only, or written only (`role`).
+    pub role: Role,
+    /// With `create = true`: which people are created here (`create_filter`).
+    pub create: Option<CreateFilter>,
+    /// The guard rail on creates per run (`max_creates`, default 100).
+    pub max_creates: u64,
     pub base_url: Url,
     pub token: SecretSource,
     pub rate: Rate,
@@ -179,6 +185,21 @@ pub const CHATWOOT_SORTS: [&str; 8] = [
     "city",
     "country",
 ];
+
+/// What a provider is to the sync (SPEC section 11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Role {
+    /// Read and written (default).
+    #[default]
+    Both,
+    /// Read only: never written nor created in.
+    Source,
+    /// Written and created in; its own edits never spread.
+    Target,
+}
+
+/// The default guard rail on creates per provider per run.
+pub const DEFAULT_MAX_CREATES: u64 = 100;
 
 /// Settings only one provider has.
 #[derive(Debug, Clone)]
@@ -535,6 +556,28 @@ pub fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, Config
     providers.extend(provider(p.callbell.as_ref(), &raw.guard, &mut e));
     providers.extend(provider(p.chatwoot.as_ref(), &raw.guard, &mut e));
     providers.extend(provider(p.privy.as_ref(), &raw.guard, &mut e));
+    for p in &providers {
+        match p.role {
+            Role::Source => {
+                policy.read_only.insert(p.kind);
+            }
+            Role::Target => {
+                policy.write_only.insert(p.kind);
+            }
+            Role::Both => {}
+        }
+        if let Some(filter) = &p.create {
+            for from in &filter.from {
+                if !providers.iter().any(|o| o.kind == *from) {
+                    e.push(
+                        format!("providers.{}.create_filter.from", p.kind),
+                        format!("`{from}` is not configured (no [providers.{from}] section)"),
+                    );
+                }
+            }
+            policy.creates.insert(p.kind, filter.clone());
+        }
+    }
     let mapping = mapping::validate(&raw, &providers, &mut policy, &mut e);
 
     let (Ok(schedule), true) = (schedule, e.list.is_empty()) else {
@@ -971,8 +1014,38 @@ fn common(
     if raw.guard.is_some() {
         check_guard(&format!("{section}.guard"), &guard, e);
     }
+    let role = match raw.role {
+        None | Some("both") => Role::Both,
+        Some("source") => Role::Source,
+        Some("target") => Role::Target,
+        Some(other) => {
+            e.push(
+                format!("{section}.role"),
+                format!("{other:?} is not one of \"both\", \"source\", \"target\""),
+            );
+            Role::Both
+        }
+    };
+    if role == Role::Source && raw.create {
+        e.push(
+            format!("{section}.create"),
+            "a `role = \"source\"` provider is never written, so it cannot create contacts; drop `create` or change the role",
+        );
+    }
+    let create = raw
+        .create
+        .then(|| create_filter(&section, raw.create_filter, e));
+    if !raw.create && raw.create_filter.is_some() {
+        e.push(
+            format!("{section}.create_filter"),
+            "has no effect without `create = true`",
+        );
+    }
     ProviderConfig {
         kind,
+        role,
+        create,
+        max_creates: raw.max_creates.unwrap_or(DEFAULT_MAX_CREATES),
         base_url,
         token,
         rate,
@@ -986,6 +1059,44 @@ fn common(
         },
         specific,
     }
+}
+
+/// Validates a `create_filter`.
+fn create_filter(
+    section: &str,
+    raw: Option<&raw::RawCreateFilter>,
+    e: &mut Errors<'_>,
+) -> CreateFilter {
+    let Some(raw) = raw else {
+        return CreateFilter::default();
+    };
+    let key = format!("{section}.create_filter");
+    let mut filter = CreateFilter::default();
+    for name in &raw.require {
+        match name.parse::<Field>() {
+            Ok(f) => {
+                filter.require.insert(f);
+            }
+            Err(msg) => e.push(format!("{key}.require"), msg),
+        }
+    }
+    for name in &raw.from {
+        match name.parse::<ProviderKind>() {
+            Ok(p) => {
+                filter.from.insert(p);
+            }
+            Err(msg) => e.push(format!("{key}.from"), msg),
+        }
+    }
+    filter.tags_any = raw.tags_any.iter().cloned().collect();
+    filter.tags_none = raw.tags_none.iter().cloned().collect();
+    if let Some(both) = filter.tags_any.intersection(&filter.tags_none).next() {
+        e.push(
+            format!("{key}.tags_none"),
+            format!("{both:?} is also in `tags_any`: no person could pass"),
+        );
+    }
+    filter
 }
 
 fn fallback_url() -> Url {

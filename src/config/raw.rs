@@ -319,6 +319,28 @@ pub struct RawCommon<'a> {
     pub max_retries: Option<u32>,
     pub max_body_bytes: Option<u64>,
     pub guard: Option<RawGuardOverride>,
+    pub role: Option<&'a str>,
+    pub create: bool,
+    pub create_filter: Option<&'a RawCreateFilter>,
+    pub max_creates: Option<u64>,
+}
+
+/// `create_filter = { require = [...], tags_any = [...], tags_none = [...], from = [...] }`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCreateFilter {
+    /// Fields the person must have (e.g. `["phone"]`).
+    #[serde(default)]
+    pub require: Vec<String>,
+    /// The person's agreed tags must hold one of these.
+    #[serde(default)]
+    pub tags_any: Vec<String>,
+    /// The person's agreed tags must hold none of these.
+    #[serde(default)]
+    pub tags_none: Vec<String>,
+    /// Only people with a record in one of these providers.
+    #[serde(default)]
+    pub from: Vec<String>,
 }
 
 /// A `[providers.<name>]` section: which provider it configures and the keys all of them have.
@@ -357,6 +379,16 @@ macro_rules! provider_section {
             pub max_body_bytes: Option<u64>,
             /// Guard rail overrides for this provider.
             pub guard: Option<RawGuardOverride>,
+            /// `"both"` (default: read and written), `"source"` (read, never written or created
+            /// in) or `"target"` (written and created in; its own edits never spread).
+            pub role: Option<String>,
+            /// Create the contacts this provider lacks (default false).
+            #[serde(default)]
+            pub create: bool,
+            /// Which people are created here.
+            pub create_filter: Option<RawCreateFilter>,
+            /// Most creates one run may send here before the guard rail stops it (default 100).
+            pub max_creates: Option<u64>,
             $($(#[$fmeta])* pub $field: $ty,)*
         }
 
@@ -376,6 +408,10 @@ macro_rules! provider_section {
                     max_retries: self.max_retries,
                     max_body_bytes: self.max_body_bytes,
                     guard: self.guard,
+                    role: self.role.as_deref(),
+                    create: self.create,
+                    create_filter: self.create_filter.as_ref(),
+                    max_creates: self.max_creates,
                 }
             }
         }

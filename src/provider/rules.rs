@@ -141,6 +141,13 @@ pub enum RuleId {
     RecordNotWritable,
     /// A phone or e-mail another person holds is never written (SPEC section 10).
     HeldByOtherPerson,
+    /// A create lacks a field the provider requires (SPEC section 11).
+    MissingRequired,
+    /// A create's key is held by a record of that provider already: a match or an ambiguity,
+    /// never a duplicate.
+    KeyExists,
+    /// The provider is not a target of the field (its role, or the field's `targets`).
+    NotATarget,
 }
 
 impl RuleId {
@@ -155,6 +162,9 @@ impl RuleId {
             RuleId::NotClearable => "not-clearable",
             RuleId::RecordNotWritable => "record-not-writable",
             RuleId::HeldByOtherPerson => "held-by-other-person",
+            RuleId::MissingRequired => "missing-required",
+            RuleId::KeyExists => "key-exists",
+            RuleId::NotATarget => "not-a-target",
         }
     }
 }
@@ -198,9 +208,30 @@ pub trait Holders {
 pub struct FieldRules {
     pub provider: ProviderKind,
     rules: BTreeMap<Field, FieldRule>,
+    /// What the provider's create endpoint takes and requires (`None`: it has none).
+    pub create: Option<CreateSpec>,
+}
+
+/// A create endpoint's fields (SPEC section 11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreateSpec {
+    /// The fields it takes.
+    pub fields: &'static [Field],
+    /// Each group needs one of its fields present.
+    pub requires: &'static [&'static [Field]],
 }
 
 impl FieldRules {
+    /// The table, with the provider's create endpoint.
+    pub fn with_create(
+        mut self,
+        fields: &'static [Field],
+        requires: &'static [&'static [Field]],
+    ) -> Self {
+        self.create = Some(CreateSpec { fields, requires });
+        self
+    }
+
     /// A table where every field not listed is unsupported.
     pub fn new(
         provider: ProviderKind,
@@ -214,6 +245,7 @@ impl FieldRules {
         FieldRules {
             provider,
             rules: map,
+            create: None,
         }
     }
 

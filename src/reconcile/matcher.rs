@@ -217,14 +217,25 @@ struct Keys<'a> {
     keys: Vec<Key<'a>>,
     /// Per record, its index in `keys` (`NONE`: no valid key, or not taking part).
     of_record: Vec<u32>,
+    /// The people beyond `owner` and `owner2` holding a key, for the rare keys held by three
+    /// or more people.
+    more_owners: HashMap<u32, Vec<u32>>,
 }
 
 impl<'a> Keys<'a> {
-    /// `person[i]`: the existing person (by number) of record `i`, `NONE` when it has no link;
-    /// `active[i]`: whether the record takes part.
-    fn collect(records: &'a [Contact], via: Via, person: &[u32], active: &[bool]) -> Self {
+    /// `person[i]`: the existing person (by number) of record `i`, `NONE` when it has no link
+    /// or was set aside; `active[i]`: whether the record takes part; `free(i)`: whether it is
+    /// a new record (a linked record set aside links no new records together).
+    fn collect(
+        records: &'a [Contact],
+        via: Via,
+        person: &[u32],
+        active: &[bool],
+        free: &dyn Fn(usize) -> bool,
+    ) -> Self {
         let mut distinct = Distinct::new();
         let mut keys: Vec<Key<'a>> = Vec::new();
+        let mut more_owners: HashMap<u32, Vec<u32>> = HashMap::new();
         let of_record = records
             .iter()
             .enumerate()
@@ -252,13 +263,18 @@ impl<'a> Keys<'a> {
                 entry.providers |= bit;
                 let p = person[i];
                 if p == NONE {
-                    if entry.first_free == NONE {
+                    if entry.first_free == NONE && free(i) {
                         entry.first_free = i as u32;
                     }
                 } else if entry.owner == NONE {
                     entry.owner = p;
                 } else if entry.owner != p && entry.owner2 == NONE {
                     entry.owner2 = p;
+                } else if entry.owner != p && entry.owner2 != p {
+                    let more = more_owners.entry(k).or_default();
+                    if !more.contains(&p) {
+                        more.push(p);
+                    }
                 }
                 k
             })
@@ -267,7 +283,17 @@ impl<'a> Keys<'a> {
             via,
             keys,
             of_record,
+            more_owners,
         }
+    }
+
+    /// Every existing person (by number) whose linked records hold key `k`.
+    fn owners(&self, k: u32) -> impl Iterator<Item = u32> + '_ {
+        let key = &self.keys[k as usize];
+        [key.owner, key.owner2]
+            .into_iter()
+            .filter(|p| *p != NONE)
+            .chain(self.more_owners.get(&k).into_iter().flatten().copied())
     }
 
     fn of(&self, i: usize) -> Option<&Key<'a>> {
@@ -313,15 +339,20 @@ pub fn match_records(records: &[Contact], links: &HashMap<RecordId, PersonId>) -
     } else {
         records.iter().map(|r| links.get(&r.id)).collect()
     };
-    match_linked(records, &linked, &Steering::default())
+    match_linked(records, &linked, &Steering::default(), &|p| {
+        links.values().any(|q| q == p)
+    })
 }
 
 /// [`match_records`] with each record's earlier person, by record index (empty: none), and the
-/// humans' decisions.
+/// humans' decisions. `known` tells whether an earlier run gave a person that id, even if none
+/// of its records is listed now (its provider's listing failed): a new person never takes it,
+/// or those records would join the newcomer when they are listed again.
 pub(crate) fn match_linked(
     records: &[Contact],
     linked: &[Option<&PersonId>],
     steering: &Steering,
+    known: &dyn Fn(&str) -> bool,
 ) -> Matching {
     let n = records.len();
     let mut ambiguities = Vec::new();
@@ -366,8 +397,9 @@ pub(crate) fn match_linked(
     }
 
     // 2. New records grouped among themselves by phone and e-mail, in any order.
-    let keys = [Via::Phone, Via::Email].map(|via| Keys::collect(records, via, &person_of, &active));
     let free = |i: usize| active[i] && link_of(i).is_none();
+    let keys =
+        [Via::Phone, Via::Email].map(|via| Keys::collect(records, via, &person_of, &active, &free));
     let mut dsu = Dsu::new(n);
     for k in &keys {
         k.clashes(records, &mut ambiguities);
@@ -433,9 +465,11 @@ pub(crate) fn match_linked(
                 .is_some_and(|s| s.contains(person_ids[p as usize]))
         };
         for k in &keys {
-            let Some(key) = k.of(i) else { continue };
-            for p in [key.owner, key.owner2] {
-                if p == NONE || forbidden(p) {
+            let Some(&key) = k.of_record.get(i).filter(|key| **key != NONE) else {
+                continue;
+            };
+            for p in k.owners(key) {
+                if forbidden(p) {
                     continue;
                 }
                 let people = fit.entry(root).or_default();
@@ -464,6 +498,54 @@ pub(crate) fn match_linked(
             ),
         };
         set_aside.insert(root, (reason, named));
+    }
+    // A group holding a record a human unlinked from the one person it fits does not join
+    // it: that record would be re-joined by a key (SPEC section 10).
+    if !steering.unlinked_from.is_empty() {
+        for (i, r) in records.iter().enumerate() {
+            let root = roots[i];
+            if root == NONE || set_aside.contains_key(&root) {
+                continue;
+            }
+            let Some([p]) = fit.get(&root).map(Vec::as_slice) else {
+                continue;
+            };
+            let person = person_ids[*p as usize];
+            if steering
+                .unlinked_from
+                .get(&r.id)
+                .is_some_and(|s| s.contains(person))
+            {
+                let reason = format!(
+                    "its phone or e-mail points at person {person}, which {} was unlinked from; not joined",
+                    r.id
+                );
+                set_aside.insert(root, (reason, vec![person.clone()]));
+            }
+        }
+    }
+    // Two groups joining one person must not bring it two records of one provider (a key two
+    // records of one provider hold points both at it): neither can say it is that person.
+    let mut joining: HashMap<u32, Vec<u32>> = HashMap::new();
+    for (&root, f) in &fit {
+        if let ([p], false) = (f.as_slice(), set_aside.contains_key(&root)) {
+            joining.entry(*p).or_default().push(root);
+        }
+    }
+    for (p, joiners) in joining.iter().filter(|(_, j)| j.len() > 1) {
+        for &root in joiners {
+            let others = joiners
+                .iter()
+                .filter(|&&r| r != root)
+                .fold(0u8, |m, &r| m | providers[r as usize]);
+            if providers[root as usize] & others != 0 {
+                let reason = format!(
+                    "its phone or e-mail points at person {}, as another new record's of that provider does; not joined",
+                    person_ids[*p as usize]
+                );
+                set_aside.insert(root, (reason, vec![person_ids[*p as usize].clone()]));
+            }
+        }
     }
     if !set_aside.is_empty() {
         let mut pending: BTreeMap<u32, Vec<RecordId>> = BTreeMap::new();
@@ -540,7 +622,7 @@ pub(crate) fn match_linked(
         let person = if p != NONE {
             person_ids[p as usize].clone()
         } else {
-            fresh_person_id(&records[slice[0] as usize].id, &taken)
+            fresh_person_id(&records[slice[0] as usize].id, &taken, known)
         };
         groups.push(Group { person, start, len });
     }
@@ -693,14 +775,15 @@ fn join_candidates(
 /// A new person id: `p:` and the record id (its smallest record's, so it does not depend on the
 /// input order), with `~N` added when that id is taken (a record unlinked from the person it
 /// founded).
-fn fresh_person_id(id: &RecordId, taken: &HashSet<&str>) -> PersonId {
+fn fresh_person_id(id: &RecordId, taken: &HashSet<&str>, known: &dyn Fn(&str) -> bool) -> PersonId {
+    let free = |c: &str| !taken.contains(c) && !known(c);
     let base = new_person_id(id);
-    if !taken.contains(base.as_str()) {
+    if free(&base) {
         return base;
     }
     (2u32..)
         .map(|k| format!("{base}~{k}"))
-        .find(|c| !taken.contains(c.as_str()))
+        .find(|c| free(c))
         .unwrap_or(base)
 }
 
@@ -762,26 +845,32 @@ fn link_canonically(
 ) {
     let mut order = contested.to_vec();
     order.sort_unstable_by(|a, b| records[*a as usize].id.cmp(&records[*b as usize].id));
-    let mut edges: Vec<(u32, u32, Via)> = Vec::new();
-    for k in keys {
-        let mut holders: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
-        for &i in &order {
-            if let Some(key) = k.linking(i as usize) {
-                holders.entry(key.key).or_default().push(i);
+    // Each key chains its holders in record-id order. The chains are built again on every
+    // pass from the records not yet set aside, so setting aside a record in the middle of a
+    // chain does not part the holders on either side of it.
+    let edges_without = |aside: &BTreeMap<u32, String>| {
+        let mut edges: Vec<(u32, u32, Via)> = Vec::new();
+        for k in keys {
+            let mut holders: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+            for &i in order.iter().filter(|i| !aside.contains_key(i)) {
+                if let Some(key) = k.linking(i as usize) {
+                    holders.entry(key.key).or_default().push(i);
+                }
+            }
+            for h in holders.values() {
+                for w in h.windows(2) {
+                    edges.push((w[0], w[1], k.via));
+                }
             }
         }
-        for h in holders.values() {
-            for w in h.windows(2) {
-                edges.push((w[0], w[1], k.via));
-            }
-        }
-    }
+        edges
+    };
 
     let mut ambiguous_at: BTreeMap<u32, String> = BTreeMap::new();
     let mut dsu = loop {
         let mut dsu = Dsu::with_masks(records);
         let mut new_ambiguous = false;
-        for &(a, b, via) in &edges {
+        for (a, b, via) in edges_without(&ambiguous_at) {
             if ambiguous_at.contains_key(&a) || ambiguous_at.contains_key(&b) {
                 continue;
             }
@@ -801,6 +890,8 @@ fn link_canonically(
                 ambiguous_at.insert(a, reason.clone());
                 ambiguous_at.insert(b, reason);
                 new_ambiguous = true;
+                // Start again without them: a record set aside must not refuse later edges.
+                break;
             }
         }
         if !new_ambiguous {
@@ -988,7 +1079,7 @@ mod tests {
         };
         let links = links(&[(Protocol, "a", "p:1")]);
         let linked: Vec<_> = records.iter().map(|r| links.get(&r.id)).collect();
-        let m = match_linked(&records, &linked, &steering);
+        let m = match_linked(&records, &linked, &steering, &|_| false);
         let x = person_of(&records, &m, "privy:x").expect("a person of its own");
         assert_ne!(x, "p:1");
         assert!(m.join_candidates.is_empty(), "a human said no");
@@ -1005,7 +1096,7 @@ mod tests {
             ignored: [RecordId::new(Privy, "x")].into(),
             ..Steering::default()
         };
-        let m = match_linked(&records, &[], &steering);
+        let m = match_linked(&records, &[], &steering, &|_| false);
         assert_eq!(m.groups.len(), 1);
         assert_eq!(person_of(&records, &m, "privy:x"), None);
         assert!(m.ambiguous.is_empty());

@@ -12,6 +12,7 @@
 //! rules and precedence from per-plan tables, and copies a value only into what the plan
 //! outputs.
 
+mod create;
 mod index;
 pub mod matcher;
 pub mod plan;
@@ -23,8 +24,8 @@ use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub use matcher::{Ambiguity, JoinCandidate, PersonId, Steering};
-pub use plan::{Conflict, Excluded, PersonPlan, Plan, Reason, Skip, Update};
-pub use policy::Policy;
+pub use plan::{Conflict, Create, CreateSkip, Excluded, PersonPlan, Plan, Reason, Skip, Update};
+pub use policy::{CreateFilter, Policy};
 pub use recheck::recheck;
 pub use stored::{Agreed, Baseline};
 
@@ -62,6 +63,18 @@ impl RuleBook {
     pub fn get(&self, p: ProviderKind) -> Option<&FieldRules> {
         self.rules.get(&p)
     }
+
+    /// The book for a run in which only `listed` providers could be listed: nothing is created
+    /// in a provider whose listing failed, since every person would seem to lack a record there.
+    pub fn creating_only_in(&self, listed: &BTreeSet<ProviderKind>) -> RuleBook {
+        let mut book = self.clone();
+        for (p, r) in &mut book.rules {
+            if !listed.contains(p) {
+                r.create = None;
+            }
+        }
+        book
+    }
 }
 
 const FIELDS: usize = Field::ALL.len();
@@ -76,7 +89,10 @@ pub fn plan(records: &[Contact], memory: &Memory, policy: &Policy, rules: &RuleB
         let index = index::RecordIndex::new(records);
         (index.join(&memory.links), index.join(&memory.baselines))
     };
-    let mut matching = matcher::match_linked(records, &linked, &memory.steering);
+    // Every person an earlier run saved has agreed values (the store saves people before
+    // links), so those keys are every id ever given, listed now or not.
+    let known = |p: &str| memory.agreed.contains_key(p);
+    let mut matching = matcher::match_linked(records, &linked, &memory.steering, &known);
     drop(linked);
     let owners = KeyOwners::new(records, &matching.group_of);
     let tables = Tables::new(policy, rules);
@@ -146,6 +162,20 @@ pub fn plan(records: &[Contact], memory: &Memory, policy: &Policy, rules: &RuleB
         .unwrap_or_default();
     out.ambiguous = ambiguous;
     out.join_candidates = std::mem::take(&mut matching.join_candidates);
+    if !out.excluded.is_empty() {
+        // `out.people` leaves excluded people out; keep person order aligned with it for the
+        // creates, which are never planned for them either.
+        let gone: std::collections::HashSet<&PersonId> =
+            out.excluded.iter().map(|x| &x.person).collect();
+        let groups = &matching.groups;
+        matching
+            .by_person
+            .retain(|&g| !gone.contains(&groups[g as usize].person));
+    }
+    let (creates, create_skips) =
+        create::plan_creates(&out.people, &matching, policy, rules, &owners);
+    out.creates = creates;
+    out.create_skips = create_skips;
     out.updates
         .sort_by(|a, b| a.patch.record.cmp(&b.patch.record));
     out.skipped
@@ -880,15 +910,18 @@ impl<'a> Planner<'a, '_> {
     }
 }
 
+/// Per key: its first holder, a holder of another person (`NONE`: none), the providers holding it.
+type KeyIndex<'a> = HashMap<&'a str, (u32, u32, u8)>;
+
 /// Which person holds each phone and e-mail, so that a key is never written to a record of
 /// another person (SPEC section 10, rule `held-by-other-person`). Built on the first question:
 /// a plan that writes no phone or e-mail never builds it.
 struct KeyOwners<'a> {
     records: &'a [Contact],
     group_of: &'a [u32],
-    /// Per field (phone, e-mail) and key: the first record holding it, and a record of another
-    /// person holding it too (`NONE`: none).
-    index: OnceCell<[HashMap<&'a str, (u32, u32)>; 2]>,
+    /// Per field (phone, e-mail) and key: the first record holding it, a record of another
+    /// person holding it too (`NONE`: none), and the providers whose records hold it.
+    index: OnceCell<[KeyIndex<'a>; 2]>,
 }
 
 impl<'a> KeyOwners<'a> {
@@ -909,7 +942,7 @@ impl<'a> KeyOwners<'a> {
         }
     }
 
-    fn index(&self) -> &[HashMap<&'a str, (u32, u32)>; 2] {
+    fn index(&self) -> &[KeyIndex<'a>; 2] {
         self.index.get_or_init(|| {
             let keys = |r: &'a Contact| {
                 [&r.phone, &r.email].map(|v| v.as_ref().filter(|v| v.valid).map(|v| v.key.as_str()))
@@ -920,7 +953,10 @@ impl<'a> KeyOwners<'a> {
             for (i, r) in self.records.iter().enumerate() {
                 for (slot, key) in keys(r).into_iter().enumerate() {
                     let Some(key) = key else { continue };
-                    let e = index[slot].entry(key).or_insert((i as u32, matcher::NONE));
+                    let e = index[slot]
+                        .entry(key)
+                        .or_insert((i as u32, matcher::NONE, 0));
+                    e.2 |= r.provider().bit();
                     if r.id < self.records[e.0 as usize].id {
                         e.0 = i as u32;
                     }
@@ -957,7 +993,7 @@ impl<'a> KeyOwners<'a> {
         let FieldValue::Scalar(Some(v)) = wanted else {
             return None;
         };
-        let &(first, other) = self.index()[slot].get(v.key.as_str())?;
+        let &(first, other, _) = self.index()[slot].get(v.key.as_str())?;
         let mine = u64::from(group);
         let holder = if self.owner(first) != mine {
             first
@@ -967,6 +1003,18 @@ impl<'a> KeyOwners<'a> {
             return None;
         };
         Some(&self.records[holder as usize].id)
+    }
+
+    /// Whether a listed record of `provider` holds the phone or e-mail `key`.
+    fn held_in(&self, provider: ProviderKind, field: Field, key: &str) -> bool {
+        let slot = match field {
+            Field::Phone => 0,
+            Field::Email => 1,
+            _ => return false,
+        };
+        self.index()[slot]
+            .get(key)
+            .is_some_and(|e| e.2 & provider.bit() != 0)
     }
 }
 
@@ -1069,5 +1117,7 @@ impl Holders for PlanHolders<'_> {
     }
 }
 
+#[cfg(test)]
+mod oracle;
 #[cfg(test)]
 mod tests;

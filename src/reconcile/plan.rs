@@ -2,8 +2,9 @@
 
 use super::matcher::{Ambiguity, JoinCandidate, PersonId};
 use super::Agreed;
-use crate::model::{Field, FieldValue, Patch, ProviderKind, RecordId};
+use crate::model::{Field, FieldValue, NewContact, Patch, ProviderKind, RecordId};
 use crate::provider::rules::RuleId;
+use crate::provider::LookupKey;
 
 /// Why a value was chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +49,33 @@ impl Update {
     pub fn provider(&self) -> ProviderKind {
         self.patch.record.provider
     }
+}
+
+/// One planned create: a contact for a person the provider lacks (SPEC section 11).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Create {
+    pub person: PersonId,
+    /// The provider and every value to send.
+    pub new: NewContact,
+    /// The key journaled with the create and looked up before an unknown outcome is retried:
+    /// the phone, else the e-mail.
+    pub key: Option<LookupKey>,
+    pub reason: String,
+}
+
+impl Create {
+    pub fn provider(&self) -> ProviderKind {
+        self.new.provider
+    }
+}
+
+/// A create that is not planned, and the rule why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateSkip {
+    pub person: PersonId,
+    pub provider: ProviderKind,
+    pub rule: RuleId,
+    pub detail: String,
 }
 
 /// A change a rule forbids: reported, not sent.
@@ -96,6 +124,10 @@ pub struct PersonPlan {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     pub updates: Vec<Update>,
+    /// Contacts to create, by provider then person.
+    pub creates: Vec<Create>,
+    /// Creates that were not planned, with the rule why.
+    pub create_skips: Vec<CreateSkip>,
     pub skipped: Vec<Skip>,
     pub conflicts: Vec<Conflict>,
     pub ambiguous: Vec<Ambiguity>,
@@ -113,7 +145,7 @@ pub struct Plan {
 impl Plan {
     /// Whether the plan would send nothing.
     pub fn is_empty(&self) -> bool {
-        self.updates.is_empty()
+        self.updates.is_empty() && self.creates.is_empty()
     }
 
     /// Planned updates for one provider.

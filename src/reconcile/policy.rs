@@ -29,6 +29,21 @@ pub struct Policy {
     pub exclude_tags: BTreeSet<String>,
     /// Chatwoot's `skip_blocked`: a person with a blocked record is left out of the sync.
     pub skip_blocked: bool,
+    /// Providers with `create = true`, and which people are created there.
+    pub creates: BTreeMap<ProviderKind, CreateFilter>,
+}
+
+/// Which people a provider's creates are for (`create_filter`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreateFilter {
+    /// Fields the person must have.
+    pub require: BTreeSet<Field>,
+    /// The person's agreed tags must hold one of these (empty: no condition).
+    pub tags_any: BTreeSet<String>,
+    /// The person's agreed tags must hold none of these.
+    pub tags_none: BTreeSet<String>,
+    /// Only people with a record in one of these providers (empty: no condition).
+    pub from: BTreeSet<ProviderKind>,
 }
 
 impl Default for Policy {
@@ -49,6 +64,7 @@ impl Default for Policy {
             read_only: BTreeSet::new(),
             exclude_tags: BTreeSet::new(),
             skip_blocked: true,
+            creates: BTreeMap::new(),
         }
     }
 }

@@ -19,7 +19,9 @@ pub fn recheck(
     updates: &mut Vec<Update>,
 ) -> Vec<Skip> {
     let linked: Vec<Option<&String>> = records.iter().map(|r| memory.links.get(&r.id)).collect();
-    let matching = matcher::match_linked(records, &linked, &memory.steering);
+    let matching = matcher::match_linked(records, &linked, &memory.steering, &|p| {
+        memory.agreed.contains_key(p)
+    });
     let owners = KeyOwners::new(records, &matching.group_of);
     let holders = PlanHolders::new(records, rules);
     let index: HashMap<&RecordId, usize> = records

@@ -1104,6 +1104,9 @@ pub fn provider_config(sim: &Sim) -> crate::config::ProviderConfig {
         ..Default::default()
     };
     ProviderConfig {
+        role: crate::config::Role::Both,
+        create: None,
+        max_creates: crate::config::DEFAULT_MAX_CREATES,
         kind: sim.kind,
         base_url: sim.base_url(),
         token: SecretSource::Literal(Secret::new(opts.token.clone())),

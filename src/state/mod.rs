@@ -13,6 +13,7 @@
 //! state at the same time.
 
 pub mod codec;
+mod creates;
 mod decisions;
 
 use std::collections::{BTreeMap, HashMap};
@@ -23,6 +24,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 pub use codec::{decode_baseline, decode_fields, encode_baseline, encode_fields};
+pub use creates::PendingCreate;
 pub use decisions::{actor, DecisionRow, Findings, KnownRecord, Relink};
 
 use crate::model::{Field, FieldValue, ProviderKind, RecordId};
@@ -120,6 +122,8 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;",
     // 2: identity decisions and the last run's findings (SPEC section 10).
     decisions::MIGRATION,
+    // 3: the create journal (SPEC section 11).
+    creates::MIGRATION,
 ];
 
 /// Inserts a record's link and baseline, or replaces them.

@@ -43,6 +43,7 @@ pub fn rules(known_tags: BTreeSet<String>, known_custom_fields: BTreeSet<String>
             ),
         ],
     )
+    .with_create(&CREATE_FIELDS, CREATE_REQUIRES)
 }
 
 /// Maps one Callbell contact to the common model. Never fails: data that does not parse is kept

@@ -100,6 +100,7 @@ pub fn field_rules_for(mode: ChatwootUpdateApi, known_labels: &BTreeSet<String>)
             (Field::Username, FieldRule::unsupported()),
         ],
     )
+    .with_create(&map::CREATE_FIELDS, map::CREATE_REQUIRES)
 }
 
 /// The public API's rules (the table this adapter had before the application API became the

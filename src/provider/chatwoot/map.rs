@@ -261,6 +261,21 @@ pub fn app_update(patch: &Patch) -> Result<AppUpdate, String> {
 /// # Errors
 /// When `new` holds none of e-mail, phone and identifier (Chatwoot would create a contact its
 /// list never shows), or a field the application API cannot write.
+/// The fields the application API's `POST /api/v1/accounts/{account_id}/contacts` takes
+/// (labels set right after, through the labels endpoint).
+pub const CREATE_FIELDS: [Field; 6] = [
+    Field::Name,
+    Field::Email,
+    Field::Phone,
+    Field::ExternalId,
+    Field::Tags,
+    Field::CustomFields,
+];
+
+/// What a create requires: one of e-mail, phone or identifier (SPEC section 11), since the
+/// contacts list shows only contacts with one of them (`app/models/contact.rb`).
+pub const CREATE_REQUIRES: &[&[Field]] = &[&[Field::Email, Field::Phone, Field::ExternalId]];
+
 pub fn create_body(
     new: &NewContact,
     inbox_id: u64,

@@ -65,6 +65,7 @@ pub fn privy_rules() -> FieldRules {
             (Field::CustomFields, FieldRule::writable()),
         ],
     )
+    .with_create(&super::CREATE_FIELDS, super::CREATE_REQUIRES)
 }
 
 impl PrivyClient {

@@ -123,6 +123,7 @@ pub fn field_rules(mode: UpdateMode) -> FieldRules {
         ],
     };
     FieldRules::new(KIND, std::iter::once(name).chain(others))
+        .with_create(&super::CREATE_FIELDS, super::CREATE_REQUIRES)
 }
 
 impl Provider for ProtocolClient {
