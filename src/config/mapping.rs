@@ -136,7 +136,6 @@ pub(super) fn validate(
 /// Validates one mapping table (`[mapping.custom_fields]` or `[mapping.tags]`): known and
 /// configured providers, non-empty names, no provider name mapped twice (after `fold`), no two
 /// common names alike (after `fold`), and what `provider_problem` says of each name.
-#[allow(clippy::too_many_arguments)]
 fn entries(
     table: &str,
     what: &str,
