@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::model::{Field, ProviderKind};
+use crate::provider::mapping::Mapping;
 use crate::sim::{Fleet, SeedPerson, SimOptions};
 use crate::sync::{Engine, Quiet, RunOptions};
 
@@ -82,6 +83,42 @@ fn holds(kind: ProviderKind, i: usize) -> bool {
     }
 }
 
+/// The demo's `[mapping]`: one custom field under three names, as real accounts spell it
+/// (`loyalty_tier = { privy = "loyalty_tier", callbell = "Loyalty Tier", chatwoot = "tier" }`).
+pub fn demo_mapping() -> Mapping {
+    Mapping {
+        custom_fields: [(
+            "loyalty_tier".to_string(),
+            [
+                (ProviderKind::Privy, "loyalty_tier".to_string()),
+                (ProviderKind::Callbell, "Loyalty Tier".to_string()),
+                (ProviderKind::Chatwoot, "tier".to_string()),
+            ]
+            .into(),
+        )]
+        .into(),
+        ..Mapping::default()
+    }
+}
+
+/// `p` as `kind` stores it, its custom fields under that provider's own keys.
+fn stored(mapping: &Mapping, kind: ProviderKind, p: &SeedPerson) -> SeedPerson {
+    let mut p = p.stored_by(kind);
+    p.custom_fields = std::mem::take(&mut p.custom_fields)
+        .into_iter()
+        .map(|(k, v)| {
+            let own = mapping
+                .custom_fields
+                .get(&k)
+                .and_then(|per| per.get(&kind))
+                .cloned()
+                .unwrap_or(k);
+            (own, v)
+        })
+        .collect();
+    p
+}
+
 /// Why the demo could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -108,12 +145,15 @@ pub async fn run(people: usize) -> Result<String, DemoError> {
     let fleet = Fleet::start(|k| {
         let mut o = SimOptions::for_provider(k).unlimited();
         o.callbell_tags = ["vip", "wholesale", "lead"].map(String::from).into();
+        o.callbell_custom_fields = ["Loyalty Tier", "city"].map(String::from).into();
         o
     })
     .await
     .map_err(DemoError::Simulators)?;
     let dir = tempfile::tempdir().map_err(DemoError::TempDir)?;
     let mut config = fleet.config(&dir.path().join("state.db"));
+    config.mapping = demo_mapping();
+    let mapping = config.mapping.clone();
     config.policy.field_precedence.insert(
         Field::Name,
         vec![
@@ -154,7 +194,7 @@ pub async fn run(people: usize) -> Result<String, DemoError> {
             if holds(kind, i) {
                 fleet
                     .sim(kind)
-                    .seed_person_at(i as u64 + 1, &p.stored_by(kind));
+                    .seed_person_at(i as u64 + 1, &stored(&mapping, kind, p));
             }
         }
     }
@@ -212,9 +252,11 @@ pub async fn run(people: usize) -> Result<String, DemoError> {
     // Today's edits, made directly in the providers.
     let mut edits = Vec::new();
     let mut edit = |kind: ProviderKind, i: usize, what: &str, f: &dyn Fn(&mut SeedPerson)| {
-        let mut p = sample[i].stored_by(kind);
+        let mut p = sample[i].clone();
         f(&mut p);
-        fleet.sim(kind).seed_person_at(i as u64 + 1, &p);
+        fleet
+            .sim(kind)
+            .seed_person_at(i as u64 + 1, &stored(&mapping, kind, &p));
         edits.push(format!("{kind}: {what}"));
     };
     edit(
@@ -258,7 +300,7 @@ pub async fn run(people: usize) -> Result<String, DemoError> {
     edit(
         ProviderKind::Callbell,
         6,
-        "loyalty_tier set to \"platinum\"",
+        "\"Loyalty Tier\" set to \"platinum\" (Privy's loyalty_tier, Chatwoot's tier)",
         &|p| {
             p.custom_fields
                 .insert("loyalty_tier".into(), "platinum".into());

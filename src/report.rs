@@ -9,7 +9,8 @@ use serde::Serialize;
 use serde_json::Value as Json;
 
 use crate::executor::Outcome;
-use crate::model::{FieldValue, ProviderKind};
+use crate::model::{Change, Field, FieldValue, ProviderKind};
+use crate::provider::mapping::ProviderMapping;
 use crate::reconcile::Plan;
 use crate::state::codec::encode_value;
 
@@ -82,6 +83,9 @@ pub struct RunReport {
     pub apply_ms: u128,
     /// Per provider: time from the start of the apply phase to its last write.
     pub lanes: BTreeMap<ProviderKind, std::time::Duration>,
+    /// The run's `[mapping]`, so changes can show a provider's own name of a tag or custom
+    /// field beside the common one.
+    pub mapping: crate::provider::mapping::Mapping,
 }
 
 #[derive(Serialize)]
@@ -94,6 +98,8 @@ struct JsonReport<'a> {
     conflicts: Vec<JsonConflict>,
     ambiguous: Vec<JsonAmbiguous>,
     join_candidates: Vec<JsonJoinCandidate>,
+    /// People out of scope (`[scope]`), once each with the reason.
+    excluded: Vec<JsonExcluded>,
     creates: Vec<JsonCreate>,
     failures: Vec<JsonFailure>,
     guard: &'a [GuardTrip],
@@ -111,6 +117,9 @@ struct JsonChange {
     new: Json,
     reason: String,
     status: ChangeStatus,
+    /// For tags and custom fields: common name → the provider's own name, where they differ.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    provider_names: BTreeMap<String, String>,
 }
 
 #[derive(Serialize)]
@@ -182,6 +191,26 @@ struct JsonPerson {
 }
 
 #[derive(Serialize)]
+struct JsonExcluded {
+    person: String,
+    records: Vec<String>,
+    reason: String,
+}
+
+/// Records that differ from the agreed value of a field but are not written, because their
+/// provider is not a target of it: one line per provider and field, not one per record.
+#[derive(Serialize)]
+struct JsonUntargeted {
+    provider: String,
+    field: String,
+    records: usize,
+    rule: &'static str,
+}
+
+/// The skip rule of [`JsonUntargeted`].
+const NOT_A_TARGET: &str = "not-a-target";
+
+#[derive(Serialize)]
 struct JsonFailure {
     provider: String,
     record: Option<String>,
@@ -215,6 +244,8 @@ struct JsonSummary {
     conflicts: usize,
     ambiguous: usize,
     join_candidates: usize,
+    excluded: usize,
+    untargeted: Vec<JsonUntargeted>,
     planned_creates: usize,
     created: usize,
     create_skips: usize,
@@ -227,6 +258,17 @@ struct JsonSummary {
 }
 
 impl RunReport {
+    /// Each provider's view of the run's mapping; empty when it renames nothing.
+    fn provider_mappings(&self) -> BTreeMap<ProviderKind, ProviderMapping> {
+        if self.mapping.custom_fields.is_empty() && self.mapping.tags.is_empty() {
+            return BTreeMap::new();
+        }
+        ProviderKind::ALL
+            .into_iter()
+            .map(|k| (k, self.mapping.for_provider(k)))
+            .collect()
+    }
+
     fn status(&self, i: usize) -> ChangeStatus {
         if self.stale.iter().any(|(s, _)| *s == i) {
             return ChangeStatus::Stale;
@@ -345,6 +387,18 @@ impl RunReport {
             conflicts: self.plan.conflicts.len(),
             ambiguous: self.plan.ambiguous.len(),
             join_candidates: self.plan.join_candidates.len(),
+            excluded: self.plan.excluded.len(),
+            untargeted: self
+                .plan
+                .untargeted
+                .iter()
+                .map(|((p, f), n)| JsonUntargeted {
+                    provider: p.to_string(),
+                    field: f.to_string(),
+                    records: *n,
+                    rule: NOT_A_TARGET,
+                })
+                .collect(),
             planned_creates: self.plan.creates.len(),
             created: self.created(),
             create_skips: self.plan.create_skips.len(),
@@ -359,6 +413,7 @@ impl RunReport {
 
     /// The report as JSON (schema [`SCHEMA`]).
     pub fn to_json(&self) -> String {
+        let mappings = self.provider_mappings();
         let mut changes = Vec::new();
         for (i, u) in self.plan.updates.iter().enumerate() {
             for (c, reason) in u.patch.changes.iter().zip(&u.reasons) {
@@ -371,6 +426,7 @@ impl RunReport {
                     new: shown(&c.new),
                     reason: reason.to_string(),
                     status: self.status(i),
+                    provider_names: provider_names(mappings.get(&u.provider()), c),
                 });
             }
         }
@@ -477,6 +533,16 @@ impl RunReport {
                 joinable: j.joinable(),
             })
             .collect();
+        let excluded = self
+            .plan
+            .excluded
+            .iter()
+            .map(|x| JsonExcluded {
+                person: x.person.clone(),
+                records: x.records.iter().map(ToString::to_string).collect(),
+                reason: x.reason.clone(),
+            })
+            .collect();
         let mut failures: Vec<JsonFailure> = self
             .problems
             .iter()
@@ -517,6 +583,7 @@ impl RunReport {
             conflicts,
             ambiguous,
             join_candidates,
+            excluded,
             creates,
             failures,
             guard: &self.guard,
@@ -556,6 +623,7 @@ impl RunReport {
             _ => "contact-sync sync",
         };
         out.push_str(&h(1, title));
+        let mappings = self.provider_mappings();
         let mut people: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for (i, u) in self.plan.updates.iter().enumerate() {
             let status = match self.status(i) {
@@ -566,13 +634,22 @@ impl RunReport {
                 ChangeStatus::Stale => " [stale: skipped]",
             };
             for (c, reason) in u.patch.changes.iter().zip(&u.reasons) {
+                let names: Vec<String> = provider_names(mappings.get(&u.provider()), c)
+                    .iter()
+                    .map(|(common, own)| format!("{common} = {own:?}"))
+                    .collect();
+                let names = if names.is_empty() {
+                    String::new()
+                } else {
+                    format!("; in {}: {}", u.provider(), names.join(", "))
+                };
                 people.entry(&u.person).or_default().push(row(
                     markdown,
                     "change",
                     &u.patch.record.to_string(),
                     c.field.as_str(),
                     &format!("{} → {}", c.old, c.new),
-                    &format!("{reason}{status}"),
+                    &format!("{reason}{status}{names}"),
                 ));
             }
         }
@@ -685,6 +762,20 @@ impl RunReport {
                 );
             }
         }
+        if !self.plan.excluded.is_empty() {
+            out.push_str(&format!("\n{}", h(2, "Excluded by scope (left alone)")));
+            for x in &self.plan.excluded {
+                let ids: Vec<String> = x.records.iter().map(ToString::to_string).collect();
+                let _ = writeln!(
+                    out,
+                    "{}{} ({}): {}",
+                    if markdown { "- " } else { "  " },
+                    x.person,
+                    ids.join(", "),
+                    x.reason
+                );
+            }
+        }
         if !self.plan.ambiguous.is_empty() {
             out.push_str(&format!("\n{}", h(2, "Ambiguous (left alone)")));
             for a in &self.plan.ambiguous {
@@ -738,6 +829,20 @@ impl RunReport {
         for line in self.provider_lines() {
             let _ = writeln!(out, "{}{line}", if markdown { "    " } else { "  " });
         }
+        if s.excluded > 0 {
+            let _ = writeln!(out, "{} people excluded by scope", s.excluded);
+        }
+        for u in &s.untargeted {
+            let _ = writeln!(
+                out,
+                "{}{} {}: {} records differ but are not written [{}]",
+                if markdown { "- " } else { "  " },
+                u.provider,
+                u.field,
+                u.records,
+                u.rule
+            );
+        }
         out
     }
 }
@@ -759,6 +864,29 @@ fn row(markdown: bool, kind: &str, record: &str, field: &str, value: &str, why: 
             pad(field, 13)
         )
     }
+}
+
+/// The provider's own names of the tags or custom-field keys `c` touches, where they differ
+/// from the common names (SPEC section 12).
+fn provider_names(m: Option<&ProviderMapping>, c: &Change) -> BTreeMap<String, String> {
+    let Some(m) = m else {
+        return BTreeMap::new();
+    };
+    let names: Vec<&String> = match (&c.old, &c.new) {
+        (FieldValue::Set(a), FieldValue::Set(b)) => a.union(b).collect(),
+        (FieldValue::Map(a), FieldValue::Map(b)) => a.keys().chain(b.keys()).collect(),
+        _ => return BTreeMap::new(),
+    };
+    names
+        .into_iter()
+        .filter_map(|common| {
+            let own = match c.field {
+                Field::Tags => m.tag_out(common),
+                _ => m.field_out(common),
+            }?;
+            (own != common.as_str()).then(|| (common.clone(), own.into_owned()))
+        })
+        .collect()
 }
 
 /// `s` followed by spaces up to `width` terminal columns, measured by display width (a CJK

@@ -109,7 +109,8 @@ impl Engine {
             let adapter = match kept {
                 Some(budget) => AnyProvider::build_with_budget(p, config.normalizer, budget)?,
                 None => AnyProvider::build(p, config.normalizer)?,
-            };
+            }
+            .with_mapping(&config.mapping);
             providers.insert(p.kind, Arc::new(adapter));
         }
         let rules = RuleBook::new(providers.values().map(|p| p.rules().clone()));
@@ -224,6 +225,7 @@ impl Engine {
             list_ms,
             apply_ms: 0,
             lanes: BTreeMap::new(),
+            mapping: self.config.mapping.clone(),
         };
         // A diff stops here: it has no writable store and no run in the history.
         let (Some(store), Some(run)) = (store, run_id) else {

@@ -6,6 +6,7 @@
 //! credentials) happens last, in [`Config::resolve_secrets`].
 
 mod collect;
+mod mapping;
 pub mod raw;
 mod secret;
 
@@ -41,6 +42,8 @@ pub struct Config {
     pub schedule: Schedule,
     pub normalizer: Normalizer,
     pub policy: Policy,
+    /// Custom-field keys and tags per provider (`[mapping]`), applied by the adapters.
+    pub mapping: crate::provider::mapping::Mapping,
     pub daemon: DaemonSettings,
     /// Configured providers, in report order.
     pub providers: Vec<ProviderConfig>,
@@ -396,7 +399,10 @@ impl Config {
     /// another.
     pub fn fingerprint(&self) -> String {
         let mut h = Sha256::new();
-        h.update(format!("{:?}|{:?}|", self.policy, self.normalizer));
+        h.update(format!(
+            "{:?}|{:?}|{:?}|",
+            self.policy, self.normalizer, self.mapping
+        ));
         for p in &self.providers {
             h.update(format!(
                 "{}|{}|{:?}|",
@@ -572,6 +578,7 @@ pub fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, Config
             policy.creates.insert(p.kind, filter.clone());
         }
     }
+    let mapping = mapping::validate(&raw, &providers, &mut policy, &mut e);
 
     let (Ok(schedule), true) = (schedule, e.list.is_empty()) else {
         return Err(ConfigErrors(e.list));
@@ -582,6 +589,7 @@ pub fn validate(raw: RawConfig, text: &str, file: &str) -> Result<Config, Config
         schedule,
         normalizer,
         policy,
+        mapping,
         daemon: DaemonSettings {
             listen,
             shutdown_grace,
@@ -786,10 +794,9 @@ fn validate_policy(raw: &raw::RawPolicy, e: &mut Errors<'_>) -> Policy {
         let key = format!("policy.fields.{name}");
         match name.parse::<Field>() {
             Ok(f) => {
-                field_precedence.insert(
-                    f,
-                    parse_order(&format!("{key}.precedence"), &fp.precedence, e),
-                );
+                if let Some(order) = &fp.precedence {
+                    field_precedence.insert(f, parse_order(&format!("{key}.precedence"), order, e));
+                }
             }
             Err(msg) => e.push(key, msg),
         }

@@ -33,6 +33,60 @@ pub struct RawConfig {
     /// One section per provider; a provider without a section is not synced.
     #[serde(default)]
     pub providers: RawProviders,
+    /// Custom-field keys and tags named differently per provider (SPEC section 12).
+    #[serde(default)]
+    pub mapping: RawMapping,
+    /// Who is left out of the sync.
+    #[serde(default)]
+    pub scope: RawScope,
+}
+
+/// `[mapping]`: one common name per custom field or tag, and each provider's own name for it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMapping {
+    /// `"sync"` (default): a key no mapping names syncs under its own name; `"ignore"`: it is
+    /// neither read nor written.
+    #[serde(default = "default_unmapped")]
+    pub unmapped_custom_fields: String,
+    /// Whether tags compare without case (writes keep each provider's spelling).
+    #[serde(default)]
+    pub tags_case_insensitive: bool,
+    /// Common key → provider name → that provider's custom-field key.
+    #[serde(default)]
+    pub custom_fields: BTreeMap<String, BTreeMap<String, String>>,
+    /// Common tag → provider name → that provider's tag.
+    #[serde(default)]
+    pub tags: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl Default for RawMapping {
+    fn default() -> Self {
+        RawMapping {
+            unmapped_custom_fields: default_unmapped(),
+            tags_case_insensitive: false,
+            custom_fields: BTreeMap::new(),
+            tags: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_unmapped() -> String {
+    "sync".into()
+}
+
+/// `[scope]`: who is left out of the sync.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScope {
+    /// Common tags (after `[mapping.tags]`) that put a person out of scope when any of their
+    /// records holds one.
+    #[serde(default)]
+    pub exclude_tags: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -146,8 +200,15 @@ fn default_fields() -> Vec<String> {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFieldPolicy {
-    /// Precedence for this field only.
-    pub precedence: Vec<String>,
+    /// Precedence for this field only; default the `[policy]` one.
+    #[serde(default)]
+    pub precedence: Option<Vec<String>>,
+    /// The only providers whose edits of this field count; default all.
+    #[serde(default)]
+    pub sources: Option<Vec<String>>,
+    /// The only providers this field is written to; default all.
+    #[serde(default)]
+    pub targets: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -409,6 +470,9 @@ provider_section!(
         /// Labels defined in the account (Settings → Labels) that may be added to contacts;
         /// application mode only. Unset: no label is added (removals still sync).
         known_labels: Option<Vec<String>>,
+        /// Leave blocked contacts (and the people they belong to) out of the sync.
+        #[serde(default = "default_true")]
+        skip_blocked: bool,
     }
 );
 

@@ -303,6 +303,9 @@ pub struct Contact {
     pub updated_at: Option<DateTime<Utc>>,
     /// Problems found while normalising this record (kept data that did not parse).
     pub warnings: Vec<String>,
+    /// The provider marks the contact blocked (Chatwoot's `blocked`); with `skip_blocked` the
+    /// person is left out of the sync (SPEC section 12).
+    pub blocked: bool,
 }
 
 impl Contact {
@@ -323,6 +326,7 @@ impl Contact {
             custom_fields: BTreeMap::new(),
             updated_at: None,
             warnings: Vec::new(),
+            blocked: false,
         }
     }
 

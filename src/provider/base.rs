@@ -6,6 +6,7 @@ use std::sync::Arc;
 use reqwest::header::HeaderValue;
 
 use super::http::{self, ErrorParser, ProviderHttp};
+use super::mapping::{Boundary, ProviderMapping};
 use super::{FieldRules, ProviderError};
 use crate::budget::RateBudget;
 use crate::config::ProviderConfig;
@@ -32,6 +33,9 @@ pub struct ClientBase {
     /// The credential header value, marked sensitive so it is never logged (its `Debug`
     /// prints `Sensitive`).
     pub auth: HeaderValue,
+    /// Custom-field and tag names between the provider's and the common ones (SPEC section
+    /// 12); the identity until [`ClientBase::set_mapping`].
+    pub mapping: Boundary,
 }
 
 impl ClientBase {
@@ -78,7 +82,15 @@ impl ClientBase {
             rules,
             normalizer,
             auth,
+            mapping: Boundary::default(),
         })
+    }
+
+    /// Applies `mapping` at this adapter's boundary, and rewrites its rules in common names.
+    pub fn set_mapping(&mut self, mapping: ProviderMapping) {
+        let mut boundary = Boundary::new(mapping);
+        boundary.adapt_rules(&mut self.rules);
+        self.mapping = boundary;
     }
 
     /// Which provider this is.

@@ -11,6 +11,7 @@ pub mod callbell;
 pub mod chatwoot;
 pub mod error;
 pub mod http;
+pub mod mapping;
 pub mod privy;
 pub mod protocol;
 pub mod rules;
@@ -68,6 +69,9 @@ pub enum LookupKey {
 pub trait Provider {
     /// The parts every adapter shares (HTTP client, rules, normaliser, credential).
     fn base(&self) -> &base::ClientBase;
+    /// The shared parts, to adapt after building (the mapping, see
+    /// [`AnyProvider::with_mapping`]).
+    fn base_mut(&mut self) -> &mut base::ClientBase;
     /// Which provider this is.
     fn kind(&self) -> ProviderKind {
         self.base().kind()
@@ -158,6 +162,26 @@ impl AnyProvider {
         })
     }
 
+    /// The adapter translating custom-field keys and tags through `mapping` (SPEC section 12):
+    /// everything it returns is in common names, and what it is given is translated back.
+    pub fn with_mapping(mut self, mapping: &mapping::Mapping) -> Self {
+        let kind = self.kind();
+        let this = &mut self;
+        dispatch!(this, p => p.base_mut().set_mapping(mapping.for_provider(kind)));
+        self
+    }
+
+    fn boundary(&self) -> &mapping::Boundary {
+        dispatch!(self, p => &p.base().mapping)
+    }
+
+    /// Records in common names.
+    fn inbound(&self, mut contacts: Vec<Contact>) -> Vec<Contact> {
+        let b = self.boundary();
+        contacts.iter_mut().for_each(|c| b.inbound(c));
+        contacts
+    }
+
     pub fn kind(&self) -> ProviderKind {
         dispatch!(self, p => p.kind())
     }
@@ -174,16 +198,32 @@ impl AnyProvider {
         dispatch!(self, p => p.healthcheck().await)
     }
 
+    /// One page of records, in the provider's own names: [`Self::finish_listing`] completes
+    /// them (Chatwoot's labels) and maps them to common names, as [`list_all`] does.
     pub async fn list_page(&self, cursor: Option<&str>) -> Result<Page, ProviderError> {
         dispatch!(self, p => p.list_page(cursor).await)
     }
 
     pub async fn apply(&self, patch: &Patch) -> Result<Contact, ProviderError> {
-        dispatch!(self, p => p.apply(patch).await)
+        let patch = self.boundary().outbound_patch(patch);
+        let mut c = dispatch!(self, p => p.apply(&patch).await)?;
+        self.boundary().inbound(&mut c);
+        Ok(c)
     }
 
     pub async fn create(&self, new: &NewContact) -> Result<Created, ProviderError> {
-        dispatch!(self, p => p.create(new).await)
+        let new = self.boundary().outbound_new(new);
+        let created = dispatch!(self, p => p.create(&new).await)?;
+        Ok(match created {
+            Created::New(mut c) => {
+                self.boundary().inbound(&mut c);
+                Created::New(c)
+            }
+            Created::Existing(mut c) => {
+                self.boundary().inbound(&mut c);
+                Created::Existing(c)
+            }
+        })
     }
 
     /// The healthcheck plus notes an operator should read (`check-config --online`): Chatwoot
@@ -195,15 +235,21 @@ impl AnyProvider {
         }
     }
 
+    /// Completes a listing (Chatwoot reads each contact's labels), then maps every record to
+    /// common names (SPEC section 12), once, now that each holds all its data.
     pub async fn finish_listing(&self, listing: &mut Listing) -> Result<(), ProviderError> {
-        dispatch!(self, p => p.finish_listing(listing).await)
+        dispatch!(self, p => p.finish_listing(listing).await)?;
+        let b = self.boundary();
+        listing.contacts.iter_mut().for_each(|c| b.inbound(c));
+        Ok(())
     }
 
     pub async fn find_by_key(
         &self,
         key: &LookupKey,
     ) -> Result<Option<Vec<Contact>>, ProviderError> {
-        dispatch!(self, p => p.find_by_key(key).await)
+        let found = dispatch!(self, p => p.find_by_key(key).await)?;
+        Ok(found.map(|cs| self.inbound(cs)))
     }
 }
 

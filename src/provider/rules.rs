@@ -60,6 +60,10 @@ pub struct FieldRule {
     pub clearable: bool,
     /// Formats the provider validates.
     pub formats: &'static [Format],
+    /// For tags and custom fields: common names this provider never holds, because the
+    /// mapping names them for other providers only (SPEC section 12). They are not planned
+    /// here, and not reported: the config says so.
+    pub not_written: BTreeSet<String>,
 }
 
 impl FieldRule {
@@ -72,6 +76,7 @@ impl FieldRule {
             unique_per_account: false,
             clearable: true,
             formats: &[],
+            not_written: BTreeSet::new(),
         }
     }
 
@@ -250,6 +255,13 @@ impl FieldRules {
         &self.rules[&field]
     }
 
+    /// The rule for `field`, to adapt (the mapping rewrites tag and key names).
+    pub fn rule_mut(&mut self, field: Field) -> &mut FieldRule {
+        self.rules
+            .entry(field)
+            .or_insert_with(FieldRule::unsupported)
+    }
+
     /// Whether the provider has the field at all.
     pub fn supports(&self, field: Field) -> bool {
         self.rule(field).mutability != Mutability::Unsupported
@@ -352,6 +364,9 @@ impl FieldRules {
         let mut blocked = Vec::new();
         let mut write = current.clone();
         for tag in desired.difference(current) {
+            if rule.not_written.contains(tag) {
+                continue;
+            }
             if let Some(allowed) = &rule.must_pre_exist {
                 if !allowed.contains(tag) {
                     blocked.push(Blocked {
@@ -391,6 +406,9 @@ impl FieldRules {
         let mut write = current.clone();
         for (key, value) in desired {
             if current.get(key) == Some(value) {
+                continue;
+            }
+            if rule.not_written.contains(key) {
                 continue;
             }
             let is_new_key = !current.contains_key(key);

@@ -24,7 +24,7 @@ use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 pub use matcher::{Ambiguity, JoinCandidate, PersonId, Steering};
-pub use plan::{Conflict, Create, CreateSkip, PersonPlan, Plan, Reason, Skip, Update};
+pub use plan::{Conflict, Create, CreateSkip, Excluded, PersonPlan, Plan, Reason, Skip, Update};
 pub use policy::{CreateFilter, Policy};
 pub use recheck::recheck;
 pub use stored::{Agreed, Baseline};
@@ -101,6 +101,10 @@ pub fn plan(records: &[Contact], memory: &Memory, policy: &Policy, rules: &RuleB
     for (r, &g) in matching.by_person.iter().enumerate() {
         rank[g as usize] = r as u32;
     }
+    // Scope is checked only when something can put a person out of it, to keep the hot loop
+    // free of it otherwise.
+    let scoped = !policy.exclude_tags.is_empty()
+        || (policy.skip_blocked && records.iter().any(|c| c.blocked));
     let plan_people = |order: &[u32], in_person_order: bool| {
         let mut planner = Planner {
             records,
@@ -124,6 +128,20 @@ pub fn plan(records: &[Contact], memory: &Memory, policy: &Policy, rules: &RuleB
         for (k, &g) in order.iter().enumerate() {
             let group = &matching.groups[g as usize];
             let members = group.members(&matching.members);
+            if scoped {
+                let contacts = members.iter().map(|&i| &records[i as usize]);
+                if let Some(reason) = policy.excluded(contacts) {
+                    out.excluded.push(Excluded {
+                        person: group.person.clone(),
+                        records: members
+                            .iter()
+                            .map(|&i| records[i as usize].id.clone())
+                            .collect(),
+                        reason,
+                    });
+                    continue;
+                }
+            }
             let previous = agreed.get(k).copied().flatten();
             let person = planner.person(g, &group.person, previous, members, &mut out);
             people.push((rank[g as usize], person));
@@ -144,6 +162,16 @@ pub fn plan(records: &[Contact], memory: &Memory, policy: &Policy, rules: &RuleB
         .unwrap_or_default();
     out.ambiguous = ambiguous;
     out.join_candidates = std::mem::take(&mut matching.join_candidates);
+    if !out.excluded.is_empty() {
+        // `out.people` leaves excluded people out; keep person order aligned with it for the
+        // creates, which are never planned for them either.
+        let gone: std::collections::HashSet<&PersonId> =
+            out.excluded.iter().map(|x| &x.person).collect();
+        let groups = &matching.groups;
+        matching
+            .by_person
+            .retain(|&g| !gone.contains(&groups[g as usize].person));
+    }
     let (creates, create_skips) =
         create::plan_creates(&out.people, &matching, policy, rules, &owners);
     out.creates = creates;
@@ -154,6 +182,7 @@ pub fn plan(records: &[Contact], memory: &Memory, policy: &Policy, rules: &RuleB
         .sort_by(|a, b| (&a.record, a.field, &a.detail).cmp(&(&b.record, b.field, &b.detail)));
     out.conflicts
         .sort_by(|a, b| (&a.person, a.field, &a.key).cmp(&(&b.person, b.field, &b.key)));
+    out.excluded.sort_by(|a, b| a.person.cmp(&b.person));
     out
 }
 

@@ -102,6 +102,16 @@ pub struct Conflict {
     pub winner: RecordId,
 }
 
+/// A person left out of the sync by `[scope]` (an excluded tag, or a blocked Chatwoot contact):
+/// neither merged nor written, and nothing about them is remembered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Excluded {
+    pub person: PersonId,
+    pub records: Vec<RecordId>,
+    /// Which record put the person out of scope, and by which setting.
+    pub reason: String,
+}
+
 /// What the plan decided for one person, persisted after the run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PersonPlan {
@@ -127,6 +137,8 @@ pub struct Plan {
     /// written, because the provider is not a target of the field (its role, or the field's
     /// `targets`). Rule `not-a-target`, reported once per provider and field.
     pub untargeted: std::collections::BTreeMap<(ProviderKind, Field), usize>,
+    /// People out of scope, once each, in person order.
+    pub excluded: Vec<Excluded>,
     pub people: Vec<PersonPlan>,
 }
 

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::model::{Field, ProviderKind};
+use crate::model::{Contact, Field, ProviderKind};
 
 /// The policy the reconciler applies. Built from `[policy]` in config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,11 @@ pub struct Policy {
     pub write_only: BTreeSet<ProviderKind>,
     /// Providers with `role = "source"`: read, never written nor created in.
     pub read_only: BTreeSet<ProviderKind>,
+    /// `[scope] exclude_tags`, as common tags: a person holding one in any provider is left
+    /// out of the sync entirely (SPEC section 12).
+    pub exclude_tags: BTreeSet<String>,
+    /// Chatwoot's `skip_blocked`: a person with a blocked record is left out of the sync.
+    pub skip_blocked: bool,
     /// Providers with `create = true`, and which people are created there.
     pub creates: BTreeMap<ProviderKind, CreateFilter>,
 }
@@ -57,6 +62,8 @@ impl Default for Policy {
             field_targets: BTreeMap::new(),
             write_only: BTreeSet::new(),
             read_only: BTreeSet::new(),
+            exclude_tags: BTreeSet::new(),
+            skip_blocked: true,
             creates: BTreeMap::new(),
         }
     }
@@ -86,6 +93,21 @@ impl Policy {
                 .field_targets
                 .get(&field)
                 .is_none_or(|s| s.contains(&provider))
+    }
+
+    /// Why the person holding `records` is out of scope, or `None` when they are synced.
+    pub fn excluded<'c>(&self, records: impl IntoIterator<Item = &'c Contact>) -> Option<String> {
+        for c in records {
+            if self.skip_blocked && c.blocked {
+                return Some(format!("{} is blocked (skip_blocked)", c.id));
+            }
+            if !self.exclude_tags.is_empty() {
+                if let Some(tag) = c.tags.iter().find(|t| self.exclude_tags.contains(*t)) {
+                    return Some(format!("{} holds tag {tag:?} (exclude_tags)", c.id));
+                }
+            }
+        }
+        None
     }
 
     /// Rank of `provider` for `field` (0 = highest precedence).

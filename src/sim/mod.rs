@@ -1135,6 +1135,7 @@ pub fn config_for(sims: &[Sim], state_path: &std::path::Path) -> crate::config::
             .expect("a constant cron expression parses"),
         normalizer: crate::model::Normalizer::default(),
         policy: crate::reconcile::Policy::default(),
+        mapping: crate::provider::mapping::Mapping::default(),
         daemon: DaemonSettings {
             listen: None,
             shutdown_grace: Duration::from_secs(5),

@@ -98,6 +98,10 @@ impl Provider for CallbellClient {
         &self.base
     }
 
+    fn base_mut(&mut self) -> &mut ClientBase {
+        &mut self.base
+    }
+
     async fn healthcheck(&self) -> Result<(), ProviderError> {
         // Callbell has no page-size parameter: the first page is the cheapest list call.
         self.fetch_page("healthcheck", 1).await.map(|_| ())

@@ -129,6 +129,12 @@ pub struct ContactRecord {
     /// present (the list of some releases omits it).
     #[serde(default)]
     pub updated_at: Option<Timestamp>,
+    /// Whether the contact is blocked: a `NOT NULL DEFAULT FALSE` column in Chatwoot 4.13.0
+    /// (`app/models/contact.rb`, schema comment) that the contact partial renders
+    /// (`app/views/api/v1/models/_contact.json.jbuilder`: `json.blocked resource.blocked`).
+    /// Absent (the public record) reads as not blocked.
+    #[serde(default)]
+    pub blocked: Option<bool>,
 }
 
 /// `GET /public/api/v1/inboxes/{inbox_identifier}/contacts/{source_id}` (schema

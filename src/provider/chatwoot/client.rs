@@ -920,6 +920,10 @@ impl Provider for ChatwootClient {
         &self.base
     }
 
+    fn base_mut(&mut self) -> &mut ClientBase {
+        &mut self.base
+    }
+
     /// Lists the first page (token and account), reads the inbox (`inbox_id` exists in the
     /// account) and, in public mode, checks the public API (inbox identifier of an API inbox,
     /// and HMAC token) with a contact of the first page.

@@ -47,6 +47,7 @@ pub fn to_contact(rec: &ContactRecord, inbox_id: u64, normalizer: &Normalizer) -
         c.warnings.extend(warning);
     }
     c.external_id = rec.identifier.as_deref().and_then(|s| normalizer.text(s));
+    c.blocked = rec.blocked.unwrap_or(false);
     if let Some(attrs) = &rec.custom_attributes {
         c.custom_fields = attrs
             .iter()

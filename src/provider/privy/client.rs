@@ -231,6 +231,10 @@ impl Provider for PrivyClient {
         &self.base
     }
 
+    fn base_mut(&mut self) -> &mut ClientBase {
+        &mut self.base
+    }
+
     async fn healthcheck(&self) -> Result<(), ProviderError> {
         self.list("healthcheck", 1, 1).await.map(|_| ())
     }

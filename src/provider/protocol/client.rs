@@ -131,6 +131,10 @@ impl Provider for ProtocolClient {
         &self.base
     }
 
+    fn base_mut(&mut self) -> &mut ClientBase {
+        &mut self.base
+    }
+
     #[tracing::instrument(level = "debug", skip_all, fields(provider = %KIND), err(level = "debug"))]
     async fn healthcheck(&self) -> Result<(), ProviderError> {
         self.fetch_page(1, None, "healthcheck").await.map(|_| ())
