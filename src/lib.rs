@@ -7,11 +7,13 @@
 //! - [`provider`]: one adapter per provider behind one trait; field rules as data; the shared
 //!   HTTP layer (timeouts, retries, size limits).
 //! - [`budget`]: one shared, adaptive rate budget per provider credential.
+//! - [`cadence`]: which providers a run lists and which it defers, to fit daily quotas.
 //! - [`sim`]: faithful provider simulators (tests, benches, `demo`).
 //!
 //! See `ARCHITECTURE.md` for how a sync flows through them.
 
 pub mod budget;
+pub mod cadence;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -253,6 +253,7 @@ pub struct RawCommon<'a> {
     pub max_retries: Option<u32>,
     pub max_body_bytes: Option<u64>,
     pub guard: Option<RawGuardOverride>,
+    pub min_scan_interval: Option<&'a str>,
 }
 
 /// A `[providers.<name>]` section: which provider it configures and the keys all of them have.
@@ -291,6 +292,9 @@ macro_rules! provider_section {
             pub max_body_bytes: Option<u64>,
             /// Guard rail overrides for this provider.
             pub guard: Option<RawGuardOverride>,
+            /// Least time between two listings of this provider, e.g. "1h" (default: as often
+            /// as its daily quota allows).
+            pub min_scan_interval: Option<String>,
             $($(#[$fmeta])* pub $field: $ty,)*
         }
 
@@ -310,6 +314,7 @@ macro_rules! provider_section {
                     max_retries: self.max_retries,
                     max_body_bytes: self.max_body_bytes,
                     guard: self.guard,
+                    min_scan_interval: self.min_scan_interval.as_deref(),
                 }
             }
         }
