@@ -168,8 +168,8 @@ impl Engine {
         let records = std::mem::take(&mut listed.records);
         let by_id: HashMap<&RecordId, &Contact> = records.iter().map(|r| (&r.id, r)).collect();
 
-        // 2. Settle writes whose outcome is unknown (a crash after sending, a timeout); a
-        //    deferred provider's wait for its next listing (its snapshot predates them).
+        // 2. Settle writes whose outcome is unknown (a crash after sending, a timeout); those
+        //    of a deferred provider wait for its next listing (its snapshot predates them).
         let listed_now: HashMap<&RecordId, &Contact> = by_id
             .iter()
             .filter(|(id, _)| !listed.deferred.contains_key(&id.provider))
@@ -330,7 +330,11 @@ impl Engine {
         .await;
         let writable = mode == Mode::Sync;
         for (kind, result, before) in listings {
-            let usage = self.providers[&kind].budget().usage();
+            let usage = self
+                .providers
+                .get(&kind)
+                .map(|p| p.budget().usage())
+                .unwrap_or_default();
             let mut model = models.remove(&kind).unwrap_or_default();
             model.spend(
                 chrono::Utc::now(),
