@@ -563,6 +563,12 @@ mod tests {
             "Privy scanned {} times, physical limit {physical}",
             privy.scans
         );
+        // Evenly: every 90 minutes from the start of the day (16 scans, the last at 22:30).
+        assert_eq!(privy.scans, 16);
+        assert_eq!(
+            privy.model.last_scan_at,
+            Some(t0() + TimeDelta::minutes(22 * 60 + 30))
+        );
         for other in &day[..3] {
             assert_eq!(other.scans, 96, "{} scanned every tick", other.kind);
         }

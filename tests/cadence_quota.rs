@@ -14,7 +14,7 @@ use contact_sync::sim::SimQuota;
 use contact_sync::state::StateStore;
 
 /// The simulator's quota day: short, so the test can wait for it to reset.
-const DAY: Duration = Duration::from_secs(12);
+const DAY: Duration = Duration::from_secs(20);
 const QUOTA: u32 = 40;
 
 fn people() -> Vec<contact_sync::sim::SeedPerson> {
