@@ -2,6 +2,11 @@
 //! deterministically. Each size runs in a fresh child process so its peak RSS is its own: the
 //! input records, the memory of a converged state, the plans and the planner's own buffers.
 //!
+//! Absolute rates do not carry from one machine to another (issue 13), so each child also times
+//! a *reference pass* over the same records: one hash-map build and probe over their phone and
+//! e-mail keys, the least any hash-join matcher must do. The ratio planning time ÷ reference
+//! time, measured in the same process, is the figure to compare between machines.
+//!
 //! `cargo bench --bench planning` (all sizes) or `cargo bench --bench planning -- 10000 100000`.
 
 use std::collections::HashMap;
@@ -74,6 +79,44 @@ fn rss_kib(key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The reference pass: builds one hash map from every record's phone and e-mail key to its
+/// index, then probes it with every record's keys (the same hasher as the planner's tables).
+/// Returns a checksum so the work cannot be optimised away.
+fn reference(records: &[Contact]) -> usize {
+    let mut map: hashbrown::HashMap<&str, u32, foldhash::fast::RandomState> =
+        hashbrown::HashMap::with_capacity_and_hasher(
+            records.len() * 2,
+            foldhash::fast::RandomState::default(),
+        );
+    for (i, r) in records.iter().enumerate() {
+        for v in [&r.phone, &r.email].into_iter().flatten() {
+            map.entry(v.key.as_str()).or_insert(i as u32);
+        }
+    }
+    let mut sum = 0usize;
+    for r in records {
+        for v in [&r.phone, &r.email].into_iter().flatten() {
+            if let Some(j) = map.get(v.key.as_str()) {
+                sum = sum.wrapping_add(*j as usize);
+            }
+        }
+    }
+    sum
+}
+
+/// Median of `reps` timings of the reference pass over `records`.
+fn time_reference(records: &[Contact], reps: usize) -> Duration {
+    let mut times = Vec::new();
+    let mut check = 0;
+    for _ in 0..reps {
+        let t = Instant::now();
+        check ^= std::hint::black_box(reference(std::hint::black_box(records)));
+        times.push(t.elapsed());
+    }
+    std::hint::black_box(check);
+    median(times)
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -89,12 +132,13 @@ fn child(n: usize) {
     let reps = if n <= 10_000 {
         7
     } else if n <= 100_000 {
-        3
+        5
     } else {
-        1
+        3
     };
     let mut first_times = Vec::new();
     let mut first = None;
+    let ref_first = time_reference(&records, reps);
     for _ in 0..reps {
         let t = Instant::now();
         let p = plan(&records, &Memory::default(), &policy, &rules);
@@ -139,6 +183,7 @@ fn child(n: usize) {
         );
     }
     let synced = records;
+    let ref_steady = time_reference(&synced, reps);
     let mut steady_times = Vec::new();
     let mut steady_writes = 0;
     for _ in 0..reps {
@@ -149,10 +194,12 @@ fn child(n: usize) {
     }
     let peak = rss_kib("VmHWM:");
     println!(
-        "RESULT {n} {} {} {} {writes_first} {steady_writes} {input_kib} {peak} {reps}",
+        "RESULT {n} {} {} {} {writes_first} {steady_writes} {input_kib} {peak} {reps} {} {}",
         n * 4,
         median(first_times).as_secs_f64(),
         median(steady_times).as_secs_f64(),
+        ref_first.as_secs_f64(),
+        ref_steady.as_secs_f64(),
     );
 }
 
@@ -177,8 +224,8 @@ fn main() {
         "Planning (match + reconcile), one core, {} people sizes; median of repetitions",
         sizes.len()
     );
-    println!("| people | records | first run: time | records/s | steady state: time | records/s | writes (first / steady) | peak RSS | bytes/record | of which input | reps |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| people | records | first run: time | records/s | ÷ reference | steady state: time | records/s | ÷ reference | reference pass | writes (first / steady) | peak RSS | bytes/record | of which input | reps |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let exe = std::env::current_exe().expect("own path");
     for n in sizes {
         let out = Command::new(&exe)
@@ -202,13 +249,19 @@ fn main() {
         let t2: f64 = f[4].parse().unwrap_or(0.0);
         let input_kib: f64 = f[7].parse().unwrap_or(0.0);
         let peak_kib: f64 = f[8].parse().unwrap_or(0.0);
+        let r1: f64 = f[10].parse().unwrap_or(f64::NAN);
+        let r2: f64 = f[11].parse().unwrap_or(f64::NAN);
         println!(
-            "| {n} | {} | {:.3} s | {:.0} | {:.3} s | {:.0} | {} / {} | {:.0} MiB | {:.0} | {:.0} | {} |",
+            "| {n} | {} | {:.3} s | {:.0} | {:.1}× | {:.3} s | {:.0} | {:.1}× | {:.4} s / {:.4} s | {} / {} | {:.0} MiB | {:.0} | {:.0} | {} |",
             f[2],
             t1,
             records / t1,
+            t1 / r1,
             t2,
             records / t2,
+            t2 / r2,
+            r1,
+            r2,
             f[5],
             f[6],
             peak_kib / 1024.0,

@@ -70,6 +70,22 @@ struct Adaptive {
     /// The wall-clock day boundary `day_reset_at` stands for, to find the one after it.
     day_boundary: DateTime<Utc>,
     throttled: u64,
+    /// Permits granted since the budget was made (every request sent, retries included).
+    granted: u64,
+    /// The provider's own last account of its daily quota: requests left for every user of
+    /// the key.
+    day_reported: Option<u64>,
+}
+
+/// What a budget has spent, for the scan-cadence cost model (`crate::cadence`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Requests sent through this budget since it was made, retries included.
+    pub requests: u64,
+    /// Requests the provider last said are left today for every user of the key.
+    pub day_remaining_reported: Option<u64>,
+    /// How long until the provider's daily quota resets, as it last said.
+    pub day_resets_in: Option<Duration>,
 }
 
 /// One provider's shared request budget. Clone the `Arc` to share it.
@@ -142,6 +158,8 @@ impl RateBudget {
                 day_reset_at,
                 day_boundary,
                 throttled: 0,
+                granted: 0,
+                day_reported: None,
             }),
         })
     }
@@ -179,6 +197,7 @@ impl RateBudget {
             if let Some(left) = st.day_remaining.as_mut() {
                 *left = left.saturating_sub(1);
             }
+            st.granted += 1;
             return Ok(());
         }
     }
@@ -239,6 +258,7 @@ impl RateBudget {
             // The provider counts every user of the key: leave the headroom share of its
             // remaining count to the others.
             st.day_remaining = Some(ours.min(u64::from(left).saturating_sub(self.daily_reserve)));
+            st.day_reported = Some(u64::from(left));
             if let Some(reset) = report.day_reset {
                 st.day_reset_at = Some(now + reset);
                 let wall = Utc::now();
@@ -271,6 +291,17 @@ impl RateBudget {
         st.day_remaining = self.daily_limit;
         st.day_reset_at = Some(reset);
         tracing::debug!(timezone = %self.day_timezone, "A new day: the daily quota is whole again.");
+    }
+
+    /// What this budget has spent, and the provider's last word on its daily quota.
+    pub fn usage(&self) -> Usage {
+        let st = self.lock();
+        let now = Instant::now();
+        Usage {
+            requests: st.granted,
+            day_remaining_reported: st.day_reported,
+            day_resets_in: st.day_reset_at.map(|r| r.saturating_duration_since(now)),
+        }
     }
 
     /// How many 429s this budget has seen.

@@ -198,6 +198,9 @@ pub struct StatusArgs {
     /// How many runs to show.
     #[arg(long, default_value_t = 10)]
     pub runs: usize,
+    /// Output format: `text` (default) or `json` (`markdown` prints the text).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
 }
 
 /// The exit-code table printed at the end of `--help` (kept in step with the README).
@@ -322,7 +325,9 @@ async fn run(cli: Cli) -> anyhow::Result<Exit> {
         }
         Command::Diff(args) => diff(&cli.config, args).await,
         Command::Sync(args) => sync(&cli.config, args).await,
-        Command::Status(args) => status(&cli.config, args.runs),
+        Command::Status(args) => {
+            status(&cli.config, args.runs, args.format.unwrap_or(Format::Text))
+        }
         Command::Failures => failures(&cli.config),
         Command::Review(args) => review(&cli.config, args).await,
         Command::Link { records } => decide(&cli.config, |store, config| {
@@ -617,6 +622,8 @@ async fn sync(path: &Path, args: SyncArgs) -> anyhow::Result<Exit> {
             force: args.force,
             retry_failed: args.retry_failed,
             plan,
+            // One-shot: list every provider today's quota can pay for; stop the others.
+            pacing: crate::cadence::Pacing::WhenAffordable,
         },
         &cancel,
         &progress,
@@ -669,19 +676,63 @@ async fn sync(path: &Path, args: SyncArgs) -> anyhow::Result<Exit> {
     )
 }
 
-fn status(path: &Path, n: usize) -> anyhow::Result<Exit> {
+/// `contact-sync status`: the last runs, the next scheduled run, and per provider its scan
+/// cadence (last and next scan, requests today and projected, contacts, and the freshness its
+/// quota allows; SPEC section 14).
+fn status(path: &Path, n: usize, format: Format) -> anyhow::Result<Exit> {
     let Some(config) = load(path) else {
         return Ok(Exit::Usage);
     };
-    let Some(store) = StateStore::open_read_only(&config.state_path)? else {
-        println!("No runs yet (no state at {}).", config.state_path.display());
-        return Ok(Exit::Ok);
+    let now = chrono::Utc::now();
+    let store = StateStore::open_read_only(&config.state_path)?;
+    let runs = match &store {
+        Some(s) => s.recent_runs(n)?,
+        None => Vec::new(),
     };
-    println!(
-        "{:>5}  {:<25} {:>9}  {:<11} {:>7} {:>7} {:>6} {:>7}",
-        "run", "started", "duration", "outcome", "planned", "applied", "failed", "skipped"
-    );
-    for r in store.recent_runs(n)? {
+    let last_success = store
+        .as_ref()
+        .map(|s| s.last_success())
+        .transpose()?
+        .flatten();
+    let failing = match &store {
+        Some(s) => s.failures()?.len(),
+        None => 0,
+    };
+    let next_run = config.schedule.next_after(now);
+    let providers = crate::cadence::outlooks(&config, store.as_ref(), now)?;
+    if format == Format::Json {
+        let runs: Vec<serde_json::Value> = runs
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.id, "mode": r.mode, "started_at": r.started_at, "finished_at": r.finished_at,
+                    "outcome": r.outcome, "planned": r.planned, "applied": r.applied, "failed": r.failed,
+                    "skipped": r.skipped, "conflicts": r.conflicts, "message": r.message,
+                })
+            })
+            .collect();
+        let doc = serde_json::json!({
+            "schema": "contact-sync.status/1",
+            "state": config.state_path,
+            "runs": runs,
+            "last_success": last_success,
+            "next_run": next_run,
+            "schedule": {"cron": config.schedule.cron(), "timezone": config.schedule.timezone().name()},
+            "failing_records": failing,
+            "providers": providers,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(Exit::Ok);
+    }
+    if store.is_none() {
+        println!("No runs yet (no state at {}).", config.state_path.display());
+    } else {
+        println!(
+            "{:>5}  {:<25} {:>9}  {:<11} {:>7} {:>7} {:>6} {:>7}",
+            "run", "started", "duration", "outcome", "planned", "applied", "failed", "skipped"
+        );
+    }
+    for r in runs {
         let duration = match (
             crate::state::parse_ts(&r.started_at),
             r.finished_at.as_deref().and_then(crate::state::parse_ts),
@@ -702,21 +753,52 @@ fn status(path: &Path, n: usize) -> anyhow::Result<Exit> {
             r.message.map(|m| format!("  {m}")).unwrap_or_default()
         );
     }
-    if let Some(t) = store.last_success()? {
+    if let Some(t) = last_success {
         println!("last successful sync: {t}");
     }
-    let next = config
-        .schedule
-        .next_after(chrono::Utc::now())
-        .map_or_else(|| "never".into(), |t| t.to_rfc3339());
+    let next = next_run.map_or_else(|| "never".into(), |t| t.to_rfc3339());
     println!(
         "next scheduled run (daemon, {:?} {}): {next}",
         config.schedule.cron(),
         config.schedule.timezone()
     );
-    let dead = store.failures()?.len();
-    if dead > 0 {
-        println!("{dead} records keep failing: see `contact-sync failures`");
+    if failing > 0 {
+        println!("{failing} records keep failing: see `contact-sync failures`");
+    }
+    if !providers.is_empty() {
+        let when = |t: Option<chrono::DateTime<chrono::Utc>>| {
+            t.map_or_else(
+                || "never".to_owned(),
+                |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            )
+        };
+        println!();
+        println!(
+            "{:<9} {:<21} {:<21} {:>15} {:>10} {:>9}",
+            "provider", "last scan", "next scan", "requests today", "projected", "contacts"
+        );
+        for o in &providers {
+            let today = match o.daily_budget {
+                Some(b) => format!("{} / {b}", o.requests_today),
+                None => o.requests_today.to_string(),
+            };
+            let next = match (o.deferred, o.next_scan) {
+                (Some(crate::cadence::DeferReason::QuotaSpent), Some(t)) => {
+                    format!("{} (quota)", when(Some(t)))
+                }
+                (_, t) => when(t),
+            };
+            println!(
+                "{:<9} {:<21} {:<21} {:>15} {:>10} {:>9}",
+                o.provider.as_str(),
+                when(o.last_scan),
+                next,
+                today,
+                o.projected_today,
+                o.contacts
+            );
+            println!("  freshness: {}", o.freshness_line());
+        }
     }
     Ok(Exit::Ok)
 }

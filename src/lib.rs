@@ -20,12 +20,14 @@
 //! - [`identity`]: a human's `link`/`unlink`/`ignore`/`resolve` decisions, and `review`.
 //! - [`report`]: text, markdown and JSON reports of a run.
 //! - [`daemon`]: the service loop (cron ticks, SIGHUP, SIGTERM), `/healthz`, `/metrics`, watchdog.
+//! - [`cadence`]: which providers a run lists and which it defers, to fit daily quotas.
 //! - [`sim`]: faithful provider simulators (tests, benches, `demo`).
 //! - [`demo`]: `contact-sync demo`, the whole job on the simulators.
 //!
 //! See `ARCHITECTURE.md` for how a sync flows through them.
 
 pub mod budget;
+pub mod cadence;
 pub mod cli;
 pub mod config;
 pub mod daemon;

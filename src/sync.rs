@@ -14,6 +14,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::cadence::{self, CostModel, Deferral, Pacing, Quota, Verdict};
 use crate::config::Config;
 use crate::executor::{self, baseline_of, Journal, Lane, Outcome};
 use crate::identity::review::Review;
@@ -44,6 +45,9 @@ pub struct RunOptions {
     pub retry_failed: bool,
     /// Apply exactly this plan instead of planning.
     pub plan: Option<PlanFile>,
+    /// Which providers to list (SPEC section 14): a one-shot run lists every provider today's
+    /// quota can pay for; the daemon also spreads scans over the day.
+    pub pacing: Pacing,
 }
 
 impl RunOptions {
@@ -157,16 +161,30 @@ impl Engine {
             tracing::Span::current().record("state_run", id);
         }
 
-        // 1. List every provider at once.
+        // 1. List every provider at once; one its quota cannot pay for now is deferred and
+        //    takes part through its snapshot (SPEC section 14).
         let list_started = Instant::now();
-        let listed = self.list().await;
+        let mut store = store;
+        let mut listed = self.list(store.as_mut(), mode, opts.pacing).await?;
         let list_ms = list_started.elapsed().as_millis();
-        let records = listed.records;
+        let records = std::mem::take(&mut listed.records);
         let by_id: HashMap<&RecordId, &Contact> = records.iter().map(|r| (&r.id, r)).collect();
 
-        // 2. Settle writes whose outcome is unknown (a crash after sending, a timeout).
-        let pending_checked = settle_unknown_writes(store.as_ref(), mode, &by_id, &mut memory)?;
-        let listed_kinds: BTreeSet<ProviderKind> = listed.counts.keys().copied().collect();
+        // 2. Settle writes whose outcome is unknown (a crash after sending, a timeout); those
+        //    of a deferred provider wait for its next listing (its snapshot predates them).
+        let listed_now: HashMap<&RecordId, &Contact> = by_id
+            .iter()
+            .filter(|(id, _)| !listed.deferred.contains_key(&id.provider))
+            .map(|(id, r)| (*id, *r))
+            .collect();
+        let pending_checked =
+            settle_unknown_writes(store.as_ref(), mode, &listed_now, &mut memory)?;
+        let listed_kinds: BTreeSet<ProviderKind> = listed
+            .counts
+            .keys()
+            .filter(|k| !listed.deferred.contains_key(k))
+            .copied()
+            .collect();
         let mut store = store;
         let creates_settled = match store.as_mut() {
             Some(s) => {
@@ -196,6 +214,7 @@ impl Engine {
             plan.updates.retain(|u| failed.contains(&u.patch.record));
             plan.creates.clear();
         }
+        withhold_deferred(&mut plan, &mut listed);
 
         // 4. Guard rails.
         let guard = if opts.force {
@@ -214,7 +233,7 @@ impl Engine {
             outcomes: None,
             stale,
             listed: listed.counts,
-            scanned: listed.scanned,
+            scanned: listed.moved.clone(),
             problems: listed.problems,
             guard,
             warnings: listed.warnings,
@@ -228,7 +247,7 @@ impl Engine {
             mapping: self.config.mapping.clone(),
         };
         // A diff stops here: it has no writable store and no run in the history.
-        let (Some(store), Some(run)) = (store, run_id) else {
+        let (Some(mut store), Some(run)) = (store, run_id) else {
             report.duration_ms = started.elapsed().as_millis();
             return Ok(report);
         };
@@ -243,6 +262,7 @@ impl Engine {
                 .map(|g| g.message.clone())
                 .collect::<Vec<_>>()
                 .join("; ");
+            self.record_spending(&mut store, &listed.scanned, &report)?;
             store.finish_run(run, "guard", counts(&report), Some(&msg))?;
             report.duration_ms = started.elapsed().as_millis();
             return Ok(report);
@@ -257,6 +277,7 @@ impl Engine {
         //    confirmation). A record the plan file found stale keeps its old baseline, so its
         //    edit is still a change next run.
         save_baselines(&mut store, &report, &by_id, &memory)?;
+        self.record_spending(&mut store, &listed.scanned, &report)?;
         let failed = report.failure_count();
         let outcome = if cancel.is_cancelled() {
             "interrupted"
@@ -298,20 +319,69 @@ impl Engine {
     }
 
     /// Lists every provider at once; a provider whose listing fails is left out of the run.
-    async fn list(&self) -> Listed {
-        let listings = futures::future::join_all(
-            self.providers
-                .values()
-                .map(|p| async move { (p.kind(), provider::list_all(p).await) }),
-        )
-        .await;
+    ///
+    /// Before listing, the cadence ([`cadence::decide`]) defers each provider whose scan
+    /// today's quota cannot pay for (or, under [`Pacing::Spread`], whose next scan is not due):
+    /// it is not listed, and its snapshot (its records as last listed) takes part instead, so
+    /// the others still sync against it. A complete listing replaces the snapshot and updates
+    /// the provider's cost model (a sync only: a diff opens the state read-only).
+    async fn list(
+        &self,
+        mut store: Option<&mut StateStore>,
+        mode: Mode,
+        pacing: Pacing,
+    ) -> Result<Listed, SyncError> {
+        let now = chrono::Utc::now();
         let mut out = Listed::default();
-        for (kind, result) in listings {
+        let mut models: BTreeMap<ProviderKind, CostModel> = BTreeMap::new();
+        let mut to_list = Vec::new();
+        for (kind, adapter) in &self.providers {
+            let model = match store.as_deref() {
+                Some(s) => s.cost_model(*kind)?,
+                None => CostModel::default(),
+            };
+            let quota = self.config.provider(*kind).map(Quota::of).unwrap_or(Quota {
+                daily_limit: None,
+                share: 1.0,
+                min_scan_interval: None,
+            });
+            match cadence::decide(now, &quota, &model, pacing) {
+                Verdict::Scan => to_list.push(adapter),
+                Verdict::Defer(d) => {
+                    out.deferred.insert(*kind, d);
+                }
+            }
+            models.insert(*kind, model);
+        }
+        let listings = futures::future::join_all(to_list.into_iter().map(|p| async move {
+            let before = p.budget().usage().requests;
+            (p.kind(), provider::list_all(p).await, before)
+        }))
+        .await;
+        let writable = mode == Mode::Sync;
+        for (kind, result, before) in listings {
+            let usage = self
+                .providers
+                .get(&kind)
+                .map(|p| p.budget().usage())
+                .unwrap_or_default();
+            let mut model = models.remove(&kind).unwrap_or_default();
+            model.spend(
+                chrono::Utc::now(),
+                usage.requests.saturating_sub(before),
+                usage.day_remaining_reported,
+                usage.day_resets_in,
+            );
             match result {
                 Ok(l) => {
                     tracing::info!(provider = %kind, records = l.contacts.len(), pages = l.pages, "Listed contacts.");
+                    model.scanned(chrono::Utc::now(), l.pages as u64, l.contacts.len() as u64);
+                    if let (Some(s), true) = (store.as_deref_mut(), writable) {
+                        s.save_snapshot(kind, &l.contacts)?;
+                    }
+                    out.scanned.insert(kind, usage.requests);
                     out.counts.insert(kind, l.contacts.len());
-                    out.scanned.insert(kind, (l.moved, l.scans.max(1)));
+                    out.moved.insert(kind, (l.moved, l.scans.max(1)));
                     out.records.extend(l.contacts);
                 }
                 Err(e) => {
@@ -323,16 +393,88 @@ impl Engine {
                     });
                 }
             }
+            if let (Some(s), true) = (store.as_deref(), writable) {
+                s.save_cost_model(kind, &model)?;
+            }
         }
-        out.warnings = out
+        for (kind, d) in out.deferred.clone() {
+            let snapshot = match store.as_deref() {
+                Some(s) => s.snapshot(kind)?,
+                None => Vec::new(),
+            };
+            let said = if snapshot.is_empty() {
+                format!("{d}; no snapshot of it is stored yet, so it is left out of this run")
+            } else {
+                format!(
+                    "{d}; its {} records take part as last listed, and its own writes wait for its next scan",
+                    snapshot.len()
+                )
+            };
+            if pacing == Pacing::WhenAffordable {
+                tracing::error!(provider = %kind, until = %d.until, "Deferred before listing: {said}.");
+                out.problems.push(ProviderProblem {
+                    provider: kind.to_string(),
+                    stage: "quota".into(),
+                    error: format!("deferred before listing: {said}"),
+                });
+            } else {
+                tracing::info!(provider = %kind, until = %d.until, "Deferred: {said}.");
+                out.warnings.push(format!("{kind}: {said}"));
+            }
+            if !snapshot.is_empty() {
+                out.counts.insert(kind, snapshot.len());
+                out.records.extend(snapshot);
+            }
+        }
+        let listing_warnings: Vec<String> = out
             .records
             .iter()
             .flat_map(|r| r.warnings.iter().map(move |w| format!("{}: {w}", r.id)))
             .collect();
-        for w in &out.warnings {
+        for w in &listing_warnings {
             tracing::warn!(warning = %w, "Provider data kept as-is.");
         }
-        out
+        out.warnings.extend(listing_warnings);
+        Ok(out)
+    }
+
+    /// Adds what the run spent after listing (its writes) to the cost model of every provider
+    /// it listed, and refreshes the snapshot rows of the records it wrote.
+    fn record_spending(
+        &self,
+        store: &mut StateStore,
+        scanned: &BTreeMap<ProviderKind, u64>,
+        report: &RunReport,
+    ) -> Result<(), SyncError> {
+        let outcomes = report.outcomes.as_deref().unwrap_or_default();
+        let now = chrono::Utc::now();
+        for (kind, listed_at) in scanned {
+            let Some(adapter) = self.providers.get(kind) else {
+                continue;
+            };
+            let usage = adapter.budget().usage();
+            let mut model = store.cost_model(*kind)?;
+            model.spend(
+                now,
+                usage.requests.saturating_sub(*listed_at),
+                usage.day_remaining_reported,
+                usage.day_resets_in,
+            );
+            model.writes = report
+                .plan
+                .updates
+                .iter()
+                .zip(outcomes)
+                .filter(|(u, o)| u.provider() == *kind && !matches!(o, Outcome::NotAttempted(_)))
+                .count() as u64;
+            store.save_cost_model(*kind, &model)?;
+        }
+        let written = outcomes.iter().filter_map(|o| match o {
+            Outcome::Applied(c) => Some(c.as_ref()),
+            _ => None,
+        });
+        store.refresh_snapshot(written)?;
+        Ok(())
     }
 
     /// Replaces the plan's updates by the plan file's. A record changed since the plan was
@@ -599,13 +741,35 @@ impl Engine {
 /// What listing every provider gave.
 #[derive(Default)]
 struct Listed {
+    /// The records listed, and the snapshots of deferred providers.
     records: Vec<Contact>,
     /// Records listed per provider (providers whose listing failed are absent).
     counts: BTreeMap<ProviderKind, usize>,
     /// Per provider: records that moved during the scan, and scans made.
-    scanned: BTreeMap<ProviderKind, (usize, usize)>,
+    moved: BTreeMap<ProviderKind, (usize, usize)>,
     problems: Vec<ProviderProblem>,
     warnings: Vec<String>,
+    /// Providers not listed this run (SPEC section 14), and why.
+    deferred: BTreeMap<ProviderKind, Deferral>,
+    /// Providers listed completely, with their budget's request count when the listing ended.
+    scanned: BTreeMap<ProviderKind, u64>,
+}
+
+/// Takes the updates of deferred providers out of the plan: their records take part through
+/// their snapshot, and their own writes wait for their next scan (they are planned again from a
+/// fresh listing then). Says so in the warnings.
+fn withhold_deferred(plan: &mut Plan, listed: &mut Listed) {
+    for kind in listed.deferred.keys() {
+        let waiting = plan.updates_for(*kind).count();
+        if waiting > 0 {
+            tracing::info!(provider = %kind, writes = waiting, "Deferred provider's writes wait for its next scan.");
+            listed.warnings.push(format!(
+                "{kind}: {waiting} writes wait for its next scan (deferred to fit its daily quota)"
+            ));
+        }
+    }
+    plan.updates
+        .retain(|u| !listed.deferred.contains_key(&u.provider()));
 }
 
 /// Settles writes left `intended` (a crash after sending, or a timeout or dropped connection

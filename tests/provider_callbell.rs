@@ -54,6 +54,7 @@ fn config(sim: &Sim, token: &str) -> ProviderConfig {
             max_clears: 25,
             min_records: 20,
         },
+        min_scan_interval: None,
         specific: ProviderSpecific::Callbell {
             known_tags: opts.callbell_tags.clone(),
             known_custom_fields: opts.callbell_custom_fields.clone(),

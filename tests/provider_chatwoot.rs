@@ -68,6 +68,7 @@ fn config_for(
             max_clears: 1000,
             min_records: 0,
         },
+        min_scan_interval: None,
         specific: ProviderSpecific::Chatwoot {
             account_id: defaults.account_id,
             inbox_id: defaults.inbox_id,

@@ -158,6 +158,9 @@ pub struct ProviderConfig {
     pub http: HttpSettings,
     pub max_concurrency: usize,
     pub guard: Guard,
+    /// Least time between two listings (`min_scan_interval`); `None` scans as often as the
+    /// daily quota allows (see `crate::cadence`).
+    pub min_scan_interval: Option<Duration>,
     pub specific: ProviderSpecific,
 }
 
@@ -1041,6 +1044,20 @@ fn common(
             "has no effect without `create = true`",
         );
     }
+    let min_scan_interval = raw.min_scan_interval.and_then(|t| match parse_duration(t) {
+        Ok(d) if d > Duration::from_secs(7 * 86_400) => {
+            e.push(
+                format!("{section}.min_scan_interval"),
+                format!("{t:?} is longer than a week: the provider's records would be that stale"),
+            );
+            None
+        }
+        Ok(d) => Some(d),
+        Err(m) => {
+            e.push(format!("{section}.min_scan_interval"), m);
+            None
+        }
+    });
     ProviderConfig {
         kind,
         role,
@@ -1057,6 +1074,7 @@ fn common(
             max_clears: guard.max_clears,
             min_records: guard.min_records,
         },
+        min_scan_interval,
         specific,
     }
 }

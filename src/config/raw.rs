@@ -323,6 +323,7 @@ pub struct RawCommon<'a> {
     pub create: bool,
     pub create_filter: Option<&'a RawCreateFilter>,
     pub max_creates: Option<u64>,
+    pub min_scan_interval: Option<&'a str>,
 }
 
 /// `create_filter = { require = [...], tags_any = [...], tags_none = [...], from = [...] }`.
@@ -389,6 +390,9 @@ macro_rules! provider_section {
             pub create_filter: Option<RawCreateFilter>,
             /// Most creates one run may send here before the guard rail stops it (default 100).
             pub max_creates: Option<u64>,
+            /// Least time between two listings of this provider, e.g. "1h" (default: as often
+            /// as its daily quota allows).
+            pub min_scan_interval: Option<String>,
             $($(#[$fmeta])* pub $field: $ty,)*
         }
 
@@ -412,6 +416,7 @@ macro_rules! provider_section {
                     create: self.create,
                     create_filter: self.create_filter.as_ref(),
                     max_creates: self.max_creates,
+                    min_scan_interval: self.min_scan_interval.as_deref(),
                 }
             }
         }

@@ -21,6 +21,41 @@ pub struct Health {
     pub last_success: Option<String>,
     /// Why the service is degraded (last run failed, a provider unreachable, ...).
     pub reasons: Vec<String>,
+    /// Per provider: last and next scan, requests today and projected, contacts, and the
+    /// freshness its quota allows (SPEC section 14).
+    pub providers: Vec<crate::cadence::Outlook>,
+}
+
+/// Publishes each provider's scan cadence: in `/healthz`, and as gauges in `/metrics`
+/// (labelled by provider; timestamps in seconds since the epoch, absent when unknown).
+pub fn export_cadence(health: &SharedHealth, outlooks: Vec<crate::cadence::Outlook>) {
+    for o in &outlooks {
+        let p = o.provider.as_str();
+        let ts = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.timestamp() as f64);
+        if let Some(t) = ts(o.last_scan) {
+            metrics::gauge!("contact_sync_provider_last_scan_timestamp_seconds", "provider" => p)
+                .set(t);
+        }
+        if let Some(t) = ts(o.next_scan) {
+            metrics::gauge!("contact_sync_provider_next_scan_timestamp_seconds", "provider" => p)
+                .set(t);
+        }
+        metrics::gauge!("contact_sync_provider_requests_today", "provider" => p)
+            .set(o.requests_today as f64);
+        metrics::gauge!("contact_sync_provider_requests_projected_today", "provider" => p)
+            .set(o.projected_today as f64);
+        if let Some(b) = o.daily_budget {
+            metrics::gauge!("contact_sync_provider_daily_budget", "provider" => p).set(b as f64);
+        }
+        metrics::gauge!("contact_sync_provider_contacts", "provider" => p).set(o.contacts as f64);
+        if let Some(f) = o.freshness {
+            metrics::gauge!("contact_sync_provider_freshness_seconds", "provider" => p)
+                .set(f.as_secs_f64());
+        }
+        metrics::gauge!("contact_sync_provider_deferred", "provider" => p)
+            .set(if o.deferred.is_some() { 1.0 } else { 0.0 });
+    }
+    health.lock().unwrap_or_else(|e| e.into_inner()).providers = outlooks;
 }
 
 /// Shared health state.

@@ -24,6 +24,7 @@ use uuid::Uuid;
 pub use control::Control;
 use health::{Health, SharedHealth};
 
+use crate::cadence::Pacing;
 use crate::config::{Config, DaemonSettings};
 use crate::provider::ProviderError;
 use crate::report::RunReport;
@@ -193,6 +194,7 @@ pub async fn run(
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status("waiting for the next scheduled sync"),
     ]);
+    refresh_cadence(&health, &config);
     let mut watchdog = Watchdog::from_env();
     if opts.run_now {
         let _ = tx.try_send(Control::SyncNow);
@@ -224,7 +226,9 @@ pub async fn run(
                     let c = cancel.clone();
                     health.lock().unwrap_or_else(|p| p.into_inner()).running = true;
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Status("syncing")]);
-                    let handle = tokio::spawn(async move { e.run(RunOptions::default(), &c, &Quiet).await });
+                    // The daemon spreads each provider's scans over the day (SPEC section 14).
+                    let opts = RunOptions { pacing: Pacing::Spread, ..RunOptions::default() };
+                    let handle = tokio::spawn(async move { e.run(opts, &c, &Quiet).await });
                     running = Some((handle, cancel, Instant::now()));
                 }
                 Control::Reload => {
@@ -246,6 +250,7 @@ pub async fn run(
             result = finished => {
                 let started = running.take().map(|(_, _, t)| t).unwrap_or_else(Instant::now);
                 record_run(&health, result, started.elapsed());
+                refresh_cadence(&health, &engine.config);
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Status("waiting for the next scheduled sync")]);
                 if let Some(new) = pending_reload.take() {
                     apply_reload(new, &mut engine, &mut settings, &mut scheduled, &tx).await;
@@ -444,5 +449,26 @@ impl Watchdog {
                 let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
             }
         }
+    }
+}
+
+/// Reads each provider's cost model from the state and publishes its cadence (health and
+/// metrics). Best effort: a state that cannot be read leaves the last figures and is logged.
+fn refresh_cadence(health: &SharedHealth, config: &Config) {
+    let store = match crate::state::StateStore::open_read_only(&config.state_path) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot read the state for the scan cadence.");
+            return;
+        }
+    };
+    match crate::cadence::outlooks(config, store.as_ref(), chrono::Utc::now()) {
+        Ok(o) => {
+            for p in &o {
+                tracing::debug!(provider = %p.provider, next_scan = ?p.next_scan, requests_today = p.requests_today, projected = p.projected_today, "Scan cadence.");
+            }
+            health::export_cadence(health, o);
+        }
+        Err(e) => tracing::warn!(error = %e, "Cannot read the scan cadence."),
     }
 }

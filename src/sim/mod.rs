@@ -1119,6 +1119,7 @@ pub fn provider_config(sim: &Sim) -> crate::config::ProviderConfig {
             max_clears: u64::MAX,
             min_records: 0,
         },
+        min_scan_interval: None,
         specific,
     }
 }

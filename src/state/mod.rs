@@ -12,6 +12,7 @@
 //! transaction. A lock file next to the database stops a second process from syncing the same
 //! state at the same time.
 
+mod cadence;
 pub mod codec;
 mod creates;
 mod decisions;
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
+pub use cadence::{decode_contact, encode_contact};
 pub use codec::{decode_baseline, decode_fields, encode_baseline, encode_fields};
 pub use creates::PendingCreate;
 pub use decisions::{actor, DecisionRow, Findings, KnownRecord, Relink};
@@ -124,6 +126,8 @@ const MIGRATIONS: &[&str] = &[
     decisions::MIGRATION,
     // 3: the create journal (SPEC section 11).
     creates::MIGRATION,
+    // 4: scan cadence cost models and snapshots (SPEC section 14).
+    cadence::MIGRATION,
 ];
 
 /// Inserts a record's link and baseline, or replaces them.
