@@ -6,6 +6,7 @@
 //! credentials) happens last, in [`Config::resolve_secrets`].
 
 mod collect;
+pub mod policy;
 pub mod raw;
 mod secret;
 
@@ -19,11 +20,12 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use url::Url;
 
+pub use policy::{CreateFilter, Policy};
 pub use secret::{Secret, SecretSource};
 
 use crate::budget::Rate;
 use crate::model::{Field, Normalizer, ProviderKind};
-use crate::reconcile::policy::{complete_precedence, CreateFilter, Policy};
+use policy::complete_precedence;
 use raw::{
     ProviderSection, RawCallbell, RawChatwoot, RawCommon, RawConfig, RawGuard, RawPrivy,
     RawProtocol,
