@@ -23,16 +23,9 @@ use crate::planfile::{PlanFile, PlanFileError};
 use crate::provider::{self, AnyProvider, ProviderError};
 use crate::reconcile::{self, Memory, Plan, RuleBook, Update};
 use crate::report::{GuardTrip, ProviderProblem, RunReport};
-use crate::state::{RunCounts, StateError, StateStore};
+use crate::state::{RunCounts, RunOutcome, StateError, StateStore};
 
-/// What a run does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Fetch, plan, report; send no write and change no state.
-    Diff,
-    /// Fetch, plan, apply.
-    Sync,
-}
+pub use crate::state::Mode;
 
 /// How a run is done.
 #[derive(Debug, Default)]
@@ -149,7 +142,7 @@ impl Engine {
         let mode = opts.mode();
         let (store, mut memory) = self.open_state(mode)?;
         let run_id = match (&store, mode) {
-            (Some(s), Mode::Sync) => Some(s.begin_run("sync")?),
+            (Some(s), Mode::Sync) => Some(s.begin_run(Mode::Sync)?),
             _ => None,
         };
         if let Some(id) = run_id {
@@ -207,7 +200,7 @@ impl Engine {
         }
 
         let mut report = RunReport {
-            mode: if mode == Mode::Diff { "diff" } else { "sync" },
+            mode,
             run_id,
             plan,
             outcomes: None,
@@ -240,7 +233,7 @@ impl Engine {
                 .map(|g| g.message.clone())
                 .collect::<Vec<_>>()
                 .join("; ");
-            store.finish_run(run, "guard", counts(&report), Some(&msg))?;
+            store.finish_run(run, RunOutcome::Guard, counts(&report), Some(&msg))?;
             report.duration_ms = started.elapsed().as_millis();
             return Ok(report);
         }
@@ -256,11 +249,11 @@ impl Engine {
         save_baselines(&mut store, &report, &by_id, &memory)?;
         let failed = report.failure_count();
         let outcome = if cancel.is_cancelled() {
-            "interrupted"
+            RunOutcome::Interrupted
         } else if failed > 0 {
-            "failed"
+            RunOutcome::Failed
         } else {
-            "ok"
+            RunOutcome::Ok
         };
         store.finish_run(run, outcome, counts(&report), None)?;
         report.duration_ms = started.elapsed().as_millis();
