@@ -13,6 +13,7 @@ use crate::model::{Change, Field, FieldValue, ProviderKind};
 use crate::provider::mapping::ProviderMapping;
 use crate::reconcile::Plan;
 use crate::state::codec::encode_value;
+use crate::state::Mode;
 
 /// The JSON schema identifier; bumped only for incompatible changes.
 pub const SCHEMA: &str = "contact-sync/report/v1";
@@ -57,7 +58,7 @@ pub struct GuardTrip {
 /// Everything about one run.
 #[derive(Debug)]
 pub struct RunReport {
-    pub mode: &'static str,
+    pub mode: Mode,
     pub run_id: Option<i64>,
     pub plan: Plan,
     /// One per plan update, in order; `None` when nothing was sent (diff).
@@ -576,7 +577,7 @@ impl RunReport {
         }
         let report = JsonReport {
             schema: SCHEMA,
-            mode: self.mode,
+            mode: self.mode.as_str(),
             run_id: self.run_id,
             changes,
             skipped,
@@ -619,8 +620,8 @@ impl RunReport {
             }
         };
         let title = match self.mode {
-            "diff" => "contact-sync diff (dry run: nothing sent)",
-            _ => "contact-sync sync",
+            Mode::Diff => "contact-sync diff (dry run: nothing sent)",
+            Mode::Sync => "contact-sync sync",
         };
         out.push_str(&h(1, title));
         let mappings = self.provider_mappings();

@@ -24,16 +24,9 @@ use crate::planfile::{PlanFile, PlanFileError};
 use crate::provider::{self, AnyProvider, ProviderError};
 use crate::reconcile::{self, Memory, Plan, RuleBook, Update};
 use crate::report::{GuardTrip, ProviderProblem, RunReport};
-use crate::state::{RunCounts, StateError, StateStore};
+use crate::state::{RunCounts, RunOutcome, StateError, StateStore};
 
-/// What a run does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Fetch, plan, report; send no write and change no state.
-    Diff,
-    /// Fetch, plan, apply.
-    Sync,
-}
+pub use crate::state::Mode;
 
 /// How a run is done.
 #[derive(Debug, Default)]
@@ -154,7 +147,7 @@ impl Engine {
         let mode = opts.mode();
         let (store, mut memory) = self.open_state(mode)?;
         let run_id = match (&store, mode) {
-            (Some(s), Mode::Sync) => Some(s.begin_run("sync")?),
+            (Some(s), Mode::Sync) => Some(s.begin_run(Mode::Sync)?),
             _ => None,
         };
         if let Some(id) = run_id {
@@ -227,7 +220,7 @@ impl Engine {
         }
 
         let mut report = RunReport {
-            mode: if mode == Mode::Diff { "diff" } else { "sync" },
+            mode,
             run_id,
             plan,
             outcomes: None,
@@ -263,7 +256,7 @@ impl Engine {
                 .collect::<Vec<_>>()
                 .join("; ");
             self.record_spending(&mut store, &listed.scanned, &report)?;
-            store.finish_run(run, "guard", counts(&report), Some(&msg))?;
+            store.finish_run(run, RunOutcome::Guard, counts(&report), Some(&msg))?;
             report.duration_ms = started.elapsed().as_millis();
             return Ok(report);
         }
@@ -280,11 +273,11 @@ impl Engine {
         self.record_spending(&mut store, &listed.scanned, &report)?;
         let failed = report.failure_count();
         let outcome = if cancel.is_cancelled() {
-            "interrupted"
+            RunOutcome::Interrupted
         } else if failed > 0 {
-            "failed"
+            RunOutcome::Failed
         } else {
-            "ok"
+            RunOutcome::Ok
         };
         store.finish_run(run, outcome, counts(&report), None)?;
         report.duration_ms = started.elapsed().as_millis();

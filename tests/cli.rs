@@ -144,6 +144,7 @@ async fn exit_codes_follow_the_contract_and_no_secret_is_logged() {
     let report: serde_json::Value =
         serde_json::from_slice(&o.stdout).expect("json report on stdout");
     assert_eq!(report["schema"], "contact-sync/report/v1");
+    assert_eq!(report["mode"], "diff");
     assert_eq!(report["summary"]["planned_writes"], 3);
 
     // Protocol goes down: the others are synced, the failure is reported, exit 1.

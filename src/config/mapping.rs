@@ -6,11 +6,198 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::policy::Policy;
 use super::raw::RawConfig;
 use super::{ChatwootUpdateApi, Errors, ProviderConfig, ProviderSpecific};
 use crate::model::{Field, ProviderKind};
-use crate::provider::mapping::{Mapping, Unmapped};
-use crate::reconcile::Policy;
+use std::borrow::Cow;
+
+/// What happens to a custom-field key no `[mapping.custom_fields]` entry names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Unmapped {
+    /// It syncs under its own name between the providers that spell it alike.
+    #[default]
+    Sync,
+    /// It is neither read nor written anywhere.
+    Ignore,
+}
+
+/// The validated `[mapping]` section: per common name, each provider's own name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mapping {
+    /// Common custom-field key → provider → that provider's key.
+    pub custom_fields: BTreeMap<String, BTreeMap<ProviderKind, String>>,
+    /// Common tag → provider → that provider's tag.
+    pub tags: BTreeMap<String, BTreeMap<ProviderKind, String>>,
+    /// What happens to custom-field keys no mapping names.
+    pub unmapped_custom_fields: Unmapped,
+    /// Whether tags compare without case.
+    pub tags_case_insensitive: bool,
+}
+
+impl Mapping {
+    /// Whether the mapping changes nothing: every key and tag keeps its own name.
+    pub fn is_identity(&self) -> bool {
+        self.custom_fields.is_empty()
+            && self.tags.is_empty()
+            && self.unmapped_custom_fields == Unmapped::Sync
+            && !self.tags_case_insensitive
+    }
+
+    /// A tag in the form tags compare by: lower-case when `tags_case_insensitive`.
+    pub fn fold_tag<'s>(&self, tag: &'s str) -> Cow<'s, str> {
+        fold(self.tags_case_insensitive, tag)
+    }
+
+    /// `kind`'s view of the mapping.
+    pub fn for_provider(&self, kind: ProviderKind) -> ProviderMapping {
+        ProviderMapping {
+            fields: KeyMap::new(kind, &self.custom_fields, false),
+            tags: KeyMap::new(kind, &self.tags, self.tags_case_insensitive),
+            ignore_unmapped_fields: self.unmapped_custom_fields == Unmapped::Ignore,
+            fold_tags: self.tags_case_insensitive,
+            identity: self.is_identity(),
+        }
+    }
+}
+
+pub(crate) fn fold(on: bool, s: &str) -> Cow<'_, str> {
+    if on && s.chars().any(char::is_uppercase) {
+        Cow::Owned(s.to_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// One provider's names for one kind of key (custom fields or tags), both ways.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct KeyMap {
+    /// Provider name (folded, for case-insensitive tags) → common name.
+    to_common: BTreeMap<String, String>,
+    /// Common name → the provider's own spelling.
+    to_provider: BTreeMap<String, String>,
+    /// Common names never written to this provider: mapped for others but not for it, or
+    /// spelled like one of its own mapped keys (which would read back as another name).
+    absent: BTreeSet<String>,
+    fold: bool,
+}
+
+impl KeyMap {
+    fn new(
+        kind: ProviderKind,
+        entries: &BTreeMap<String, BTreeMap<ProviderKind, String>>,
+        fold_names: bool,
+    ) -> Self {
+        let mut m = KeyMap {
+            fold: fold_names,
+            ..KeyMap::default()
+        };
+        for (common, per) in entries {
+            let common = fold(fold_names, common).into_owned();
+            match per.get(&kind) {
+                Some(own) => {
+                    m.to_common
+                        .insert(fold(fold_names, own).into_owned(), common.clone());
+                    m.to_provider.insert(common, own.clone());
+                }
+                None => {
+                    m.absent.insert(common);
+                }
+            }
+        }
+        let collisions: Vec<String> = m
+            .to_common
+            .keys()
+            .filter(|k| !m.to_provider.contains_key(*k))
+            .cloned()
+            .collect();
+        m.absent.extend(collisions);
+        m
+    }
+
+    /// The common name of provider name `name`, or `None` when it is not synced.
+    fn inbound(&self, name: &str, ignore_unmapped: bool) -> Option<String> {
+        let name = fold(self.fold, name);
+        if let Some(common) = self.to_common.get(name.as_ref()) {
+            return Some(common.clone());
+        }
+        let taken =
+            self.absent.contains(name.as_ref()) || self.to_provider.contains_key(name.as_ref());
+        (!ignore_unmapped && !taken).then(|| name.into_owned())
+    }
+
+    /// The provider name of common name `common`, or `None` when it is not written here.
+    /// `Cow::Borrowed` means the common name itself (before any spelling lookup).
+    fn outbound<'c>(&self, common: &'c str, ignore_unmapped: bool) -> Option<Cow<'c, str>> {
+        if let Some(own) = self.to_provider.get(common) {
+            return Some(Cow::Owned(own.clone()));
+        }
+        (!ignore_unmapped && !self.absent.contains(common)).then_some(Cow::Borrowed(common))
+    }
+}
+
+/// One provider's view of the [`Mapping`]: pure translations between its names and the common
+/// names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderMapping {
+    fields: KeyMap,
+    tags: KeyMap,
+    ignore_unmapped_fields: bool,
+    fold_tags: bool,
+    identity: bool,
+}
+
+impl Default for ProviderMapping {
+    fn default() -> Self {
+        Mapping::default().for_provider(ProviderKind::Protocol)
+    }
+}
+
+impl ProviderMapping {
+    /// Whether every key and tag keeps its own name (nothing to translate).
+    pub fn is_identity(&self) -> bool {
+        self.identity
+    }
+
+    /// Whether tags compare without case.
+    pub fn folds_tags(&self) -> bool {
+        self.fold_tags
+    }
+
+    /// The common key of the provider's custom-field key `key`, or `None` when it is not synced.
+    pub fn field_in(&self, key: &str) -> Option<String> {
+        self.fields.inbound(key, self.ignore_unmapped_fields)
+    }
+
+    /// The provider's key for common custom-field key `common`, or `None` when it is not
+    /// written to this provider.
+    pub fn field_out<'c>(&self, common: &'c str) -> Option<Cow<'c, str>> {
+        self.fields.outbound(common, self.ignore_unmapped_fields)
+    }
+
+    /// The common tag of the provider's tag `tag` (lower-case when tags compare without case),
+    /// or `None` when it is not synced.
+    pub fn tag_in(&self, tag: &str) -> Option<String> {
+        self.tags.inbound(tag, false)
+    }
+
+    /// The provider's tag for common tag `common`, or `None` when it is not written to this
+    /// provider. `Cow::Borrowed` means no mapping names it: the caller may pick the account's
+    /// own spelling (see `provider::mapping::Boundary`).
+    pub fn tag_out<'c>(&self, common: &'c str) -> Option<Cow<'c, str>> {
+        self.tags.outbound(common, false)
+    }
+
+    /// Common tags never written to this provider (mapped for others only).
+    pub fn absent_tags(&self) -> &BTreeSet<String> {
+        &self.tags.absent
+    }
+
+    /// Common custom-field keys never written to this provider (mapped for others only).
+    pub fn absent_fields(&self) -> &BTreeSet<String> {
+        &self.fields.absent
+    }
+}
 
 /// Validates the mapping and scope keys, completing `policy` with `sources`, `targets`,
 /// `exclude_tags` and `skip_blocked`; returns the mapping.
@@ -224,9 +411,9 @@ fn provider_set(
 
 #[cfg(test)]
 mod tests {
+    use super::Unmapped;
     use crate::config::{Config, ConfigError};
     use crate::model::{Field, ProviderKind};
-    use crate::provider::mapping::Unmapped;
 
     const PROVIDERS: &str = "[providers.privy]\nbase_url = \"http://127.0.0.1:1\"\ntoken_env = \"P\"\n[providers.callbell]\nbase_url = \"http://127.0.0.1:1/v1\"\ntoken_env = \"C\"\nknown_tags = [\"vip\"]\nknown_custom_fields = [\"Loyalty Tier\"]\n";
 

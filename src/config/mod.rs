@@ -6,7 +6,8 @@
 //! credentials) happens last, in [`Config::resolve_secrets`].
 
 mod collect;
-mod mapping;
+pub mod mapping;
+pub mod policy;
 pub mod raw;
 mod secret;
 
@@ -20,11 +21,12 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use url::Url;
 
+pub use policy::{CreateFilter, Policy};
 pub use secret::{Secret, SecretSource};
 
 use crate::budget::Rate;
 use crate::model::{Field, Normalizer, ProviderKind};
-use crate::reconcile::policy::{complete_precedence, CreateFilter, Policy};
+use policy::complete_precedence;
 use raw::{
     ProviderSection, RawCallbell, RawChatwoot, RawCommon, RawConfig, RawGuard, RawPrivy,
     RawProtocol,
@@ -43,7 +45,7 @@ pub struct Config {
     pub normalizer: Normalizer,
     pub policy: Policy,
     /// Custom-field keys and tags per provider (`[mapping]`), applied by the adapters.
-    pub mapping: crate::provider::mapping::Mapping,
+    pub mapping: mapping::Mapping,
     pub daemon: DaemonSettings,
     /// Configured providers, in report order.
     pub providers: Vec<ProviderConfig>,
@@ -159,7 +161,7 @@ pub struct ProviderConfig {
     pub max_concurrency: usize,
     pub guard: Guard,
     /// Least time between two listings (`min_scan_interval`); `None` scans as often as the
-    /// daily quota allows (see `crate::cadence`).
+    /// daily quota allows (see the `cadence` module).
     pub min_scan_interval: Option<Duration>,
     pub specific: ProviderSpecific,
 }

@@ -306,8 +306,12 @@ impl FieldRules {
             (FieldValue::Scalar(cur), FieldValue::Scalar(want)) => {
                 self.admit_scalar(rule, record, field, cur.as_ref(), want.as_ref(), holders)
             }
-            (FieldValue::Set(cur), FieldValue::Set(want)) => self.admit_set(rule, field, cur, want),
-            (FieldValue::Map(cur), FieldValue::Map(want)) => self.admit_map(rule, field, cur, want),
+            (FieldValue::Set(cur), FieldValue::Set(want)) => {
+                self.admit_elements(rule, field, cur, want)
+            }
+            (FieldValue::Map(cur), FieldValue::Map(want)) => {
+                self.admit_elements(rule, field, cur, want)
+            }
             _ => Admission::default(),
         }
     }
@@ -354,99 +358,171 @@ impl FieldRules {
         Admission::write(FieldValue::Scalar(Some(want.clone())))
     }
 
-    fn admit_set(
+    /// Admits a set or map element by element: an element the record lacks (or, in a map,
+    /// holds with another value) is added unless the account does not know it or its value is
+    /// malformed; an element `desired` lacks is removed unless the rule forbids clearing.
+    fn admit_elements<C: Elements>(
         &self,
         rule: &FieldRule,
         field: Field,
-        current: &BTreeSet<String>,
-        desired: &BTreeSet<String>,
+        current: &C,
+        desired: &C,
     ) -> Admission {
+        let p = self.provider;
         let mut blocked = Vec::new();
         let mut write = current.clone();
-        for tag in desired.difference(current) {
-            if rule.not_written.contains(tag) {
+        for (key, value) in desired.differing(current) {
+            // A key or tag the mapping keeps out of the sync is never written (SPEC section 12).
+            if rule.not_written.contains(key.as_str()) {
                 continue;
             }
-            if let Some(allowed) = &rule.must_pre_exist {
-                if !allowed.contains(tag) {
-                    blocked.push(Blocked {
-                        rule: RuleId::UnknownTag,
-                        detail: format!(
-                            "tag {tag:?} does not exist in the {} account",
-                            self.provider
-                        ),
-                    });
-                    continue;
-                }
-            }
-            write.insert(tag.clone());
-        }
-        for tag in current.difference(desired) {
-            if rule.clearable {
-                write.remove(tag);
-            } else {
-                blocked.push(Blocked {
-                    rule: RuleId::NotClearable,
-                    detail: format!("{} cannot remove {field} element {tag:?}", self.provider),
-                });
-            }
-        }
-        let write = (&write != current).then_some(FieldValue::Set(write));
-        Admission { write, blocked }
-    }
-
-    fn admit_map(
-        &self,
-        rule: &FieldRule,
-        field: Field,
-        current: &BTreeMap<String, String>,
-        desired: &BTreeMap<String, String>,
-    ) -> Admission {
-        let mut blocked = Vec::new();
-        let mut write = current.clone();
-        for (key, value) in desired {
-            if current.get(key) == Some(value) {
-                continue;
-            }
-            if rule.not_written.contains(key) {
-                continue;
-            }
-            let is_new_key = !current.contains_key(key);
-            if is_new_key {
+            if !current.holds(key) {
                 if let Some(allowed) = &rule.must_pre_exist {
                     if !allowed.contains(key) {
                         blocked.push(Blocked {
-                            rule: RuleId::UnknownCustomField,
+                            rule: C::UNKNOWN,
                             detail: format!(
-                                "custom field {key:?} does not exist in the {} account",
-                                self.provider
+                                "{} {key:?} does not exist in the {p} account",
+                                C::NOUN
                             ),
                         });
                         continue;
                     }
                 }
             }
-            if let Some(problem) = format_problem(rule.formats, &Value::plain(value.clone())) {
+            if let Some(problem) = C::format_problem(rule.formats, value) {
                 blocked.push(Blocked {
                     rule: RuleId::InvalidFormat,
-                    detail: format!("{} {field} {key:?}: {problem}", self.provider),
+                    detail: format!("{p} {field} {key:?}: {problem}"),
                 });
                 continue;
             }
-            write.insert(key.clone(), value.clone());
+            write.put(key, value);
         }
-        for key in current.keys().filter(|k| !desired.contains_key(*k)) {
+        for key in current.keys().filter(|k| !desired.holds(k)) {
             if rule.clearable {
-                write.remove(key);
+                write.take(key);
             } else {
                 blocked.push(Blocked {
                     rule: RuleId::NotClearable,
-                    detail: format!("{} cannot remove {field} key {key:?}", self.provider),
+                    detail: format!("{p} cannot remove {field} {} {key:?}", C::PART),
                 });
             }
         }
-        let write = (&write != current).then_some(FieldValue::Map(write));
+        let write = (&write != current).then(|| write.into_value());
         Admission { write, blocked }
+    }
+}
+
+/// A field admitted element by element: the tags (a set, whose elements carry no value) or the
+/// custom fields (a map from key to value).
+trait Elements: Clone + PartialEq {
+    /// The rule an element the account does not know breaks.
+    const UNKNOWN: RuleId;
+    /// What an element is called where the account does not know it.
+    const NOUN: &'static str;
+    /// What an element is called where it cannot be removed.
+    const PART: &'static str;
+    /// What an element holds beside its key: nothing for a set, the value for a map.
+    type Item;
+
+    /// The elements' keys, in order.
+    fn keys(&self) -> impl Iterator<Item = &String>;
+
+    /// Whether an element with `key` is held.
+    fn holds(&self, key: &str) -> bool;
+
+    /// The elements of `self` that `current` lacks or holds with another value.
+    fn differing<'s>(
+        &'s self,
+        current: &'s Self,
+    ) -> impl Iterator<Item = (&'s String, &'s Self::Item)>;
+
+    /// What is wrong with an element's item under `formats`, if anything.
+    fn format_problem(formats: &[Format], item: &Self::Item) -> Option<String>;
+
+    /// Adds the element `key` with `item`, or sets its item.
+    fn put(&mut self, key: &str, item: &Self::Item);
+
+    /// Removes the element `key`.
+    fn take(&mut self, key: &str);
+
+    /// The whole as a field value.
+    fn into_value(self) -> FieldValue;
+}
+
+impl Elements for BTreeSet<String> {
+    const UNKNOWN: RuleId = RuleId::UnknownTag;
+    const NOUN: &'static str = "tag";
+    const PART: &'static str = "element";
+    type Item = ();
+
+    fn keys(&self) -> impl Iterator<Item = &String> {
+        self.iter()
+    }
+
+    fn holds(&self, key: &str) -> bool {
+        self.contains(key)
+    }
+
+    fn differing<'s>(&'s self, current: &'s Self) -> impl Iterator<Item = (&'s String, &'s ())> {
+        self.difference(current).map(|tag| (tag, &()))
+    }
+
+    /// Tags carry no value to check.
+    fn format_problem(_formats: &[Format], _item: &()) -> Option<String> {
+        None
+    }
+
+    fn put(&mut self, key: &str, _item: &()) {
+        self.insert(key.to_owned());
+    }
+
+    fn take(&mut self, key: &str) {
+        self.remove(key);
+    }
+
+    fn into_value(self) -> FieldValue {
+        FieldValue::Set(self)
+    }
+}
+
+impl Elements for BTreeMap<String, String> {
+    const UNKNOWN: RuleId = RuleId::UnknownCustomField;
+    const NOUN: &'static str = "custom field";
+    const PART: &'static str = "key";
+    type Item = String;
+
+    fn keys(&self) -> impl Iterator<Item = &String> {
+        BTreeMap::keys(self)
+    }
+
+    fn holds(&self, key: &str) -> bool {
+        self.contains_key(key)
+    }
+
+    fn differing<'s>(
+        &'s self,
+        current: &'s Self,
+    ) -> impl Iterator<Item = (&'s String, &'s String)> {
+        self.iter()
+            .filter(|&(key, value)| current.get(key) != Some(value))
+    }
+
+    fn format_problem(formats: &[Format], item: &String) -> Option<String> {
+        format_problem(formats, &Value::plain(item.clone()))
+    }
+
+    fn put(&mut self, key: &str, item: &String) {
+        self.insert(key.to_owned(), item.clone());
+    }
+
+    fn take(&mut self, key: &str) {
+        self.remove(key);
+    }
+
+    fn into_value(self) -> FieldValue {
+        FieldValue::Map(self)
     }
 }
 
@@ -594,6 +670,67 @@ mod tests {
             ))
         );
         assert_eq!(a.blocked[0].rule, RuleId::NotClearable);
+    }
+
+    #[test]
+    fn custom_fields_are_admitted_key_by_key() {
+        let allowed: BTreeSet<String> = ["tier".to_string(), "since".into(), "old".into()].into();
+        let rules = FieldRules::new(
+            ProviderKind::Privy,
+            [(
+                Field::CustomFields,
+                FieldRule::writable()
+                    .pre_existing(allowed)
+                    .formats(&[Format::MaxLen(4)]),
+            )],
+        );
+        let id = RecordId::new(ProviderKind::Privy, "p");
+        let map = |pairs: &[(&str, &str)]| {
+            FieldValue::Map(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            )
+        };
+        let cur = map(&[("tier", "gold"), ("old", "x")]);
+        let want = map(&[("tier", "platinum"), ("since", "2024"), ("zone", "eu")]);
+        let a = rules.admit(&id, Field::CustomFields, &cur, &want, &NoHolders);
+        // "tier" is too long and stays, "since" is added, "zone" is unknown, "old" is removed.
+        assert_eq!(a.write, Some(map(&[("tier", "gold"), ("since", "2024")])));
+        let rules_hit: Vec<RuleId> = a.blocked.iter().map(|b| b.rule).collect();
+        assert_eq!(
+            rules_hit,
+            [RuleId::InvalidFormat, RuleId::UnknownCustomField]
+        );
+        assert_eq!(
+            a.blocked[1].detail,
+            "custom field \"zone\" does not exist in the privy account"
+        );
+    }
+
+    #[test]
+    fn tags_that_cannot_be_cleared_are_kept_and_reported() {
+        let rules = FieldRules::new(
+            ProviderKind::Callbell,
+            [(Field::Tags, FieldRule::writable().not_clearable())],
+        );
+        let id = RecordId::new(ProviderKind::Callbell, "u");
+        let cur = FieldValue::Set(["a".to_string(), "b".into()].into());
+        let want = FieldValue::Set(["b".to_string(), "c".into()].into());
+        let a = rules.admit(&id, Field::Tags, &cur, &want, &NoHolders);
+        assert_eq!(
+            a.write,
+            Some(FieldValue::Set(
+                ["a".to_string(), "b".into(), "c".into()].into()
+            ))
+        );
+        assert_eq!(a.blocked.len(), 1);
+        assert_eq!(a.blocked[0].rule, RuleId::NotClearable);
+        assert_eq!(
+            a.blocked[0].detail,
+            format!("callbell cannot remove {} element \"a\"", Field::Tags)
+        );
     }
 
     struct OneHolder;

@@ -16,16 +16,15 @@ mod create;
 mod index;
 pub mod matcher;
 pub mod plan;
-pub mod policy;
 mod recheck;
 mod stored;
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+pub use crate::config::policy::{CreateFilter, Policy};
 pub use matcher::{Ambiguity, JoinCandidate, PersonId, Steering};
 pub use plan::{Conflict, Create, CreateSkip, Excluded, PersonPlan, Plan, Reason, Skip, Update};
-pub use policy::{CreateFilter, Policy};
 pub use recheck::recheck;
 pub use stored::{Agreed, Baseline};
 

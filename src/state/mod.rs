@@ -134,6 +134,31 @@ const MIGRATIONS: &[&str] = &[
 const UPSERT_RECORD: &str = "INSERT INTO records (provider, native, person, baseline, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) \
      ON CONFLICT(provider, native) DO UPDATE SET person = excluded.person, baseline = excluded.baseline, updated_at = excluded.updated_at";
 
+/// What a run does: the `runs.mode` column's vocabulary, and what a report says it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Fetch, plan, report; send no write and change no state.
+    Diff,
+    /// Fetch, plan, apply.
+    Sync,
+}
+
+impl Mode {
+    /// The word stored in `runs.mode` and written in JSON reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Diff => "diff",
+            Mode::Sync => "sync",
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How a run ended: the `runs.outcome` column's vocabulary, and what `/healthz` and the
 /// `contact_sync_runs_total{outcome}` metric report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -415,11 +440,11 @@ impl StateStore {
     }
 
     /// Starts a run in the history; returns its id.
-    pub fn begin_run(&self, mode: &str) -> Result<i64, StateError> {
+    pub fn begin_run(&self, mode: Mode) -> Result<i64, StateError> {
         self.conn
             .execute(
                 "INSERT INTO runs (mode, started_at) VALUES (?1, ?2)",
-                params![mode, now()],
+                params![mode.as_str(), now()],
             )
             .at(&self.path)?;
         Ok(self.conn.last_insert_rowid())
@@ -429,14 +454,14 @@ impl StateStore {
     pub fn finish_run(
         &self,
         run: i64,
-        outcome: &str,
+        outcome: RunOutcome,
         counts: RunCounts,
         message: Option<&str>,
     ) -> Result<(), StateError> {
         self.conn
             .execute(
                 "UPDATE runs SET finished_at = ?2, outcome = ?3, planned = ?4, applied = ?5, failed = ?6, skipped = ?7, conflicts = ?8, message = ?9 WHERE id = ?1",
-                params![run, now(), outcome, counts.planned as i64, counts.applied as i64, counts.failed as i64, counts.skipped as i64, counts.conflicts as i64, message],
+                params![run, now(), outcome.as_str(), counts.planned as i64, counts.applied as i64, counts.failed as i64, counts.skipped as i64, counts.conflicts as i64, message],
             )
             .at(&self.path)?;
         Ok(())
@@ -887,7 +912,7 @@ mod tests {
             "unchanged rows are not rewritten"
         );
 
-        let run = store.begin_run("sync").expect("run");
+        let run = store.begin_run(Mode::Sync).expect("run");
         let update = Update {
             person: person.clone(),
             patch: Patch {
@@ -913,12 +938,11 @@ mod tests {
         );
         assert!(store.pending_writes().expect("pending").is_empty());
         store
-            .finish_run(run, "ok", RunCounts::default(), None)
+            .finish_run(run, RunOutcome::Ok, RunCounts::default(), None)
             .expect("finish");
-        assert_eq!(
-            store.recent_runs(5).expect("runs")[0].outcome.as_deref(),
-            Some("ok")
-        );
+        let runs = store.recent_runs(5).expect("runs");
+        assert_eq!(runs[0].mode, "sync");
+        assert_eq!(runs[0].outcome.as_deref(), Some("ok"));
         assert_eq!(store.integrity_check().expect("check"), "ok");
         drop(store);
         let ro = StateStore::open_read_only(&path)

@@ -1,4 +1,7 @@
 //! Reconciliation policy: who wins, which fields sync, whether clears propagate.
+//!
+//! A validated type like the rest of `config`, which builds it from `[policy]` and the
+//! providers' roles; the reconciler reads it (re-exported as `reconcile::Policy`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
