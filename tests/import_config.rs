@@ -213,3 +213,41 @@ async fn create_filter_from_the_config_file_decides_who_is_created() {
     assert_eq!(w.fleet.sim(Protocol).contacts().len(), 0);
     assert_eq!(w.fleet.sim(Callbell).contacts().len(), 1, "Eve alone");
 }
+
+#[test]
+fn the_example_config_documents_and_uses_every_import_key() {
+    let c = Config::parse(
+        contact_sync::config::EXAMPLE,
+        "config/contact-sync.example.toml",
+    )
+    .expect("the example validates");
+    let privy = c.provider(Privy).expect("privy section");
+    let filter = privy.create.as_ref().expect("create = true in Privy");
+    assert!(filter.require.contains(&Field::Phone));
+    assert!(filter.tags_any.contains("vip") && filter.tags_none.contains("wholesale"));
+    assert!(filter.from.contains(&Chatwoot) && filter.from.contains(&Callbell));
+    assert_eq!(privy.max_creates, 100);
+    assert_eq!(
+        c.provider(Protocol).map(|p| p.create.is_some()),
+        Some(false),
+        "create = false in Protocol"
+    );
+    // Every import key is written in a section with a comment line right above it.
+    let lines: Vec<&str> = contact_sync::config::EXAMPLE.lines().collect();
+    for key in [
+        "role",
+        "create",
+        "create_filter",
+        "max_creates",
+        "create_source",
+    ] {
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with(&format!("{key} =")))
+            .unwrap_or_else(|| panic!("`{key}` is not set in the example"));
+        assert!(
+            at > 0 && lines[at - 1].starts_with('#'),
+            "`{key}` has no comment above it"
+        );
+    }
+}
