@@ -213,7 +213,13 @@ async fn creation(
             let reqs = fleet.sim(*k).requests();
             let posts: Vec<_> = reqs.iter().filter(|r| r.method == "POST").collect();
             let created = posts.iter().filter(|r| r.status < 300).count();
-            assert_eq!(created, N, "{k}: every create was made");
+            assert_eq!(
+                created,
+                N,
+                "{k}: every create was made ({} planned, {} skipped)",
+                report.plan.creates.len(),
+                report.plan.create_skips.len()
+            );
             let last = posts.iter().map(|r| r.at).max().expect("creates were sent");
             let took = last.duration_since(started).as_secs_f64();
             let throttled = reqs.iter().filter(|r| r.status == 429).count();
@@ -226,8 +232,9 @@ async fn creation_table() {
     println!("\nCreation under quota: Q = {Q} requests/s, N = {N} people the provider lacks (`create = true`)");
     println!("| providers creating | provider | creates N | time / (N/Q) | 429s received |");
     println!("|---|---|---:|---:|---:|");
+    // Protocol is left out: it requires a username, which only Protocol itself holds, so a
+    // person known elsewhere is skipped there with `missing-required`.
     for k in [
-        ProviderKind::Protocol,
         ProviderKind::Callbell,
         ProviderKind::Chatwoot,
         ProviderKind::Privy,
@@ -243,13 +250,9 @@ async fn creation_table() {
             );
         }
     }
-    let three = [
-        ProviderKind::Protocol,
-        ProviderKind::Callbell,
-        ProviderKind::Privy,
-    ];
-    for (kind, n, ratio, throttled) in creation(ProviderKind::Chatwoot, &three).await {
-        println!("| three in parallel (people from chatwoot) | {kind} | {n} | {ratio:.3} | {throttled} |");
+    let both = [ProviderKind::Callbell, ProviderKind::Privy];
+    for (kind, n, ratio, throttled) in creation(ProviderKind::Chatwoot, &both).await {
+        println!("| Callbell and Privy in parallel (people from chatwoot) | {kind} | {n} | {ratio:.3} | {throttled} |");
     }
 }
 
