@@ -399,8 +399,6 @@ impl<'v> Merge<'v> {
     }
 }
 
-const PRESENT: Option<&[u8]> = Some(b"");
-
 /// String equality that does not read the text when both are the same string (as when the
 /// merge kept the remembered value).
 fn same_str(a: &str, b: &str) -> bool {
@@ -465,8 +463,10 @@ impl<'a> Planner<'a, '_> {
             }
             let prev = previous.and_then(|a| a.get(&field));
             let (agreed, why) = match field {
-                Field::Tags => self.merge_set(person, prev, &mut s, out),
-                Field::CustomFields => self.merge_map(person, prev, &mut s, out),
+                Field::Tags => self.merge_elements::<Tags>(person, prev, &mut s, out),
+                Field::CustomFields => {
+                    self.merge_elements::<CustomFields>(person, prev, &mut s, out)
+                }
                 _ => self.merge_scalar(person, field, prev, &mut s, out),
             };
             let decided = match (agreed, prev) {
@@ -747,7 +747,10 @@ impl<'a> Planner<'a, '_> {
         (AgreedRef::Scalar(agreed), why)
     }
 
-    fn merge_set(
+    /// Merges a set or map element by element: each tag or custom-field key agreed before or
+    /// held now is merged on its own, the conflicts are reported per element, and the agreed
+    /// elements are left in `Scratch::agreed_set` or `Scratch::agreed_map`.
+    fn merge_elements<E: Elements<'a>>(
         &self,
         person: &PersonId,
         prev: Option<&'a FieldValue>,
@@ -755,26 +758,24 @@ impl<'a> Planner<'a, '_> {
         out: &mut Plan,
     ) -> (AgreedRef<'a>, Why) {
         let t = &self.tables;
-        let f = Field::Tags as usize;
-        let prev = match prev {
-            Some(FieldValue::Set(p)) => Some(p),
-            _ => None,
-        };
-        // Every tag agreed before or held now. (A tag only some baseline holds would merge to
-        // "absent" without a conflict, so it needs no look.)
+        let f = E::FIELD as usize;
+        let prev = prev.and_then(E::remembered);
+        // Every element agreed before or held now. (An element only some baseline holds would
+        // merge to "absent" without a conflict, so it needs no look.)
         s.universe.clear();
-        s.universe
-            .extend(prev.into_iter().flatten().map(String::as_str));
+        s.universe.extend(prev.into_iter().flat_map(E::keys));
         for m in &s.members {
             if t.supports[f][m.provider] && t.source[f][m.provider] {
-                s.universe.extend(m.c.tags.iter().map(String::as_str));
+                s.universe.extend(E::keys(E::held(m.c)));
             }
         }
         // Stable, so of equal elements the remembered one (listed first) is kept.
         s.universe.sort();
         s.universe.dedup();
-        s.agreed_set.clear();
-        for &tag in &s.universe {
+        E::clear(s);
+        // By index: `keep` borrows the scratch whole.
+        for k in 0..s.universe.len() {
+            let key = s.universe[k];
             s.slots.clear();
             for (i, m) in s.members.iter().enumerate() {
                 if !t.supports[f][m.provider] || !t.source[f][m.provider] {
@@ -783,129 +784,178 @@ impl<'a> Planner<'a, '_> {
                 s.slots.push(Slot {
                     rank: t.rank[f][m.provider],
                     member: i,
-                    cur: m.c.tags.contains(tag).then_some(b"".as_slice()),
-                    base: m.base[f].map(|part| {
-                        stored::Items::new(part)
-                            .is_some_and(|items| items.contains(tag.as_bytes()))
-                            .then_some(b"".as_slice())
-                    }),
+                    cur: E::value(E::held(m.c), key).map(str::as_bytes),
+                    base: m.base[f].map(|part| E::base_value(part, key)),
                 });
             }
             let merge = Merge {
-                agreed: prev.map(|p| p.contains(tag).then_some(b"".as_slice())),
+                agreed: prev.map(|p| E::value(p, key).map(str::as_bytes)),
                 removal_counts: true,
-                compete: false,
-            };
-            let why = merge.decide(&s.slots);
-            let present = match why {
-                Why::Changed(i) | Why::Conflict(i) => s.members[i].c.tags.contains(tag),
-                Why::First(_) => true,
-                Why::Agreed => prev.is_some_and(|p| p.contains(tag)),
-            };
-            if let Why::Conflict(winner) = why {
-                out.conflicts.push(Conflict {
-                    person: person.clone(),
-                    field: Field::Tags,
-                    key: Some(tag.to_owned()),
-                    candidates: merge
-                        .contenders(&s.slots)
-                        .map(|c| {
-                            let shown = if c.cur == PRESENT {
-                                "(added)"
-                            } else {
-                                "(removed)"
-                            };
-                            (s.members[c.member].c.id.clone(), shown.to_owned())
-                        })
-                        .collect(),
-                    winner: s.members[winner].c.id.clone(),
-                });
-            }
-            if present {
-                s.agreed_set.push(tag);
-            }
-        }
-        (AgreedRef::Set, Why::Agreed)
-    }
-
-    fn merge_map(
-        &self,
-        person: &PersonId,
-        prev: Option<&'a FieldValue>,
-        s: &mut Scratch<'a>,
-        out: &mut Plan,
-    ) -> (AgreedRef<'a>, Why) {
-        let t = &self.tables;
-        let f = Field::CustomFields as usize;
-        let prev = match prev {
-            Some(FieldValue::Map(p)) => Some(p),
-            _ => None,
-        };
-        // Every key agreed before or held now (see `merge_set`).
-        s.universe.clear();
-        s.universe
-            .extend(prev.into_iter().flat_map(|p| p.keys()).map(String::as_str));
-        for m in &s.members {
-            if t.supports[f][m.provider] && t.source[f][m.provider] {
-                s.universe
-                    .extend(m.c.custom_fields.keys().map(String::as_str));
-            }
-        }
-        // Stable, so of equal elements the remembered one (listed first) is kept.
-        s.universe.sort();
-        s.universe.dedup();
-        s.agreed_map.clear();
-        for &key in &s.universe {
-            s.slots.clear();
-            for (i, m) in s.members.iter().enumerate() {
-                if !t.supports[f][m.provider] || !t.source[f][m.provider] {
-                    continue;
-                }
-                s.slots.push(Slot {
-                    rank: t.rank[f][m.provider],
-                    member: i,
-                    cur: m.c.custom_fields.get(key).map(|v| v.as_bytes()),
-                    base: m.base[f].map(|part| {
-                        stored::Items::new(part).and_then(|items| items.get(key.as_bytes()))
-                    }),
-                });
-            }
-            let merge = Merge {
-                agreed: prev.map(|p| p.get(key).map(|v| v.as_bytes())),
-                removal_counts: true,
-                compete: true,
+                compete: E::COMPETE,
             };
             let why = merge.decide(&s.slots);
             let value = match why {
                 Why::Changed(i) | Why::Conflict(i) | Why::First(i) => {
-                    s.members[i].c.custom_fields.get(key)
+                    E::value(E::held(s.members[i].c), key)
                 }
-                Why::Agreed => prev.and_then(|p| p.get(key)),
+                Why::Agreed => prev.and_then(|p| E::value(p, key)),
             };
             if let Why::Conflict(winner) = why {
                 out.conflicts.push(Conflict {
                     person: person.clone(),
-                    field: Field::CustomFields,
+                    field: E::FIELD,
                     key: Some(key.to_owned()),
                     candidates: merge
                         .contenders(&s.slots)
                         .map(|c| {
                             let m = s.members[c.member].c;
-                            let shown = m
-                                .custom_fields
-                                .get(key)
-                                .map_or_else(|| "(removed)".to_owned(), String::clone);
-                            (m.id.clone(), shown)
+                            (m.id.clone(), E::shown(E::value(E::held(m), key)))
                         })
                         .collect(),
                     winner: s.members[winner].c.id.clone(),
                 });
             }
             if let Some(v) = value {
-                s.agreed_map.push((key, v.as_str()));
+                E::keep(s, key, v);
             }
         }
-        (AgreedRef::Map, Why::Agreed)
+        (E::AGREED, Why::Agreed)
+    }
+}
+
+/// A field merged element by element (SPEC section 10): the tags, a set whose elements are
+/// present or absent, or the custom fields, a map from key to value. A tag's value is the empty
+/// string, so that both merge alike.
+trait Elements<'a> {
+    /// The collection as a record or the agreed memory holds it.
+    type Held: 'a;
+    /// The field.
+    const FIELD: Field;
+    /// Whether a record with no baseline that holds another value competes with the agreed one
+    /// (see [`Merge::compete`]); off for tags, where a newcomer's tags are added.
+    const COMPETE: bool;
+    /// Where the agreed elements are left.
+    const AGREED: AgreedRef<'static>;
+
+    /// The remembered agreed collection, when `v` is one.
+    fn remembered(v: &'a FieldValue) -> Option<&'a Self::Held>;
+
+    /// A record's collection.
+    fn held(c: &'a Contact) -> &'a Self::Held;
+
+    /// The keys of a collection, in order.
+    fn keys(held: &'a Self::Held) -> impl Iterator<Item = &'a str>;
+
+    /// The value of element `key` (`""` for a tag), or `None` when the collection lacks it.
+    fn value(held: &'a Self::Held, key: &str) -> Option<&'a str>;
+
+    /// The value of element `key` in an encoded baseline part, by comparison key.
+    fn base_value(part: &'a [u8], key: &str) -> Option<&'a [u8]>;
+
+    /// How a contender's element is shown in a conflict.
+    fn shown(value: Option<&str>) -> String;
+
+    /// Empties the agreed elements.
+    fn clear(s: &mut Scratch<'a>);
+
+    /// Adds an agreed element.
+    fn keep(s: &mut Scratch<'a>, key: &'a str, value: &'a str);
+}
+
+/// The tags, merged tag by tag.
+struct Tags;
+
+impl<'a> Elements<'a> for Tags {
+    type Held = BTreeSet<String>;
+    const FIELD: Field = Field::Tags;
+    const COMPETE: bool = false;
+    const AGREED: AgreedRef<'static> = AgreedRef::Set;
+
+    fn remembered(v: &'a FieldValue) -> Option<&'a Self::Held> {
+        match v {
+            FieldValue::Set(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    fn held(c: &'a Contact) -> &'a Self::Held {
+        &c.tags
+    }
+
+    fn keys(held: &'a Self::Held) -> impl Iterator<Item = &'a str> {
+        held.iter().map(String::as_str)
+    }
+
+    fn value(held: &'a Self::Held, key: &str) -> Option<&'a str> {
+        held.contains(key).then_some("")
+    }
+
+    fn base_value(part: &'a [u8], key: &str) -> Option<&'a [u8]> {
+        stored::Items::new(part)
+            .is_some_and(|items| items.contains(key.as_bytes()))
+            .then_some(b"".as_slice())
+    }
+
+    fn shown(value: Option<&str>) -> String {
+        if value.is_some() {
+            "(added)"
+        } else {
+            "(removed)"
+        }
+        .to_owned()
+    }
+
+    fn clear(s: &mut Scratch<'a>) {
+        s.agreed_set.clear();
+    }
+
+    fn keep(s: &mut Scratch<'a>, key: &'a str, _value: &'a str) {
+        s.agreed_set.push(key);
+    }
+}
+
+/// The custom fields, merged key by key.
+struct CustomFields;
+
+impl<'a> Elements<'a> for CustomFields {
+    type Held = BTreeMap<String, String>;
+    const FIELD: Field = Field::CustomFields;
+    const COMPETE: bool = true;
+    const AGREED: AgreedRef<'static> = AgreedRef::Map;
+
+    fn remembered(v: &'a FieldValue) -> Option<&'a Self::Held> {
+        match v {
+            FieldValue::Map(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    fn held(c: &'a Contact) -> &'a Self::Held {
+        &c.custom_fields
+    }
+
+    fn keys(held: &'a Self::Held) -> impl Iterator<Item = &'a str> {
+        held.keys().map(String::as_str)
+    }
+
+    fn value(held: &'a Self::Held, key: &str) -> Option<&'a str> {
+        held.get(key).map(String::as_str)
+    }
+
+    fn base_value(part: &'a [u8], key: &str) -> Option<&'a [u8]> {
+        stored::Items::new(part).and_then(|items| items.get(key.as_bytes()))
+    }
+
+    fn shown(value: Option<&str>) -> String {
+        value.unwrap_or("(removed)").to_owned()
+    }
+
+    fn clear(s: &mut Scratch<'a>) {
+        s.agreed_map.clear();
+    }
+
+    fn keep(s: &mut Scratch<'a>, key: &'a str, value: &'a str) {
+        s.agreed_map.push((key, value));
     }
 }
 
