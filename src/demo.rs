@@ -180,10 +180,7 @@ pub async fn run(people: usize) -> Result<String, DemoError> {
         (ProviderKind::Callbell, leads.clone()),
         (ProviderKind::Protocol, leads),
     ] {
-        importing.policy.creates.insert(kind, filter.clone());
-        if let Some(p) = importing.providers.iter_mut().find(|p| p.kind == kind) {
-            p.create = Some(filter);
-        }
+        importing.enable_create(kind, filter);
     }
 
     let mut sample = sample_people(people.max(12));

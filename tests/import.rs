@@ -18,10 +18,7 @@ use tokio_util::sync::CancellationToken;
 /// Turns `create = true` on for `kinds`, as the config would.
 fn creating(w: &mut World, kinds: &[ProviderKind]) {
     for k in kinds {
-        w.config.policy.creates.insert(*k, CreateFilter::default());
-        if let Some(p) = w.config.providers.iter_mut().find(|p| p.kind == *k) {
-            p.create = Some(CreateFilter::default());
-        }
+        w.config.enable_create(*k, CreateFilter::default());
     }
 }
 
@@ -123,15 +120,8 @@ async fn a_source_is_never_written_and_a_target_takes_the_agreed_values() {
     let mut w = World::start().await;
     let ada = person("Ada Lovelace", "+14155550101", "ada@example.com");
     let ids = w.seed(1, &ada, &[Chatwoot, Privy, Callbell]);
-    for p in &mut w.config.providers {
-        p.role = match p.kind {
-            Chatwoot => Role::Source,
-            Privy => Role::Target,
-            _ => Role::Both,
-        };
-    }
-    w.config.policy.read_only.insert(Chatwoot);
-    w.config.policy.write_only.insert(Privy);
+    w.config.set_role(Chatwoot, Role::Source);
+    w.config.set_role(Privy, Role::Target);
     creating(&mut w, &[Protocol]);
     w.sync().await;
 

@@ -603,11 +603,8 @@ async fn a_create_carries_mapped_names_and_an_excluded_person_is_never_created()
         &format!("{LOYALTY}[scope]\nexclude_tags = [\"no-sync\"]\n"),
     );
     // Creation on in Callbell, as `create = true` in its section does.
-    let on = contact_sync::reconcile::CreateFilter::default();
-    w.config.policy.creates.insert(Callbell, on.clone());
-    if let Some(p) = w.config.providers.iter_mut().find(|p| p.kind == Callbell) {
-        p.create = Some(on);
-    }
+    w.config
+        .enable_create(Callbell, contact_sync::reconcile::CreateFilter::default());
     let ada = person("Ada Lovelace", "+14155550101", "ada@example.com");
     let alan = person("Alan Turing", "+14155550102", "alan@example.com");
     seed_as(

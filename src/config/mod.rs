@@ -399,6 +399,33 @@ impl Config {
         self.providers.iter().find(|p| p.kind == kind)
     }
 
+    /// Turns creation on for `kind` with `filter`, in the provider's settings and in the policy
+    /// the planner reads, as validation does for `create = true`.
+    pub fn enable_create(&mut self, kind: ProviderKind, filter: CreateFilter) {
+        if let Some(p) = self.providers.iter_mut().find(|p| p.kind == kind) {
+            p.create = Some(filter.clone());
+        }
+        self.policy.creates.insert(kind, filter);
+    }
+
+    /// Gives `kind` a `role`, in the provider's settings and in the policy, as validation does.
+    pub fn set_role(&mut self, kind: ProviderKind, role: Role) {
+        if let Some(p) = self.providers.iter_mut().find(|p| p.kind == kind) {
+            p.role = role;
+        }
+        self.policy.read_only.remove(&kind);
+        self.policy.write_only.remove(&kind);
+        match role {
+            Role::Source => {
+                self.policy.read_only.insert(kind);
+            }
+            Role::Target => {
+                self.policy.write_only.insert(kind);
+            }
+            Role::Both => {}
+        }
+    }
+
     /// A digest of everything that decides what a plan contains (policy, providers, their
     /// rules and endpoints), never secrets. A plan made under one fingerprint is refused under
     /// another.

@@ -272,6 +272,11 @@ async fn show(
     }
 }
 
+/// `POST /api/v1/accounts/{account_id}/contacts` (`app/controllers/api/v1/accounts/contacts_controller.rb`,
+/// `create`): saves the contact with the model's validations (`app/models/contact.rb`: a taken
+/// e-mail or phone is a 422, nothing saved), then, when `inbox_id` is given, finds that inbox in
+/// the account (404 otherwise) and builds its contact inbox (`ContactInboxBuilder`), whose
+/// `source_id` the answer carries as `payload.contact_inbox`.
 async fn create(
     State(shared): State<Arc<SimShared>>,
     Path(account_id): Path<String>,
