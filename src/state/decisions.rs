@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use rusqlite::{params, OptionalExtension};
 
 use super::codec::{decode_fields, encode_fields, encode_value};
-use super::{now, AtPath, StateError, StateStore};
-use crate::model::{Field, FieldValue, ProviderKind, RecordId};
+use super::{now, record_id, AtPath, StateError, StateStore};
+use crate::model::{Field, FieldValue, RecordId};
 use crate::reconcile::{Baseline, PersonId, Steering};
 
 /// The schema these functions use (migration 2).
@@ -98,9 +98,7 @@ impl StateStore {
             .at(p)?;
         for row in rows {
             let (provider, native) = row.at(p)?;
-            if let Ok(provider) = provider.parse::<ProviderKind>() {
-                steering.ignored.insert(RecordId::new(provider, native));
-            }
+            steering.ignored.extend(record_id(&provider, native));
         }
         let mut stmt = self
             .conn
@@ -117,12 +115,8 @@ impl StateStore {
             .at(p)?;
         for row in rows {
             let (provider, native, person) = row.at(p)?;
-            if let Ok(provider) = provider.parse::<ProviderKind>() {
-                steering
-                    .unlinked_from
-                    .entry(RecordId::new(provider, native))
-                    .or_default()
-                    .insert(person);
+            if let Some(id) = record_id(&provider, native) {
+                steering.unlinked_from.entry(id).or_default().insert(person);
             }
         }
         Ok(steering)
@@ -162,9 +156,7 @@ impl StateStore {
         let mut out = Vec::new();
         for row in rows {
             let (provider, native) = row.at(p)?;
-            if let Ok(provider) = provider.parse::<ProviderKind>() {
-                out.push(RecordId::new(provider, native));
-            }
+            out.extend(record_id(&provider, native));
         }
         out.sort();
         Ok(out)

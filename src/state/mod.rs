@@ -415,10 +415,9 @@ impl StateStore {
             .at(p)?;
         for row in rows {
             let (provider, native, person, baseline) = row.at(p)?;
-            let Ok(provider) = provider.parse::<ProviderKind>() else {
+            let Some(id) = record_id(&provider, native) else {
                 continue;
             };
-            let id = RecordId::new(provider, native);
             memory
                 .baselines
                 .insert(id.clone(), decode_baseline(&baseline));
@@ -847,6 +846,15 @@ pub fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .ok()
         .map(|t| t.with_timezone(&Utc))
+}
+
+/// A record id as stored (provider name and native id); `None` for a provider this version
+/// does not know (a row written by a newer one is skipped, not misread).
+fn record_id(provider: &str, native: String) -> Option<RecordId> {
+    provider
+        .parse::<ProviderKind>()
+        .ok()
+        .map(|p| RecordId::new(p, native))
 }
 
 #[cfg(test)]
