@@ -57,10 +57,10 @@ fn generate(n: usize) -> Vec<Contact> {
                 c.email = norm.email(&email).0;
             }
             if matches!(p, ProviderKind::Callbell | ProviderKind::Privy) && i % 4 == 0 {
-                c.tags.insert("vip".into());
+                c.tags.insert("vip");
             }
             if p != ProviderKind::Protocol && i % 3 == 0 {
-                c.custom_fields.insert("tier".into(), "gold".into());
+                c.custom_fields.insert("tier", "gold");
             }
             out.push(c);
         }
@@ -90,13 +90,13 @@ fn reference(records: &[Contact]) -> usize {
         );
     for (i, r) in records.iter().enumerate() {
         for v in [&r.phone, &r.email].into_iter().flatten() {
-            map.entry(v.key.as_str()).or_insert(i as u32);
+            map.entry(v.key()).or_insert(i as u32);
         }
     }
     let mut sum = 0usize;
     for r in records {
         for v in [&r.phone, &r.email].into_iter().flatten() {
-            if let Some(j) = map.get(v.key.as_str()) {
+            if let Some(j) = map.get(v.key()) {
                 sum = sum.wrapping_add(*j as usize);
             }
         }

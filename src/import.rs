@@ -196,8 +196,8 @@ pub async fn settle_pending_creates(
         let mut m: HashMap<(ProviderKind, &str), Vec<&Contact>> = HashMap::new();
         for r in records {
             for v in [&r.phone, &r.email].into_iter().flatten() {
-                if v.valid {
-                    m.entry((r.provider(), v.key.as_str())).or_default().push(r);
+                if v.valid() {
+                    m.entry((r.provider(), v.key())).or_default().push(r);
                 }
             }
         }

@@ -92,10 +92,10 @@ impl PlanFile {
                 .updates
                 .iter()
                 .map(|u| PlannedWrite {
-                    person: u.person.clone(),
+                    person: u.person.to_string(),
                     provider: u.provider().to_string(),
-                    record: u.patch.record.native.clone(),
-                    update_ref: u.patch.update_ref.clone(),
+                    record: u.patch.record.native.to_string(),
+                    update_ref: u.patch.update_ref.to_string(),
                     changes: u
                         .patch
                         .changes
@@ -114,7 +114,7 @@ impl PlanFile {
                 .creates
                 .iter()
                 .map(|c| PlannedCreate {
-                    person: c.person.clone(),
+                    person: c.person.to_string(),
                     provider: c.provider().to_string(),
                     fields: c
                         .new
@@ -131,7 +131,7 @@ impl PlanFile {
                 .filter(|p| touched.contains(p.person.as_str()))
                 .map(|p| {
                     (
-                        p.person.clone(),
+                        p.person.to_string(),
                         p.agreed
                             .iter()
                             .map(|(f, v)| (f.to_string(), encode_value(v)))
@@ -214,10 +214,10 @@ impl PlanFile {
                     });
                 }
                 Ok(Update {
-                    person: w.person.clone(),
+                    person: w.person.as_str().into(),
                     patch: Patch {
                         record: RecordId::new(provider, w.record.clone()),
-                        update_ref: w.update_ref.clone(),
+                        update_ref: w.update_ref.as_str().into(),
                         changes,
                     },
                     reasons: w

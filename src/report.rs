@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value as Json;
 
 use crate::executor::Outcome;
-use crate::model::{Change, Field, FieldValue, ProviderKind};
+use crate::model::{Change, CompactString, Field, FieldValue, ProviderKind};
 use crate::provider::mapping::ProviderMapping;
 use crate::reconcile::Plan;
 use crate::state::codec::encode_value;
@@ -419,9 +419,9 @@ impl RunReport {
         for (i, u) in self.plan.updates.iter().enumerate() {
             for (c, reason) in u.patch.changes.iter().zip(&u.reasons) {
                 changes.push(JsonChange {
-                    person: u.person.clone(),
+                    person: u.person.to_string(),
                     provider: u.provider().to_string(),
-                    record: u.patch.record.native.clone(),
+                    record: u.patch.record.native.to_string(),
                     field: c.field.to_string(),
                     old: shown(&c.old),
                     new: shown(&c.new),
@@ -436,9 +436,9 @@ impl RunReport {
             .skipped
             .iter()
             .map(|s| JsonSkip {
-                person: s.person.clone(),
+                person: s.person.to_string(),
                 provider: s.record.provider.to_string(),
-                record: s.record.native.clone(),
+                record: s.record.native.to_string(),
                 field: s.field.to_string(),
                 current: shown(&s.current),
                 wanted: shown(&s.wanted),
@@ -451,7 +451,7 @@ impl RunReport {
             .conflicts
             .iter()
             .map(|c| JsonConflict {
-                person: c.person.clone(),
+                person: c.person.to_string(),
                 field: c.field.to_string(),
                 key: c.key.clone(),
                 candidates: c
@@ -459,7 +459,7 @@ impl RunReport {
                     .iter()
                     .map(|(id, v)| JsonCandidate {
                         provider: id.provider.to_string(),
-                        record: id.native.clone(),
+                        record: id.native.to_string(),
                         value: v.clone(),
                     })
                     .collect(),
@@ -473,7 +473,7 @@ impl RunReport {
             .map(|a| JsonAmbiguous {
                 records: a.records.iter().map(ToString::to_string).collect(),
                 reason: a.reason.clone(),
-                people: a.people.clone(),
+                people: a.people.iter().map(|p| p.to_string()).collect(),
             })
             .collect();
         let mut creates: Vec<JsonCreate> = self
@@ -484,7 +484,7 @@ impl RunReport {
             .map(|(i, c)| {
                 let outcome = self.create_outcomes.as_ref().and_then(|o| o.get(i));
                 JsonCreate {
-                    person: c.person.clone(),
+                    person: c.person.to_string(),
                     provider: c.provider().to_string(),
                     fields: c
                         .new
@@ -506,7 +506,7 @@ impl RunReport {
             })
             .collect();
         creates.extend(self.plan.create_skips.iter().map(|c| JsonCreate {
-            person: c.person.clone(),
+            person: c.person.to_string(),
             provider: c.provider.to_string(),
             fields: BTreeMap::new(),
             reason: c.detail.clone(),
@@ -527,7 +527,7 @@ impl RunReport {
                     .people
                     .iter()
                     .map(|(p, rs)| JsonPerson {
-                        person: p.clone(),
+                        person: p.to_string(),
                         records: rs.iter().map(ToString::to_string).collect(),
                     })
                     .collect(),
@@ -539,7 +539,7 @@ impl RunReport {
             .excluded
             .iter()
             .map(|x| JsonExcluded {
-                person: x.person.clone(),
+                person: x.person.to_string(),
                 records: x.records.iter().map(ToString::to_string).collect(),
                 reason: x.reason.clone(),
             })
@@ -559,7 +559,7 @@ impl RunReport {
             let u = &self.plan.updates[i];
             failures.push(JsonFailure {
                 provider: u.provider().to_string(),
-                record: Some(u.patch.record.native.clone()),
+                record: Some(u.patch.record.native.to_string()),
                 stage: "write".into(),
                 kind: kind.into(),
                 error,
@@ -569,7 +569,7 @@ impl RunReport {
             let u = &self.plan.updates[*i];
             failures.push(JsonFailure {
                 provider: u.provider().to_string(),
-                record: Some(u.patch.record.native.clone()),
+                record: Some(u.patch.record.native.to_string()),
                 stage: "plan".into(),
                 kind: "stale".into(),
                 error: why.clone(),
@@ -721,7 +721,7 @@ impl RunReport {
             .people
             .iter()
             .filter_map(|p| match p.agreed.get(&crate::model::Field::Name) {
-                Some(FieldValue::Scalar(Some(v))) => Some((p.person.as_str(), v.raw.as_str())),
+                Some(FieldValue::Scalar(Some(v))) => Some((p.person.as_str(), v.raw())),
                 _ => None,
             })
             .collect();
@@ -750,7 +750,7 @@ impl RunReport {
                 h(2, "Join candidates (not joined; see `contact-sync review`)")
             ));
             for j in &self.plan.join_candidates {
-                let people: Vec<String> = j.people.iter().map(|(p, _)| p.clone()).collect();
+                let people: Vec<String> = j.people.iter().map(|(p, _)| p.to_string()).collect();
                 let holders: Vec<String> = j.holders.iter().map(ToString::to_string).collect();
                 let _ = writeln!(
                     out,
@@ -873,8 +873,8 @@ fn provider_names(m: Option<&ProviderMapping>, c: &Change) -> BTreeMap<String, S
     let Some(m) = m else {
         return BTreeMap::new();
     };
-    let names: Vec<&String> = match (&c.old, &c.new) {
-        (FieldValue::Set(a), FieldValue::Set(b)) => a.union(b).collect(),
+    let names: Vec<&CompactString> = match (&c.old, &c.new) {
+        (FieldValue::Set(a), FieldValue::Set(b)) => a.iter().chain(b.difference(a)).collect(),
         (FieldValue::Map(a), FieldValue::Map(b)) => a.keys().chain(b.keys()).collect(),
         _ => return BTreeMap::new(),
     };
@@ -885,7 +885,7 @@ fn provider_names(m: Option<&ProviderMapping>, c: &Change) -> BTreeMap<String, S
                 Field::Tags => m.tag_out(common),
                 _ => m.field_out(common),
             }?;
-            (own != common.as_str()).then(|| (common.clone(), own.into_owned()))
+            (own != common.as_str()).then(|| (common.to_string(), own.into_owned()))
         })
         .collect()
 }
@@ -904,7 +904,7 @@ pub fn pad(s: &str, width: usize) -> String {
 /// maps as objects.
 pub fn shown(v: &FieldValue) -> Json {
     match v {
-        FieldValue::Scalar(Some(v)) => Json::String(v.raw.clone()),
+        FieldValue::Scalar(Some(v)) => Json::String(v.raw().to_owned()),
         other => encode_value(other),
     }
 }

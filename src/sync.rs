@@ -535,7 +535,7 @@ impl Engine {
                         .any(|s| s.person == person && s.provider == new.provider);
                     if !reported {
                         plan.create_skips.push(reconcile::CreateSkip {
-                            person,
+                            person: person.into(),
                             provider: new.provider,
                             rule: crate::provider::rules::RuleId::KeyExists,
                             detail: "no longer needed: the person has a record there now, or no longer passes the create filter".into(),
@@ -546,7 +546,7 @@ impl Engine {
         }
         let agreed = file.agreed();
         for p in &mut plan.people {
-            if let Some(a) = agreed.get(&p.person) {
+            if let Some(a) = agreed.get(p.person.as_str()) {
                 p.agreed = a.clone();
             }
         }
@@ -854,7 +854,7 @@ fn save_baselines(
         .filter_map(|(i, _)| report.plan.updates.get(*i))
         .map(|u| (&u.patch.record, u))
         .collect();
-    let mut rows: Vec<(RecordId, String, reconcile::Baseline)> = Vec::new();
+    let mut rows: Vec<(RecordId, reconcile::PersonId, reconcile::Baseline)> = Vec::new();
     for p in &report.plan.people {
         for id in &p.records {
             if written.contains(id) {
@@ -895,7 +895,7 @@ pub fn clears_in(old: &FieldValue, new: &FieldValue) -> u64 {
         (FieldValue::Scalar(Some(_)), FieldValue::Scalar(None)) => 1,
         (FieldValue::Set(a), FieldValue::Set(b)) => a.difference(b).count() as u64,
         (FieldValue::Map(a), FieldValue::Map(b)) => {
-            a.keys().filter(|k| !b.contains_key(*k)).count() as u64
+            a.keys().filter(|k| !b.contains_key(k)).count() as u64
         }
         _ => 0,
     }

@@ -76,11 +76,11 @@ async fn create_sends_identifier_source_and_name_once_and_the_simulator_holds_it
         panic!("expected a new contact, got {created:?}");
     };
     assert_eq!(
-        contact.phone.as_ref().map(|v| v.key.as_str()),
+        contact.phone.as_ref().map(|v| v.key()),
         Some("+14155550101")
     );
     assert_eq!(
-        contact.name.as_ref().map(|n| n.display.as_str()),
+        contact.name.as_ref().map(|n| n.display()),
         Some("Ada Lovelace")
     );
     assert!(contact.tags.contains("vip"));

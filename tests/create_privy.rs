@@ -91,15 +91,15 @@ async fn create_sends_one_post_without_consent_and_the_simulator_holds_the_conta
         panic!("expected a new contact, got {created:?}");
     };
     assert_eq!(
-        contact.email.as_ref().map(|v| v.key.as_str()),
+        contact.email.as_ref().map(|v| v.key()),
         Some("ada@example.com")
     );
     assert_eq!(
-        contact.phone.as_ref().map(|v| v.key.as_str()),
+        contact.phone.as_ref().map(|v| v.key()),
         Some("+14155550101")
     );
     assert_eq!(
-        contact.name.as_ref().map(|n| n.display.as_str()),
+        contact.name.as_ref().map(|n| n.display()),
         Some("Ada King Lovelace")
     );
 

@@ -79,15 +79,15 @@ async fn create_sends_one_post_and_the_simulator_holds_the_contact() {
         panic!("expected a new contact, got {created:?}");
     };
     assert_eq!(
-        contact.phone.as_ref().map(|v| v.key.as_str()),
+        contact.phone.as_ref().map(|v| v.key()),
         Some("+18007593000")
     );
     assert_eq!(
-        contact.username.as_ref().map(|v| v.raw.as_str()),
+        contact.username.as_ref().map(|v| v.raw()),
         Some("FrankMcCallister")
     );
     assert_eq!(
-        contact.name.as_ref().map(|n| n.display.as_str()),
+        contact.name.as_ref().map(|n| n.display()),
         Some("Frank McCallister")
     );
 

@@ -203,7 +203,7 @@ async fn create_filter_from_the_config_file_decides_who_is_created() {
         assert_eq!(
             r.plan.creates.iter().any(|c| matches!(
                 c.new.get(Field::Email),
-                Some(FieldValue::Scalar(Some(v))) if v.key == email
+                Some(FieldValue::Scalar(Some(v))) if v.key() == email
             )),
             *created,
             "{email}"

@@ -6,7 +6,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use contact_sync::model::{Change, Contact, Field, FieldValue, Normalizer, Patch, ProviderKind};
+use contact_sync::model::{
+    Change, Contact, Field, FieldValue, Normalizer, Patch, ProviderKind, TagSet,
+};
 use contact_sync::provider::mapping::{Boundary, Mapping, Unmapped};
 use contact_sync::provider::{callbell, chatwoot, privy, FieldRules};
 use contact_sync::reconcile::{plan, Memory, Plan, Policy, RuleBook};
@@ -205,7 +207,7 @@ proptest! {
                     .collect(),
             };
             let sent = boundary(&bs, common.provider()).outbound_patch(&patch);
-            let fold = |s: &BTreeSet<String>| -> BTreeSet<String> {
+            let fold = |s: &TagSet| -> BTreeSet<String> {
                 s.iter().map(|t| m.fold_tag(t).into_owned()).collect()
             };
             match &sent.changes[0].new {

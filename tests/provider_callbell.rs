@@ -1,13 +1,13 @@
 //! Callbell adapter against the Callbell simulator, over real HTTP on loopback.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
 use contact_sync::budget::Rate;
 use contact_sync::config::{Guard, ProviderConfig, ProviderSpecific, Secret, SecretSource};
 use contact_sync::model::{
-    Change, Contact, Field, FieldValue, Normalizer, Patch, ProviderKind, Value,
+    Change, Contact, Field, FieldMap, FieldValue, Normalizer, Patch, ProviderKind, TagSet, Value,
 };
 use contact_sync::provider::http::HttpSettings;
 use contact_sync::provider::rules::{NoHolders, RuleId};
@@ -87,7 +87,7 @@ fn person(i: usize) -> SeedPerson {
     }
     let mut custom_fields = BTreeMap::new();
     if i.is_multiple_of(4) {
-        custom_fields.insert("loyalty_tier".to_string(), format!("tier-{}", i % 3));
+        custom_fields.insert("loyalty_tier".into(), format!("tier-{}", i % 3));
     }
     SeedPerson {
         name: Some(format!("Person {i}")),
@@ -107,11 +107,11 @@ fn by_id(contacts: &[Contact], id: &str) -> Contact {
         .unwrap_or_else(|| panic!("contact {id} listed"))
 }
 
-fn set(items: &[&str]) -> BTreeSet<String> {
-    items.iter().map(|s| s.to_string()).collect()
+fn set(items: &[&str]) -> TagSet {
+    items.iter().copied().collect()
 }
 
-fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+fn map(pairs: &[(&str, &str)]) -> FieldMap {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -165,36 +165,21 @@ async fn lists_every_contact_exactly_once_and_maps_it() {
     assert_eq!(listed, seeded);
 
     let c0 = by_id(&listing.contacts, &ids[0]);
-    assert_eq!(
-        c0.name.as_ref().map(|n| n.display.as_str()),
-        Some("Person 0")
-    );
-    assert_eq!(
-        c0.phone.as_ref().map(|v| v.key.as_str()),
-        Some("+442079460000")
-    );
+    assert_eq!(c0.name.as_ref().map(|n| n.display()), Some("Person 0"));
+    assert_eq!(c0.phone.as_ref().map(|v| v.key()), Some("+442079460000"));
     assert_eq!(c0.tags, set(&["vip", "lead", "wholesale"]));
     assert_eq!(c0.custom_fields, map(&[("loyalty_tier", "tier-0")]));
 
     let c101 = by_id(&listing.contacts, &ids[101]);
-    assert_eq!(
-        c101.phone.as_ref().map(|v| v.key.as_str()),
-        Some("+14155550201")
-    );
-    assert_eq!(
-        c101.name.as_ref().and_then(|n| n.family.as_deref()),
-        Some("101")
-    );
+    assert_eq!(c101.phone.as_ref().map(|v| v.key()), Some("+14155550201"));
+    assert_eq!(c101.name.as_ref().and_then(|n| n.family()), Some("101"));
     assert!(c101.tags.is_empty() && c101.custom_fields.is_empty());
 
     let c17 = by_id(&listing.contacts, &ids[17]);
     assert_eq!(c17.phone, None);
 
     let c259 = by_id(&listing.contacts, &ids[259]);
-    assert_eq!(
-        c259.phone.as_ref().map(|v| v.key.as_str()),
-        Some("+442079460259")
-    );
+    assert_eq!(c259.phone.as_ref().map(|v| v.key()), Some("+442079460259"));
     assert_eq!(c259.update_ref.as_deref(), Some(ids[259].as_str()));
 
     // Callbell has no e-mail field: the seeded addresses are not on the wire at all.
@@ -203,7 +188,7 @@ async fn lists_every_contact_exactly_once_and_maps_it() {
     assert!(listing
         .contacts
         .iter()
-        .all(|c| c.phone.as_ref().is_none_or(|p| p.valid)));
+        .all(|c| c.phone.as_ref().is_none_or(|p| p.valid())));
     assert!(sim.writes().is_empty());
 }
 
@@ -250,7 +235,7 @@ async fn apply_changes_exactly_the_intended_fields() {
     let mut seed = person(1);
     seed.avatar_url = Some("https://cdn.example/ada.png".into());
     seed.tags = vec!["lead".into()];
-    seed.custom_fields = map(&[("city", "Oslo"), ("loyalty_tier", "silver")]);
+    seed.custom_fields = map(&[("city", "Oslo"), ("loyalty_tier", "silver")]).to_btree();
     let id = sim.seed_people(&[seed, person(2)]).remove(0);
     let before = sim.contact(&id).expect("seeded");
     let p = client(&sim);
@@ -279,10 +264,7 @@ async fn apply_changes_exactly_the_intended_fields() {
         ],
     };
     let after = p.apply(&patch).await.expect("applied");
-    assert_eq!(
-        after.name.as_ref().map(|n| n.display.as_str()),
-        Some("Ada King")
-    );
+    assert_eq!(after.name.as_ref().map(|n| n.display()), Some("Ada King"));
     assert_eq!(after.tags, set(&["lead", "vip"]));
     assert_eq!(
         after.custom_fields,
@@ -338,7 +320,7 @@ async fn reformatted_writes_compare_equal() {
     let want = FieldValue::Set(set(&["lead", "vip", "wholesale"]));
     let patch = Patch {
         record: current.id.clone(),
-        update_ref: id.clone(),
+        update_ref: id.as_str().into(),
         changes: vec![Change {
             field: Field::Tags,
             old: current.get(Field::Tags),
@@ -361,7 +343,7 @@ async fn simulator_and_rules_agree_on_what_cannot_be_written() {
     let sim = start().await;
     let mut seed = person(3);
     seed.tags = vec!["lead".into()];
-    seed.custom_fields = map(&[("city", "Oslo"), ("loyalty_tier", "gold")]);
+    seed.custom_fields = map(&[("city", "Oslo"), ("loyalty_tier", "gold")]).to_btree();
     let id = sim.seed_people(&[seed]).remove(0);
     let before = sim.contact(&id).expect("seeded");
     let path = format!("contacts/{id}");
@@ -531,7 +513,7 @@ async fn simulator_and_rules_agree_on_what_cannot_be_written() {
     assert!(blocked(
         Field::Tags,
         FieldValue::Set(set(&["lead"])),
-        FieldValue::Set(BTreeSet::new())
+        FieldValue::Set(TagSet::new())
     )
     .is_empty());
 
@@ -588,13 +570,13 @@ async fn invalid_provider_data_is_kept_with_a_warning() {
 
     let bad = by_id(&listing.contacts, "bad-phone");
     let phone = bad.phone.as_ref().expect("kept");
-    assert!(!phone.valid);
+    assert!(!phone.valid());
     assert_eq!(bad.warnings.len(), 1, "{:?}", bad.warnings);
     assert_eq!(bad.tags, set(&["vip"]));
 
     let words = by_id(&listing.contacts, "no-digits");
     assert_eq!(
-        words.phone.as_ref().map(|p| (p.raw.as_str(), p.valid)),
+        words.phone.as_ref().map(|p| (p.raw(), p.valid())),
         Some(("call me maybe", false))
     );
     assert_eq!(words.warnings.len(), 1);
@@ -627,14 +609,8 @@ async fn fixture_seeds_the_simulator_and_maps_correctly() {
     assert_eq!(listing.contacts.len(), 4);
 
     let john = by_id(&listing.contacts, "414a6d692bd645ed803f2e7ce360d4c8");
-    assert_eq!(
-        john.name.as_ref().map(|n| n.display.as_str()),
-        Some("John Doe")
-    );
-    assert_eq!(
-        john.phone.as_ref().map(|p| p.key.as_str()),
-        Some("+14155550101")
-    );
+    assert_eq!(john.name.as_ref().map(|n| n.display()), Some("John Doe"));
+    assert_eq!(john.phone.as_ref().map(|p| p.key()), Some("+14155550101"));
     assert_eq!(john.tags, set(&["vip", "lead"]));
     assert_eq!(
         john.custom_fields,
@@ -645,7 +621,7 @@ async fn fixture_seeds_the_simulator_and_maps_correctly() {
 
     let mario = by_id(&listing.contacts, "ff8bec9363bc4c29b8b044eabf2afebd");
     assert_eq!(
-        mario.avatar_url.as_ref().map(|a| a.raw.as_str()),
+        mario.avatar_url.as_ref().map(|a| a.raw()),
         Some("https://cdn.callbell.eu/avatars/ff8bec93.png")
     );
     assert_eq!(mario.tags, set(&["wholesale"]));
@@ -654,23 +630,14 @@ async fn fixture_seeds_the_simulator_and_maps_correctly() {
         map(&[("Stripe link", "https://stripe.com/contacts/cus124124153")])
     );
     // The docs' display-form number is too short for France: kept, flagged.
-    assert_eq!(mario.phone.as_ref().map(|p| p.valid), Some(false));
+    assert_eq!(mario.phone.as_ref().map(|p| p.valid()), Some(false));
     assert_eq!(mario.warnings.len(), 1);
 
     let jane = by_id(&listing.contacts, "9b0f1c2d3e4f5a6b7c8d9e0f1a2b3c4d");
-    assert_eq!(
-        jane.name.as_ref().map(|n| n.display.as_str()),
-        Some("Jane Roe")
-    );
-    assert_eq!(
-        jane.name.as_ref().and_then(|n| n.family.as_deref()),
-        Some("Roe")
-    );
+    assert_eq!(jane.name.as_ref().map(|n| n.display()), Some("Jane Roe"));
+    assert_eq!(jane.name.as_ref().and_then(|n| n.family()), Some("Roe"));
     // International digits, never read as a US national number.
-    assert_eq!(
-        jane.phone.as_ref().map(|p| p.key.as_str()),
-        Some("+442079460958")
-    );
+    assert_eq!(jane.phone.as_ref().map(|p| p.key()), Some("+442079460958"));
     assert_eq!(
         jane.custom_fields,
         map(&[("Features", r#"["Dark Mode","Notifications"]"#)])
@@ -678,7 +645,7 @@ async fn fixture_seeds_the_simulator_and_maps_correctly() {
 
     let unknown = by_id(&listing.contacts, "c0ffee00c0ffee00c0ffee00c0ffee00");
     assert!(unknown.tags.is_empty());
-    assert_eq!(unknown.phone.as_ref().map(|p| p.valid), Some(false));
+    assert_eq!(unknown.phone.as_ref().map(|p| p.valid()), Some(false));
 }
 
 #[tokio::test]
@@ -693,7 +660,7 @@ async fn ids_are_one_encoded_path_segment() {
     let p = client(&sim);
     let patch = |update_ref: &str| Patch {
         record: contact_sync::model::RecordId::new(KIND, update_ref),
-        update_ref: update_ref.to_owned(),
+        update_ref: update_ref.into(),
         changes: vec![Change {
             field: Field::Name,
             old: scalar("Tricky"),
@@ -803,10 +770,10 @@ async fn rejected_update_is_a_permanent_record_error() {
     let p = client_with_known(&sim, &["vip", "wholesale", "lead"]);
     let patch = Patch {
         record: contact_sync::model::RecordId::new(KIND, id.clone()),
-        update_ref: id.clone(),
+        update_ref: id.as_str().into(),
         changes: vec![Change {
             field: Field::Tags,
-            old: FieldValue::Set(BTreeSet::new()),
+            old: FieldValue::Set(TagSet::new()),
             new: FieldValue::Set(set(&["wholesale"])),
         }],
     };
@@ -827,7 +794,7 @@ async fn rejected_update_is_a_permanent_record_error() {
 fn client_with_known(sim: &Sim, tags: &[&str]) -> AnyProvider {
     let mut cfg = config(sim, &sim.token());
     if let ProviderSpecific::Callbell { known_tags, .. } = &mut cfg.specific {
-        *known_tags = set(tags);
+        *known_tags = tags.iter().map(|t| t.to_string()).collect();
     }
     AnyProvider::build(&cfg, Normalizer::new("US").expect("valid region")).expect("adapter builds")
 }

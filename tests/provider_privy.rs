@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 
 use contact_sync::config::{Config, ProviderConfig, Secret, SecretSource};
 use contact_sync::model::{
-    Change, Contact, Field, FieldValue, Normalizer, Patch, ProviderKind, RecordId, Value,
+    Change, Contact, Field, FieldMap, FieldValue, Normalizer, Patch, ProviderKind, RecordId,
+    TagSet, Value,
 };
 use contact_sync::provider::rules::{NoHolders, RuleId, WriteMode};
 use contact_sync::provider::{list_all, AnyProvider, ProviderError};
@@ -170,20 +171,23 @@ async fn list_all_pages_through_every_contact_once() {
         let c = by_id(&listing.contacts, &ids[i]);
         assert_eq!(c.id.native, format!("cus_{:016x}", i + 1));
         let name = c.name.as_ref().expect("named");
-        assert_eq!(name.display, format!("Person {i} Number{i}"));
-        assert_eq!(name.given.as_deref(), Some(format!("Person {i}").as_str()));
-        assert_eq!(name.family.as_deref(), Some(format!("Number{i}").as_str()));
+        assert_eq!(name.display(), format!("Person {i} Number{i}"));
+        assert_eq!(name.given(), Some(format!("Person {i}").as_str()));
+        assert_eq!(name.family(), Some(format!("Number{i}").as_str()));
         let email = c.email.as_ref().expect("email");
-        assert_eq!(email.raw, format!("Person{i}@Example.COM"));
-        assert_eq!(email.key, format!("person{i}@example.com"));
+        assert_eq!(email.raw(), format!("Person{i}@Example.COM"));
+        assert_eq!(email.key(), format!("person{i}@example.com"));
         let phone = c.phone.as_ref().expect("phone");
-        assert_eq!(phone.key, format!("+442079460{:03}", i % 1000));
-        assert!(phone.valid);
+        assert_eq!(phone.key(), format!("+442079460{:03}", i % 1000));
+        assert!(phone.valid());
         assert_eq!(
             c.tags,
-            BTreeSet::from(["customer".to_string(), format!("cohort-{}", i % 3)])
+            TagSet::from(["customer".to_string(), format!("cohort-{}", i % 3)])
         );
-        assert_eq!(c.custom_fields.get("seq"), Some(&i.to_string()));
+        assert_eq!(
+            c.custom_fields.get("seq").map(|s| s.as_str()),
+            Some(i.to_string().as_str())
+        );
         assert!(c.updated_at.is_some());
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
@@ -303,15 +307,15 @@ async fn apply_sends_one_patch_with_only_the_changed_fields() {
     );
 
     assert_eq!(
-        updated.name.as_ref().map(|n| n.display.as_str()),
+        updated.name.as_ref().map(|n| n.display()),
         Some("Ada King Lovelace")
     );
     assert_eq!(
         updated.tags,
-        BTreeSet::from(["customer".to_string(), "vip".into()])
+        TagSet::from(["customer".to_string(), "vip".into()])
     );
     assert_eq!(
-        updated.custom_fields.get("tier").map(String::as_str),
+        updated.custom_fields.get("tier").map(|s| s.as_str()),
         Some("gold")
     );
 }
@@ -333,7 +337,10 @@ async fn one_word_names_clear_the_last_name() {
     let after = sim.contact(&ids[0]).expect("there");
     assert_eq!(after["first_name"], "Cher");
     assert!(after["last_name"].is_null());
-    assert_eq!(updated.name.map(|n| n.display), Some("Cher".into()));
+    assert_eq!(
+        updated.name.map(|n| n.display().to_owned()),
+        Some("Cher".into())
+    );
 }
 
 #[tokio::test]
@@ -346,11 +353,7 @@ async fn first_email_and_phone_are_set_and_reformatting_is_not_an_echo() {
     }]);
     let id = &ids[0];
     let provider = client(&config(&sim, ""));
-    let email = Value {
-        raw: "new@example.com".into(),
-        key: "new@example.com".into(),
-        valid: true,
-    };
+    let email = Value::new("new@example.com", "new@example.com", true);
     let updated = provider
         .apply(&patch(
             id,
@@ -397,7 +400,7 @@ async fn numeric_custom_fields_keep_their_type_when_the_map_is_rewritten() {
     let listing = list_all(&provider).await.expect("lists");
     let c = by_id(&listing.contacts, "cus_typed");
     assert_eq!(
-        c.custom_fields.get("points").map(String::as_str),
+        c.custom_fields.get("points").map(|s| s.as_str()),
         Some("42")
     );
     provider
@@ -447,7 +450,7 @@ async fn a_set_once_write_whose_answer_was_lost_is_not_a_failure() {
         .await
         .expect("the record holds the patch");
     assert_eq!(
-        updated.email.map(|e| e.key),
+        updated.email.map(|e| e.key().to_owned()),
         Some("late@example.com".into())
     );
     let trail: Vec<(Method, u16)> = sim
@@ -932,9 +935,9 @@ async fn invalid_provider_data_is_kept_with_warnings() {
     assert_eq!(listing.contacts.len(), 2, "nothing dropped");
     let bad = by_id(&listing.contacts, &ids[0]);
     let phone = bad.phone.as_ref().expect("phone kept");
-    assert_eq!((phone.raw.as_str(), phone.valid), ("555-CALL-NOW", false));
+    assert_eq!((phone.raw(), phone.valid()), ("555-CALL-NOW", false));
     let email = bad.email.as_ref().expect("email kept");
-    assert_eq!((email.raw.as_str(), email.valid), ("bob(at)example", false));
+    assert_eq!((email.raw(), email.valid()), ("bob(at)example", false));
     assert_eq!(bad.warnings.len(), 2, "{:?}", bad.warnings);
     // A value that did not parse is never written back (it would be rejected).
     let a = provider.rules().admit(
@@ -964,21 +967,15 @@ async fn recorded_fixture_seeds_and_maps() {
     assert_eq!(listing.contacts.len(), 4);
 
     let janet = by_id(&listing.contacts, "cus_a1b2c3d4e5f6g7h8");
+    assert_eq!(janet.name.as_ref().map(|n| n.display()), Some("Janet Doe"));
     assert_eq!(
-        janet.name.as_ref().map(|n| n.display.as_str()),
-        Some("Janet Doe")
-    );
-    assert_eq!(
-        janet.email.as_ref().map(|e| e.key.as_str()),
+        janet.email.as_ref().map(|e| e.key()),
         Some("jane@example.com")
     );
-    assert_eq!(
-        janet.phone.as_ref().map(|p| p.key.as_str()),
-        Some("+14155550101")
-    );
+    assert_eq!(janet.phone.as_ref().map(|p| p.key()), Some("+14155550101"));
     assert_eq!(
         janet.tags,
-        BTreeSet::from(["vip".to_string(), "wholesale".into()])
+        TagSet::from(["vip".to_string(), "wholesale".into()])
     );
     let expected: BTreeMap<String, String> = [
         ("loyalty_tier", "gold"),
@@ -988,7 +985,7 @@ async fn recorded_fixture_seeds_and_maps() {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    assert_eq!(janet.custom_fields, expected);
+    assert_eq!(janet.custom_fields, expected.into());
     assert_eq!(
         janet.updated_at.map(|t| t.to_rfc3339()),
         Some("2025-04-01T12:15:00+00:00".into())
@@ -997,34 +994,22 @@ async fn recorded_fixture_seeds_and_maps() {
     // Old consent names (before 2026-05-12) decode too; consent is not synced.
     let cher = by_id(&listing.contacts, "cus_b7c8d9e0f1a2b3c4");
     let name = cher.name.as_ref().expect("named");
-    assert_eq!(
-        (name.display.as_str(), name.family.as_deref()),
-        ("Cher", None)
-    );
+    assert_eq!((name.display(), name.family()), ("Cher", None));
     assert_eq!(cher.email, None);
-    assert_eq!(
-        cher.phone.as_ref().map(|p| p.key.as_str()),
-        Some("+442079460958")
-    );
+    assert_eq!(cher.phone.as_ref().map(|p| p.key()), Some("+442079460958"));
 
     let mary = by_id(&listing.contacts, "cus_c5d6e7f8a9b0c1d2");
-    assert_eq!(
-        mary.name.as_ref().and_then(|n| n.given.as_deref()),
-        Some("Mary Ann")
-    );
+    assert_eq!(mary.name.as_ref().and_then(|n| n.given()), Some("Mary Ann"));
     assert_eq!(mary.phone, None);
-    assert_eq!(
-        mary.custom_fields,
-        BTreeMap::from([("city".to_string(), "Nuneaton".to_string())])
-    );
+    assert_eq!(mary.custom_fields, FieldMap::from([("city", "Nuneaton")]));
 
     let imported = by_id(&listing.contacts, "cus_d3e4f5a6b7c8d9e0");
     assert_eq!(
-        imported.name.as_ref().map(|n| n.display.as_str()),
+        imported.name.as_ref().map(|n| n.display()),
         Some("Imported Row")
     );
-    assert_eq!(imported.email.as_ref().map(|e| e.valid), Some(false));
-    assert_eq!(imported.phone.as_ref().map(|p| p.valid), Some(false));
+    assert_eq!(imported.email.as_ref().map(|e| e.valid()), Some(false));
+    assert_eq!(imported.phone.as_ref().map(|p| p.valid()), Some(false));
     assert!(imported.tags.is_empty() && imported.custom_fields.is_empty());
     assert_eq!(imported.warnings.len(), 2, "{:?}", imported.warnings);
 }

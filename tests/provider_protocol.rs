@@ -65,7 +65,7 @@ fn e164(raw: &str) -> FieldValue {
 fn patch(id: &str, changes: Vec<(Field, FieldValue)>) -> Patch {
     Patch {
         record: RecordId::new(KIND, id),
-        update_ref: id.to_owned(),
+        update_ref: id.into(),
         changes: changes
             .into_iter()
             .map(|(field, new)| Change {
@@ -85,7 +85,7 @@ fn by_id<'a>(contacts: &'a [Contact], id: &str) -> &'a Contact {
 }
 
 fn raw_key(v: &Option<Value>) -> Option<&str> {
-    v.as_ref().map(|v| v.key.as_str())
+    v.as_ref().map(|v| v.key())
 }
 
 /// Sends a request straight to the simulator, bypassing the adapter.
@@ -154,7 +154,7 @@ async fn lists_every_contact_once_at_the_largest_page_size() {
     let listed: HashSet<_> = listing
         .contacts
         .iter()
-        .map(|c| c.id.native.clone())
+        .map(|c| c.id.native.to_string())
         .collect();
     assert_eq!(listed, ids.iter().cloned().collect::<HashSet<_>>());
 
@@ -168,12 +168,9 @@ async fn lists_every_contact_once_at_the_largest_page_size() {
         assert_eq!(c.provider(), KIND);
         assert_eq!(c.update_ref.as_deref(), Some(id.as_str()));
         let name = format!("Person {i}");
+        assert_eq!(c.name.as_ref().map(|n| n.display()), Some(name.as_str()));
         assert_eq!(
-            c.name.as_ref().map(|n| n.display.as_str()),
-            Some(name.as_str())
-        );
-        assert_eq!(
-            c.name.as_ref().and_then(|n| n.family.as_deref()),
+            c.name.as_ref().and_then(|n| n.family()),
             Some(i.to_string().as_str())
         );
         let phone = format!("+1415234{:04}", 1000 + i);
@@ -182,10 +179,7 @@ async fn lists_every_contact_once_at_the_largest_page_size() {
             Some(phone.as_str()),
             "E.164 from any format"
         );
-        assert_eq!(
-            c.phone.as_ref().map(|p| p.raw.as_str()),
-            Some(phone.as_str())
-        );
+        assert_eq!(c.phone.as_ref().map(|p| p.raw()), Some(phone.as_str()));
         let username = format!("Person{i}{}", i + 1);
         assert_eq!(raw_key(&c.username), Some(username.as_str()));
         let avatar = format!("https://a.example/{i}.png");
@@ -295,7 +289,7 @@ async fn patch_writes_exactly_the_changed_fields() {
 
     assert_eq!(updated.id.native, *id);
     assert_eq!(
-        updated.name.as_ref().map(|n| n.display.as_str()),
+        updated.name.as_ref().map(|n| n.display()),
         Some("Ada Lovelace")
     );
     assert_eq!(raw_key(&updated.phone), Some("+12125550142"));
@@ -352,7 +346,7 @@ async fn legacy_put_writes_display_name_only() {
         .await
         .expect("accepted");
     assert_eq!(
-        updated.name.as_ref().map(|n| n.display.as_str()),
+        updated.name.as_ref().map(|n| n.display()),
         Some("Uncle Frank")
     );
     let writes = sim.writes();
@@ -553,17 +547,14 @@ async fn invalid_provider_data_is_kept_with_a_warning() {
 
     let c = by_id(&listing.contacts, "bad0000000000001");
     let phone = c.phone.as_ref().expect("kept");
-    assert!(!phone.valid);
-    assert_eq!(phone.raw, "call me maybe");
+    assert!(!phone.valid());
+    assert_eq!(phone.raw(), "call me maybe");
     assert_eq!(c.warnings.len(), 1);
     assert!(c.warnings[0].contains("call me maybe"), "{:?}", c.warnings);
-    assert_eq!(
-        c.name.as_ref().map(|n| n.display.as_str()),
-        Some("No Phone")
-    );
+    assert_eq!(c.name.as_ref().map(|n| n.display()), Some("No Phone"));
 
     let c = by_id(&listing.contacts, "bad0000000000002");
-    assert!(!c.phone.as_ref().expect("kept").valid);
+    assert!(!c.phone.as_ref().expect("kept").valid());
     assert_eq!(c.warnings.len(), 1);
     assert_eq!(c.username, None, "blank text is absent");
     assert_eq!(c.avatar_url, None);
@@ -604,18 +595,15 @@ async fn fixture_contacts_map_correctly() {
 
     let kevin = by_id(&listing.contacts, "hSIhXBhNe8X1d8Et");
     let name = kevin.name.as_ref().expect("named");
-    assert_eq!(name.display, "Kevin McCallister");
-    assert_eq!(name.given.as_deref(), Some("Kevin"));
-    assert_eq!(name.family.as_deref(), Some("McCallister"));
+    assert_eq!(name.display(), "Kevin McCallister");
+    assert_eq!(name.given(), Some("Kevin"));
+    assert_eq!(name.family(), Some("McCallister"));
     assert_eq!(raw_key(&kevin.phone), Some("+442079460958"));
     assert_eq!(kevin.avatar_url, None);
     assert_eq!(kevin.updated_at.map(|t| t.timestamp()), Some(705_103_300));
 
     let john = by_id(&listing.contacts, "q7RmZ2xW9vN4kT1s");
-    assert_eq!(
-        john.name.as_ref().map(|n| n.display.as_str()),
-        Some("John Smith")
-    );
+    assert_eq!(john.name.as_ref().map(|n| n.display()), Some("John Smith"));
     assert_eq!(raw_key(&john.phone), Some("+14155550101"));
     assert!(listing.contacts.iter().all(|c| c.warnings.is_empty()));
 }

@@ -105,7 +105,11 @@ impl Policy {
                 return Some(format!("{} is blocked (skip_blocked)", c.id));
             }
             if !self.exclude_tags.is_empty() {
-                if let Some(tag) = c.tags.iter().find(|t| self.exclude_tags.contains(*t)) {
+                if let Some(tag) = c
+                    .tags
+                    .iter()
+                    .find(|t| self.exclude_tags.contains(t.as_str()))
+                {
                     return Some(format!("{} holds tag {tag:?} (exclude_tags)", c.id));
                 }
             }

@@ -11,7 +11,7 @@ pub mod review;
 use std::collections::BTreeSet;
 
 use crate::config::Config;
-use crate::model::{Field, FieldValue, ProviderKind, RecordId, Value};
+use crate::model::{format_compact, Field, FieldValue, ProviderKind, RecordId, Value};
 use crate::reconcile::{matcher, PersonId};
 use crate::state::{Relink, StateError, StateStore};
 
@@ -75,12 +75,12 @@ fn recently_seen(store: &StateStore) -> Result<BTreeSet<String>, DecisionError> 
 fn fresh_person(store: &StateStore, record: &RecordId) -> Result<PersonId, DecisionError> {
     let taken = store.person_ids()?;
     let base = matcher::new_person_id(record);
-    if !taken.contains(&base) {
+    if !taken.contains(base.as_str()) {
         return Ok(base);
     }
     Ok((2u32..)
-        .map(|k| format!("{base}~{k}"))
-        .find(|c| !taken.contains(c))
+        .map(|k| format_compact!("{base}~{k}"))
+        .find(|c| !taken.contains(c.as_str()))
         .unwrap_or(base))
 }
 
@@ -335,7 +335,7 @@ fn value_from_text(config: &Config, field: Field, text: &str) -> Result<FieldVal
         Field::Email => config.normalizer.email(text).0,
         _ => Some(Value::plain(text)),
     }
-    .filter(|v| v.valid)
+    .filter(|v| v.valid())
     .ok_or_else(|| invalid(format!("`{text}` is not a valid {field}; nothing changed")))?;
     Ok(FieldValue::Scalar(Some(value)))
 }

@@ -254,7 +254,7 @@ impl Review {
                     c.winner,
                     shown.join(", ")
                 ),
-                person: Some(c.person.clone()),
+                person: Some(c.person.to_string()),
                 field: Some(c.field.to_string()),
                 rule: None,
                 records: ids(records),

@@ -4,16 +4,25 @@
 //! Nothing here knows a provider's JSON or does I/O. Values are normalised once, when an adapter
 //! builds a [`Contact`] (see [`normalize`]), so comparisons everywhere else are plain equality on
 //! [`Value::key`].
+//!
+//! A sync holds every listed record at once (four million at a million people), so the types
+//! here are laid out for size (issue 13): text is a [`CompactString`] (up to 24 bytes inline, no
+//! allocation), a [`Value`] keeps its raw text and key in one string and the key only when it
+//! differs, a [`Name`] keeps its parts as positions in its display text, and tag sets and custom
+//! fields are sorted vectors ([`TagSet`], [`FieldMap`]) rather than B-trees.
 
 pub mod normalize;
+mod sets;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 
+pub use compact_str::{format_compact, CompactString};
 pub use normalize::Normalizer;
+pub use sets::{FieldMap, TagSet};
 
 /// The four providers contact-sync knows. The order of the variants is the order reports use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -72,11 +81,11 @@ impl FromStr for ProviderKind {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RecordId {
     pub provider: ProviderKind,
-    pub native: String,
+    pub native: CompactString,
 }
 
 impl RecordId {
-    pub fn new(provider: ProviderKind, native: impl Into<String>) -> Self {
+    pub fn new(provider: ProviderKind, native: impl Into<CompactString>) -> Self {
         RecordId {
             provider,
             native: native.into(),
@@ -174,22 +183,100 @@ impl FromStr for Field {
 /// another write. `valid` is false for data the provider holds that does not parse (an
 /// unparseable phone, a malformed e-mail): such values are kept and reported, never dropped, and
 /// never written to a provider that validates the format.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// Layout: the raw text, followed by the key only when the key differs, in one
+/// [`CompactString`] (so an E.164 phone or a lower-case e-mail is one inline string), plus where
+/// the raw text ends. Each value has exactly one representation, so the derived equality and hash
+/// are equality and hash of `(raw, key, valid)`.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Value {
-    pub raw: String,
-    pub key: String,
-    pub valid: bool,
+    text: CompactString,
+    raw_len: u32,
+    flags: u8,
 }
 
+const VALID: u8 = 1;
+const KEY_IS_RAW: u8 = 2;
+
 impl Value {
-    /// A value whose comparison key is the raw text itself.
-    pub fn plain(raw: impl Into<String>) -> Self {
-        let raw = raw.into();
+    /// A value with its raw text, comparison key and validity.
+    pub fn new(raw: &str, key: &str, valid: bool) -> Self {
+        let mut flags = if valid { VALID } else { 0 };
+        let text = if raw == key {
+            flags |= KEY_IS_RAW;
+            CompactString::from(raw)
+        } else {
+            let mut t = CompactString::with_capacity(raw.len() + key.len());
+            t.push_str(raw);
+            t.push_str(key);
+            t
+        };
         Value {
-            key: raw.clone(),
-            raw,
-            valid: true,
+            raw_len: u32::try_from(raw.len()).unwrap_or(u32::MAX),
+            text,
+            flags,
         }
+    }
+
+    /// A valid value whose comparison key is the raw text itself.
+    pub fn plain(raw: impl Into<CompactString>) -> Self {
+        let text = raw.into();
+        Value {
+            raw_len: u32::try_from(text.len()).unwrap_or(u32::MAX),
+            text,
+            flags: VALID | KEY_IS_RAW,
+        }
+    }
+
+    /// What is written to a provider.
+    pub fn raw(&self) -> &str {
+        self.text.get(..self.raw_len as usize).unwrap_or(&self.text)
+    }
+
+    /// The normalised form every comparison uses.
+    pub fn key(&self) -> &str {
+        if self.flags & KEY_IS_RAW != 0 {
+            self.raw()
+        } else {
+            self.text.get(self.raw_len as usize..).unwrap_or_default()
+        }
+    }
+
+    /// Whether the value parses in the field's format.
+    pub fn valid(&self) -> bool {
+        self.flags & VALID != 0
+    }
+
+    /// The borrowed view.
+    pub fn as_ref(&self) -> ValueRef<'_> {
+        ValueRef {
+            raw: self.raw(),
+            key: self.key(),
+            valid: self.valid(),
+        }
+    }
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Value")
+            .field("raw", &self.raw())
+            .field("key", &self.key())
+            .field("valid", &self.valid())
+            .finish()
+    }
+}
+
+impl PartialOrd for Value {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Value {
+    /// By raw text, then key, then validity.
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.as_ref().cmp(&other.as_ref())
     }
 }
 
@@ -205,21 +292,13 @@ pub struct ValueRef<'a> {
 impl ValueRef<'_> {
     /// The owned value.
     pub fn to_value(self) -> Value {
-        Value {
-            raw: self.raw.to_owned(),
-            key: self.key.to_owned(),
-            valid: self.valid,
-        }
+        Value::new(self.raw, self.key, self.valid)
     }
 }
 
 impl<'a> From<&'a Value> for ValueRef<'a> {
     fn from(v: &'a Value) -> Self {
-        ValueRef {
-            raw: &v.raw,
-            key: &v.key,
-            valid: v.valid,
-        }
+        v.as_ref()
     }
 }
 
@@ -228,12 +307,19 @@ impl<'a> From<&'a Value> for ValueRef<'a> {
 /// Providers that store one display name use `display`; Privy stores the parts. The split rule
 /// (family name = last word, given name = the rest, one word = given name) lives in
 /// [`Name::from_display`] so every adapter applies the same one.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+///
+/// Both ways of building a name make the parts pieces of the display text (`given`, a space,
+/// `family`), so a name is its display text and where the given name ends.
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct Name {
-    pub display: String,
-    pub given: Option<String>,
-    pub family: Option<String>,
+    display: CompactString,
+    /// Where the given name ends in `display` (the family name starts one past it).
+    given_end: u32,
+    flags: u8,
 }
+
+const HAS_GIVEN: u8 = 1;
+const HAS_FAMILY: u8 = 2;
 
 impl Name {
     /// Splits a display name into parts: the last word is the family name.
@@ -242,21 +328,21 @@ impl Name {
     /// use contact_sync::model::Name;
     ///
     /// let n = Name::from_display("  Ada   King Lovelace ");
-    /// assert_eq!(n.display, "Ada King Lovelace");
-    /// assert_eq!(n.given.as_deref(), Some("Ada King"));
-    /// assert_eq!(n.family.as_deref(), Some("Lovelace"));
+    /// assert_eq!(n.display(), "Ada King Lovelace");
+    /// assert_eq!(n.given(), Some("Ada King"));
+    /// assert_eq!(n.family(), Some("Lovelace"));
     /// ```
     pub fn from_display(display: &str) -> Self {
         let display = normalize::collapse_whitespace(display);
-        let (given, family) = match display.rsplit_once(' ') {
-            Some((given, family)) => (Some(given.to_owned()), Some(family.to_owned())),
-            None if display.is_empty() => (None, None),
-            None => (Some(display.clone()), None),
+        let (given_end, flags) = match display.rfind(' ') {
+            Some(at) => (at, HAS_GIVEN | HAS_FAMILY),
+            None if display.is_empty() => (0, 0),
+            None => (display.len(), HAS_GIVEN),
         };
         Name {
-            display,
-            given,
-            family,
+            given_end: u32::try_from(given_end).unwrap_or(u32::MAX),
+            display: display.into(),
+            flags,
         }
     }
 
@@ -268,17 +354,58 @@ impl Name {
         let family = family
             .map(normalize::collapse_whitespace)
             .filter(|s| !s.is_empty());
-        let display = match (&given, &family) {
-            (Some(g), Some(f)) => format!("{g} {f}"),
-            (Some(g), None) => g.clone(),
-            (None, Some(f)) => f.clone(),
-            (None, None) => String::new(),
-        };
+        let mut display = CompactString::default();
+        let mut flags = 0;
+        if let Some(g) = &given {
+            display.push_str(g);
+            flags |= HAS_GIVEN;
+        }
+        let given_end = display.len();
+        if let Some(f) = &family {
+            if given.is_some() {
+                display.push(' ');
+            }
+            display.push_str(f);
+            flags |= HAS_FAMILY;
+        }
         Name {
             display,
-            given,
-            family,
+            given_end: u32::try_from(given_end).unwrap_or(u32::MAX),
+            flags,
         }
+    }
+
+    /// The whole name as one line.
+    pub fn display(&self) -> &str {
+        &self.display
+    }
+
+    /// The given name(s).
+    pub fn given(&self) -> Option<&str> {
+        (self.flags & HAS_GIVEN != 0).then(|| self.display.get(..self.given_end as usize))?
+    }
+
+    /// The family name.
+    pub fn family(&self) -> Option<&str> {
+        if self.flags & HAS_FAMILY == 0 {
+            return None;
+        }
+        let start = if self.flags & HAS_GIVEN != 0 {
+            self.given_end as usize + 1
+        } else {
+            0
+        };
+        self.display.get(start..)
+    }
+}
+
+impl fmt::Debug for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Name")
+            .field("display", &self.display())
+            .field("given", &self.given())
+            .field("family", &self.family())
+            .finish()
     }
 }
 
@@ -289,17 +416,17 @@ pub struct Contact {
     /// The reference the provider's update endpoint addresses, when it differs from the native
     /// id (Chatwoot: the configured inbox's `source_id`). `None` means the record cannot be
     /// updated at all; `write_blocked` then says why.
-    pub update_ref: Option<String>,
+    pub update_ref: Option<CompactString>,
     /// Why the record cannot be written, when `update_ref` is `None`.
-    pub write_blocked: Option<String>,
+    pub write_blocked: Option<CompactString>,
     pub name: Option<Name>,
     pub email: Option<Value>,
     pub phone: Option<Value>,
     pub avatar_url: Option<Value>,
     pub username: Option<Value>,
     pub external_id: Option<Value>,
-    pub tags: BTreeSet<String>,
-    pub custom_fields: BTreeMap<String, String>,
+    pub tags: TagSet,
+    pub custom_fields: FieldMap,
     pub updated_at: Option<DateTime<Utc>>,
     /// Problems found while normalising this record (kept data that did not parse).
     pub warnings: Vec<String>,
@@ -310,7 +437,7 @@ pub struct Contact {
 
 impl Contact {
     /// An empty record for `provider`/`native`, writable through its native id.
-    pub fn new(provider: ProviderKind, native: impl Into<String>) -> Self {
+    pub fn new(provider: ProviderKind, native: impl Into<CompactString>) -> Self {
         let native = native.into();
         Contact {
             update_ref: Some(native.clone()),
@@ -322,8 +449,8 @@ impl Contact {
             avatar_url: None,
             username: None,
             external_id: None,
-            tags: BTreeSet::new(),
-            custom_fields: BTreeMap::new(),
+            tags: TagSet::new(),
+            custom_fields: FieldMap::new(),
             updated_at: None,
             warnings: Vec::new(),
             blocked: false,
@@ -341,8 +468,8 @@ impl Contact {
             Field::Name => FieldValue::Scalar(
                 self.name
                     .as_ref()
-                    .filter(|n| !n.display.is_empty())
-                    .map(|n| Value::plain(n.display.clone())),
+                    .filter(|n| !n.display().is_empty())
+                    .map(|n| Value::plain(n.display())),
             ),
             Field::Email => FieldValue::Scalar(self.email.clone()),
             Field::Phone => FieldValue::Scalar(self.phone.clone()),
@@ -362,10 +489,10 @@ impl Contact {
                 return self
                     .name
                     .as_ref()
-                    .filter(|n| !n.display.is_empty())
+                    .filter(|n| !n.display().is_empty())
                     .map(|n| ValueRef {
-                        raw: &n.display,
-                        key: &n.display,
+                        raw: n.display(),
+                        key: n.display(),
                         valid: true,
                     });
             }
@@ -383,7 +510,7 @@ impl Contact {
     pub fn set(&mut self, field: Field, value: FieldValue) {
         match (field, value) {
             (Field::Name, FieldValue::Scalar(v)) => {
-                self.name = v.map(|v| Name::from_display(&v.raw));
+                self.name = v.map(|v| Name::from_display(v.raw()));
             }
             (Field::Email, FieldValue::Scalar(v)) => self.email = v,
             (Field::Phone, FieldValue::Scalar(v)) => self.phone = v,
@@ -403,8 +530,8 @@ impl Contact {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FieldValue {
     Scalar(Option<Value>),
-    Set(BTreeSet<String>),
-    Map(BTreeMap<String, String>),
+    Set(TagSet),
+    Map(FieldMap),
 }
 
 impl FieldValue {
@@ -421,7 +548,7 @@ impl FieldValue {
     pub fn same_as(&self, other: &FieldValue) -> bool {
         match (self, other) {
             (FieldValue::Scalar(a), FieldValue::Scalar(b)) => {
-                a.as_ref().map(|v| &v.key) == b.as_ref().map(|v| &v.key)
+                a.as_ref().map(Value::key) == b.as_ref().map(Value::key)
             }
             _ => self == other,
         }
@@ -430,8 +557,8 @@ impl FieldValue {
     /// The empty value of a field's shape.
     pub fn empty_for(field: Field) -> FieldValue {
         match field {
-            Field::Tags => FieldValue::Set(BTreeSet::new()),
-            Field::CustomFields => FieldValue::Map(BTreeMap::new()),
+            Field::Tags => FieldValue::Set(TagSet::new()),
+            Field::CustomFields => FieldValue::Map(FieldMap::new()),
             _ => FieldValue::Scalar(None),
         }
     }
@@ -441,7 +568,7 @@ impl fmt::Display for FieldValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FieldValue::Scalar(None) => f.write_str("∅"),
-            FieldValue::Scalar(Some(v)) => write!(f, "{:?}", v.raw),
+            FieldValue::Scalar(Some(v)) => write!(f, "{:?}", v.raw()),
             FieldValue::Set(s) => {
                 let items: Vec<_> = s.iter().map(|t| format!("{t:?}")).collect();
                 write!(f, "[{}]", items.join(", "))
@@ -467,7 +594,7 @@ pub struct Change {
 pub struct Patch {
     pub record: RecordId,
     /// What the provider's update endpoint addresses (see [`Contact::update_ref`]).
-    pub update_ref: String,
+    pub update_ref: CompactString,
     pub changes: Vec<Change>,
 }
 
@@ -485,17 +612,42 @@ mod tests {
     #[test]
     fn name_split_uses_last_word_as_family_name() {
         let n = Name::from_display("  Ada   King Lovelace ");
-        assert_eq!(n.display, "Ada King Lovelace");
-        assert_eq!(n.given.as_deref(), Some("Ada King"));
-        assert_eq!(n.family.as_deref(), Some("Lovelace"));
+        assert_eq!(n.display(), "Ada King Lovelace");
+        assert_eq!(n.given(), Some("Ada King"));
+        assert_eq!(n.family(), Some("Lovelace"));
         let one = Name::from_display("Cher");
-        assert_eq!(one.given.as_deref(), Some("Cher"));
-        assert_eq!(one.family, None);
+        assert_eq!(one.given(), Some("Cher"));
+        assert_eq!(one.family(), None);
+        let both = Name::from_parts(Some("Mary  Ann"), Some("Smith Jones"));
+        assert_eq!(both.display(), "Mary Ann Smith Jones");
+        assert_eq!(both.given(), Some("Mary Ann"));
+        assert_eq!(both.family(), Some("Smith Jones"));
+        let family = Name::from_parts(None, Some("Lovelace"));
+        assert_eq!(family.display(), "Lovelace");
+        assert_eq!((family.given(), family.family()), (None, Some("Lovelace")));
+        let none = Name::from_parts(Some(" "), None);
         assert_eq!(
-            Name::from_parts(Some("Ada"), Some("Lovelace")).display,
-            "Ada Lovelace"
+            (none.display(), none.given(), none.family()),
+            ("", None, None)
         );
-        assert_eq!(Name::from_parts(None, Some("Lovelace")).display, "Lovelace");
+        assert_eq!(Name::from_display(""), none);
+    }
+
+    #[test]
+    fn a_value_keeps_its_key_once_and_only_when_it_differs() {
+        let same = Value::new("+14155550100", "+14155550100", true);
+        assert_eq!(
+            (same.raw(), same.key(), same.valid()),
+            ("+14155550100", "+14155550100", true)
+        );
+        let other = Value::new("Ann@Example.com", "ann@example.com", false);
+        assert_eq!(other.raw(), "Ann@Example.com");
+        assert_eq!(other.key(), "ann@example.com");
+        assert!(!other.valid());
+        assert_eq!(Value::plain("x"), Value::new("x", "x", true));
+        assert_ne!(Value::new("ab", "", true), Value::new("a", "b", true));
+        assert!(Value::new("a", "z", true) < Value::new("b", "a", true));
+        assert_eq!(std::mem::size_of::<Option<Value>>(), 32);
     }
 
     #[test]

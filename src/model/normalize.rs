@@ -39,7 +39,7 @@ impl Normalizer {
     ///
     /// let n = Normalizer::new("US").expect("a region");
     /// let (v, warning) = n.phone("(415) 555-0101");
-    /// assert_eq!(v.map(|v| v.key), Some("+14155550101".to_string()));
+    /// assert_eq!(v.as_ref().map(|v| v.key()), Some("+14155550101"));
     /// assert!(warning.is_none());
     /// ```
     pub fn phone(&self, raw: &str) -> (Option<Value>, Option<String>) {
@@ -50,21 +50,10 @@ impl Normalizer {
         match phonenumber::parse(Some(self.default_region), trimmed) {
             Ok(number) if number.is_valid() => {
                 let e164 = number.format().mode(Mode::E164).to_string();
-                (
-                    Some(Value {
-                        raw: e164.clone(),
-                        key: e164,
-                        valid: true,
-                    }),
-                    None,
-                )
+                (Some(Value::plain(e164)), None)
             }
             _ => (
-                Some(Value {
-                    raw: trimmed.to_owned(),
-                    key: trimmed.to_owned(),
-                    valid: false,
-                }),
+                Some(Value::new(trimmed, trimmed, false)),
                 Some(format!(
                     "phone {trimmed:?} is not a valid number; kept as-is"
                 )),
@@ -95,11 +84,7 @@ impl Normalizer {
         let valid = is_plausible_email(trimmed);
         let warning = (!valid).then(|| format!("email {trimmed:?} is malformed; kept as-is"));
         (
-            Some(Value {
-                raw: trimmed.to_owned(),
-                key: trimmed.to_lowercase(),
-                valid,
-            }),
+            Some(Value::new(trimmed, &trimmed.to_lowercase(), valid)),
             warning,
         )
     }
@@ -159,18 +144,18 @@ mod tests {
     fn phones_normalise_to_e164_with_default_region() {
         let n = Normalizer::new("us").expect("valid region");
         assert_eq!(
-            n.phone("(415) 555-0101").0.map(|v| v.key),
+            n.phone("(415) 555-0101").0.map(|v| v.key().to_owned()),
             Some("+14155550101".into())
         );
         assert_eq!(
-            n.phone("+44 20 7946 0958").0.map(|v| v.raw),
+            n.phone("+44 20 7946 0958").0.map(|v| v.raw().to_owned()),
             Some("+442079460958".into())
         );
         assert_eq!(n.phone("  ").0, None);
         let (bad, warning) = n.phone("call me maybe");
         let bad = bad.expect("kept");
-        assert!(!bad.valid);
-        assert_eq!(bad.raw, "call me maybe");
+        assert!(!bad.valid());
+        assert_eq!(bad.raw(), "call me maybe");
         assert!(warning.is_some());
     }
 
@@ -178,11 +163,13 @@ mod tests {
     fn callbell_digits_are_international() {
         let n = Normalizer::new("GB").expect("valid region");
         assert_eq!(
-            n.international_digits("14155550101").0.map(|v| v.key),
+            n.international_digits("14155550101")
+                .0
+                .map(|v| v.key().to_owned()),
             Some("+14155550101".into())
         );
         assert_eq!(
-            n.international_digits("+123 456 789").0.map(|v| v.valid),
+            n.international_digits("+123 456 789").0.map(|v| v.valid()),
             Some(false),
             "an impossible number is kept but flagged"
         );
@@ -192,11 +179,11 @@ mod tests {
     fn emails_fold_case_for_matching_but_keep_original() {
         let n = Normalizer::default();
         let v = n.email("  Ada@Example.COM ").0.expect("present");
-        assert_eq!(v.raw, "Ada@Example.COM");
-        assert_eq!(v.key, "ada@example.com");
-        assert!(v.valid);
+        assert_eq!(v.raw(), "Ada@Example.COM");
+        assert_eq!(v.key(), "ada@example.com");
+        assert!(v.valid());
         let (bad, w) = n.email("not-an-email");
-        assert!(!bad.expect("kept").valid);
+        assert!(!bad.expect("kept").valid());
         assert!(w.is_some());
     }
 

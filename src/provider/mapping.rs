@@ -24,10 +24,12 @@
 //!   accepts that one), else the spelling its listing showed last.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
-use crate::model::{Contact, Field, FieldValue, NewContact, Patch};
+use crate::model::{
+    CompactString, Contact, Field, FieldMap, FieldValue, NewContact, Patch, TagSet,
+};
 use crate::provider::FieldRules;
 
 pub use crate::config::mapping::{Mapping, ProviderMapping, Unmapped};
@@ -36,8 +38,8 @@ pub use crate::config::mapping::{Mapping, ProviderMapping, Unmapped};
 /// carries it back unchanged.
 #[derive(Debug, Clone, Default)]
 struct Kept {
-    tags: Vec<String>,
-    fields: Vec<(String, String)>,
+    tags: Vec<CompactString>,
+    fields: Vec<(CompactString, CompactString)>,
 }
 
 /// An adapter's mapping at run time: its [`ProviderMapping`], how the account spells each tag
@@ -50,9 +52,9 @@ pub struct Boundary {
     /// (Callbell's `known_tags`): the provider accepts that one, so it wins.
     known: HashMap<String, String>,
     /// Common (folded) tag → the spelling the provider's listing showed last.
-    spellings: Mutex<HashMap<String, String>>,
+    spellings: Mutex<HashMap<String, CompactString>>,
     /// Native record id → what it holds that is not synced.
-    kept: Mutex<HashMap<String, Kept>>,
+    kept: Mutex<HashMap<CompactString, Kept>>,
 }
 
 impl std::fmt::Debug for Boundary {
@@ -156,25 +158,22 @@ impl Boundary {
     }
 
     /// The provider's spelling of the common tags in `set` (those written here).
-    fn tags_out(&self, set: &BTreeSet<String>) -> BTreeSet<String> {
+    fn tags_out(&self, set: &TagSet) -> TagSet {
         let spellings = lock(&self.spellings);
         set.iter()
             .filter_map(|t| match self.map.tag_out(t)? {
-                Cow::Owned(own) => Some(own),
-                Cow::Borrowed(same) => Some(
-                    spellings
-                        .get(same)
-                        .cloned()
-                        .unwrap_or_else(|| same.to_owned()),
-                ),
+                Cow::Owned(own) => Some(CompactString::from(own)),
+                Cow::Borrowed(same) => {
+                    Some(spellings.get(same).cloned().unwrap_or_else(|| same.into()))
+                }
             })
             .collect()
     }
 
     /// The provider's keys for the common custom fields in `map` (those written here).
-    fn fields_out(&self, map: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    fn fields_out(&self, map: &FieldMap) -> FieldMap {
         map.iter()
-            .filter_map(|(k, v)| Some((self.map.field_out(k)?.into_owned(), v.clone())))
+            .filter_map(|(k, v)| Some((CompactString::from(self.map.field_out(k)?), v.clone())))
             .collect()
     }
 
@@ -188,7 +187,9 @@ impl Boundary {
             (Field::CustomFields, FieldValue::Map(m)) => {
                 let mut out = self.fields_out(m);
                 for (k, v) in kept.iter().flat_map(|k| k.fields.iter()) {
-                    out.entry(k.clone()).or_insert_with(|| v.clone());
+                    if !out.contains_key(k) {
+                        out.insert(k.clone(), v.clone());
+                    }
                 }
                 FieldValue::Map(out)
             }
@@ -236,6 +237,7 @@ mod tests {
     use crate::config::mapping::fold;
     use crate::model::ProviderKind;
     use proptest::prelude::*;
+    use std::collections::BTreeMap;
     use ProviderKind::{Callbell, Chatwoot, Privy};
 
     fn loyalty() -> Mapping {
@@ -443,7 +445,7 @@ mod tests {
                 if c.tags.is_empty() {
                     continue;
                 }
-                let back: Vec<String> = back.into_iter().collect();
+                let back: Vec<String> = back.to_strings();
                 prop_assert_eq!(back.len(), 1);
                 prop_assert_eq!(m.fold_tag(&back[0]), m.fold_tag(t), "tag {} read as {:?}", t, c.tags);
                 if !m.tags_case_insensitive || pm.tag_out(&c.tags.iter().next().cloned().unwrap_or_default()).is_some_and(|o| matches!(o, Cow::Borrowed(_))) {

@@ -24,7 +24,7 @@ pub use rules::FieldRules;
 
 use crate::budget::RateBudget;
 use crate::config::ProviderConfig;
-use crate::model::{Contact, NewContact, Normalizer, Patch, ProviderKind};
+use crate::model::{CompactString, Contact, NewContact, Normalizer, Patch, ProviderKind};
 
 /// One page of a listing.
 #[derive(Debug, Default)]
@@ -352,7 +352,7 @@ pub async fn list_all(provider: &AnyProvider) -> Result<Listing, ProviderError> 
 async fn scan(
     provider: &AnyProvider,
     listing: &mut Listing,
-    seen: &mut HashSet<String>,
+    seen: &mut HashSet<CompactString>,
 ) -> Result<Option<u64>, ProviderError> {
     let kind = provider.kind();
     let mut cursors = HashSet::new();

@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use crate::model::normalize::{is_e164, is_plausible_email};
-use crate::model::{Field, FieldValue, ProviderKind, RecordId, Value};
+use crate::model::{
+    CompactString, Field, FieldMap, FieldValue, ProviderKind, RecordId, TagSet, Value,
+};
 
 /// Whether and when a field may be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -348,7 +350,7 @@ impl FieldRules {
             return Admission::blocked(RuleId::InvalidFormat, format!("{p} {field}: {problem}"));
         }
         if rule.unique_per_account {
-            if let Some(other) = holders.held_by_other(p, field, &want.key, record) {
+            if let Some(other) = holders.held_by_other(p, field, want.key(), record) {
                 return Admission::blocked(
                     RuleId::WouldMergeContacts,
                     format!("{other} already holds this {field}; writing it would merge the two contacts"),
@@ -378,7 +380,7 @@ impl FieldRules {
             }
             if !current.holds(key) {
                 if let Some(allowed) = &rule.must_pre_exist {
-                    if !allowed.contains(key) {
+                    if !allowed.contains(key.as_str()) {
                         blocked.push(Blocked {
                             rule: C::UNKNOWN,
                             detail: format!(
@@ -427,7 +429,7 @@ trait Elements: Clone + PartialEq {
     type Item;
 
     /// The elements' keys, in order.
-    fn keys(&self) -> impl Iterator<Item = &String>;
+    fn keys(&self) -> impl Iterator<Item = &CompactString>;
 
     /// Whether an element with `key` is held.
     fn holds(&self, key: &str) -> bool;
@@ -436,7 +438,7 @@ trait Elements: Clone + PartialEq {
     fn differing<'s>(
         &'s self,
         current: &'s Self,
-    ) -> impl Iterator<Item = (&'s String, &'s Self::Item)>;
+    ) -> impl Iterator<Item = (&'s CompactString, &'s Self::Item)>;
 
     /// What is wrong with an element's item under `formats`, if anything.
     fn format_problem(formats: &[Format], item: &Self::Item) -> Option<String>;
@@ -451,13 +453,13 @@ trait Elements: Clone + PartialEq {
     fn into_value(self) -> FieldValue;
 }
 
-impl Elements for BTreeSet<String> {
+impl Elements for TagSet {
     const UNKNOWN: RuleId = RuleId::UnknownTag;
     const NOUN: &'static str = "tag";
     const PART: &'static str = "element";
     type Item = ();
 
-    fn keys(&self) -> impl Iterator<Item = &String> {
+    fn keys(&self) -> impl Iterator<Item = &CompactString> {
         self.iter()
     }
 
@@ -465,7 +467,10 @@ impl Elements for BTreeSet<String> {
         self.contains(key)
     }
 
-    fn differing<'s>(&'s self, current: &'s Self) -> impl Iterator<Item = (&'s String, &'s ())> {
+    fn differing<'s>(
+        &'s self,
+        current: &'s Self,
+    ) -> impl Iterator<Item = (&'s CompactString, &'s ())> {
         self.difference(current).map(|tag| (tag, &()))
     }
 
@@ -475,7 +480,7 @@ impl Elements for BTreeSet<String> {
     }
 
     fn put(&mut self, key: &str, _item: &()) {
-        self.insert(key.to_owned());
+        self.insert(key);
     }
 
     fn take(&mut self, key: &str) {
@@ -487,14 +492,14 @@ impl Elements for BTreeSet<String> {
     }
 }
 
-impl Elements for BTreeMap<String, String> {
+impl Elements for FieldMap {
     const UNKNOWN: RuleId = RuleId::UnknownCustomField;
     const NOUN: &'static str = "custom field";
     const PART: &'static str = "key";
-    type Item = String;
+    type Item = CompactString;
 
-    fn keys(&self) -> impl Iterator<Item = &String> {
-        BTreeMap::keys(self)
+    fn keys(&self) -> impl Iterator<Item = &CompactString> {
+        FieldMap::keys(self)
     }
 
     fn holds(&self, key: &str) -> bool {
@@ -504,17 +509,17 @@ impl Elements for BTreeMap<String, String> {
     fn differing<'s>(
         &'s self,
         current: &'s Self,
-    ) -> impl Iterator<Item = (&'s String, &'s String)> {
+    ) -> impl Iterator<Item = (&'s CompactString, &'s CompactString)> {
         self.iter()
             .filter(|&(key, value)| current.get(key) != Some(value))
     }
 
-    fn format_problem(formats: &[Format], item: &String) -> Option<String> {
+    fn format_problem(formats: &[Format], item: &CompactString) -> Option<String> {
         format_problem(formats, &Value::plain(item.clone()))
     }
 
-    fn put(&mut self, key: &str, item: &String) {
-        self.insert(key.to_owned(), item.clone());
+    fn put(&mut self, key: &str, item: &CompactString) {
+        self.insert(key, item.clone());
     }
 
     fn take(&mut self, key: &str) {
@@ -545,23 +550,23 @@ impl Admission {
 fn format_problem(formats: &[Format], value: &Value) -> Option<String> {
     for format in formats {
         match format {
-            Format::E164 if !is_e164(&value.raw) => {
-                return Some(format!("{:?} is not an E.164 number", value.raw));
+            Format::E164 if !is_e164(value.raw()) => {
+                return Some(format!("{:?} is not an E.164 number", value.raw()));
             }
-            Format::Email if !is_plausible_email(&value.raw) => {
-                return Some(format!("{:?} is not a valid e-mail address", value.raw));
+            Format::Email if !is_plausible_email(value.raw()) => {
+                return Some(format!("{:?} is not a valid e-mail address", value.raw()));
             }
-            Format::MaxLen(n) if value.raw.chars().count() > *n => {
+            Format::MaxLen(n) if value.raw().chars().count() > *n => {
                 return Some(format!("longer than {n} characters"));
             }
-            Format::NonBlank if value.raw.trim().is_empty() => {
+            Format::NonBlank if value.raw().trim().is_empty() => {
                 return Some("blank values are ignored by the provider".into());
             }
             _ => {}
         }
     }
-    if !value.valid {
-        return Some(format!("{:?} did not parse when it was read", value.raw));
+    if !value.valid() {
+        return Some(format!("{:?} did not parse when it was read", value.raw()));
     }
     None
 }

@@ -76,7 +76,7 @@ pub(super) fn plan_creates(
                 }
                 let Some(value) = agreed(field) else { continue };
                 if let FieldValue::Scalar(Some(v)) = value {
-                    if !v.valid {
+                    if !v.valid() {
                         continue;
                     }
                 }
@@ -115,12 +115,12 @@ pub(super) fn plan_creates(
                 if !matches!(field, Field::Phone | Field::Email) {
                     continue;
                 }
-                if owners.held_in(provider, *field, &v.key) {
+                if owners.held_in(provider, *field, v.key()) {
                     blocked = Some(skip(
                         RuleId::KeyExists,
                         format!(
                             "a {provider} record already holds the {field} {}: it is matched or ambiguous, never created again (see `contact-sync review`)",
-                            v.key
+                            v.key()
                         ),
                     ));
                 } else if let Some(holder) = owners.held_by_other_person(*field, value, group) {
@@ -128,13 +128,14 @@ pub(super) fn plan_creates(
                         RuleId::HeldByOtherPerson,
                         format!(
                             "{holder} holds the {field} {} and is not {}; not created",
-                            v.key, person.person
+                            v.key(),
+                            person.person
                         ),
                     ));
-                } else if claimed.contains(&(provider, *field, v.key.clone())) {
+                } else if claimed.contains(&(provider, *field, v.key().to_owned())) {
                     blocked = Some(skip(
                         RuleId::KeyExists,
-                        format!("another create of this run carries the {field} {}", v.key),
+                        format!("another create of this run carries the {field} {}", v.key()),
                     ));
                 }
                 if blocked.is_some() {
@@ -147,7 +148,7 @@ pub(super) fn plan_creates(
             }
             let key = |f: Field| {
                 fields.iter().find_map(|(x, v)| match v {
-                    FieldValue::Scalar(Some(v)) if *x == f => Some(v.key.clone()),
+                    FieldValue::Scalar(Some(v)) if *x == f => Some(v.key().to_owned()),
                     _ => None,
                 })
             };

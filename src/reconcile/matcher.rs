@@ -26,10 +26,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::index::Distinct;
-use crate::model::{Contact, RecordId};
+use crate::model::{format_compact, CompactString, Contact, RecordId};
 
 /// A stable person id, persisted in the state store.
-pub type PersonId = String;
+pub type PersonId = CompactString;
 
 /// A group of records that are one person.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,8 +191,8 @@ impl Via {
             Via::Phone => r.phone.as_ref(),
             Via::Email => r.email.as_ref(),
         }
-        .filter(|v| v.valid)
-        .map(|v| v.key.as_str())
+        .filter(|v| v.valid())
+        .map(|v| v.key())
     }
 }
 
@@ -782,7 +782,7 @@ fn fresh_person_id(id: &RecordId, taken: &HashSet<&str>, known: &dyn Fn(&str) ->
         return base;
     }
     (2u32..)
-        .map(|k| format!("{base}~{k}"))
+        .map(|k| format_compact!("{base}~{k}"))
         .find(|c| free(c))
         .unwrap_or(base)
 }
@@ -790,7 +790,7 @@ fn fresh_person_id(id: &RecordId, taken: &HashSet<&str>, known: &dyn Fn(&str) ->
 /// The plain new person id for a record: `p:provider:native`.
 pub fn new_person_id(id: &RecordId) -> PersonId {
     let provider = id.provider.as_str();
-    let mut s = String::with_capacity(3 + provider.len() + id.native.len());
+    let mut s = CompactString::with_capacity(3 + provider.len() + id.native.len());
     s.push_str("p:");
     s.push_str(provider);
     s.push(':');
@@ -952,7 +952,7 @@ mod tests {
     fn links(pairs: &[(ProviderKind, &str, &str)]) -> HashMap<RecordId, PersonId> {
         pairs
             .iter()
-            .map(|(p, id, person)| (RecordId::new(*p, *id), person.to_string()))
+            .map(|(p, id, person)| (RecordId::new(*p, *id), PersonId::from(*person)))
             .collect()
     }
 
@@ -1074,7 +1074,7 @@ mod tests {
             rec(Privy, "x", Some("+14155550101"), None),
         ];
         let steering = Steering {
-            unlinked_from: [(RecordId::new(Privy, "x"), ["p:1".to_string()].into())].into(),
+            unlinked_from: [(RecordId::new(Privy, "x"), [PersonId::from("p:1")].into())].into(),
             ..Steering::default()
         };
         let links = links(&[(Protocol, "a", "p:1")]);

@@ -29,7 +29,8 @@ pub use recheck::recheck;
 pub use stored::{Agreed, Baseline};
 
 use crate::model::{
-    Change, Contact, Field, FieldValue, Patch, ProviderKind, RecordId, Value, ValueRef,
+    Change, CompactString, Contact, Field, FieldMap, FieldValue, Patch, ProviderKind, RecordId,
+    TagSet, Value, ValueRef,
 };
 use crate::provider::rules::{Blocked, FieldRules, Holders, RuleId};
 
@@ -406,14 +407,14 @@ fn same_str(a: &str, b: &str) -> bool {
 }
 
 fn same_value(a: ValueRef<'_>, b: &Value) -> bool {
-    a.valid == b.valid && same_str(a.key, &b.key) && same_str(a.raw, &b.raw)
+    a.valid == b.valid() && same_str(a.key, b.key()) && same_str(a.raw, b.raw())
 }
 
-fn set_eq(set: &BTreeSet<String>, items: &[&str]) -> bool {
+fn set_eq(set: &TagSet, items: &[&str]) -> bool {
     set.len() == items.len() && set.iter().zip(items).all(|(a, b)| same_str(a, b))
 }
 
-fn map_eq(map: &BTreeMap<String, String>, items: &[(&str, &str)]) -> bool {
+fn map_eq(map: &FieldMap, items: &[(&str, &str)]) -> bool {
     map.len() == items.len()
         && map
             .iter()
@@ -623,8 +624,9 @@ impl<'a> Planner<'a, '_> {
                         detail: m
                             .c
                             .write_blocked
-                            .clone()
-                            .unwrap_or_else(|| "the provider cannot address this record".into()),
+                            .as_deref()
+                            .unwrap_or("the provider cannot address this record")
+                            .to_owned(),
                     });
                 }
                 continue;
@@ -655,7 +657,7 @@ impl<'a> Planner<'a, '_> {
             if let Some(new) = admission.write {
                 if r.rule(field).unique_per_account {
                     if let FieldValue::Scalar(Some(v)) = &new {
-                        self.holders.claim(m.c.provider(), field, &v.key, &m.c.id);
+                        self.holders.claim(m.c.provider(), field, v.key(), &m.c.id);
                     }
                 }
                 let reason = match (field.is_scalar(), why) {
@@ -717,7 +719,7 @@ impl<'a> Planner<'a, '_> {
             _ => None,
         };
         let merge = Merge {
-            agreed: prev.map(|v| v.map(|v| v.key.as_bytes())),
+            agreed: prev.map(|v| v.map(|v| v.key().as_bytes())),
             removal_counts: t.propagate_clears,
             compete: true,
         };
@@ -866,7 +868,7 @@ trait Elements<'a> {
 struct Tags;
 
 impl<'a> Elements<'a> for Tags {
-    type Held = BTreeSet<String>;
+    type Held = TagSet;
     const FIELD: Field = Field::Tags;
     const COMPETE: bool = false;
     const AGREED: AgreedRef<'static> = AgreedRef::Set;
@@ -883,7 +885,7 @@ impl<'a> Elements<'a> for Tags {
     }
 
     fn keys(held: &'a Self::Held) -> impl Iterator<Item = &'a str> {
-        held.iter().map(String::as_str)
+        held.iter().map(CompactString::as_str)
     }
 
     fn value(held: &'a Self::Held, key: &str) -> Option<&'a str> {
@@ -918,7 +920,7 @@ impl<'a> Elements<'a> for Tags {
 struct CustomFields;
 
 impl<'a> Elements<'a> for CustomFields {
-    type Held = BTreeMap<String, String>;
+    type Held = FieldMap;
     const FIELD: Field = Field::CustomFields;
     const COMPETE: bool = true;
     const AGREED: AgreedRef<'static> = AgreedRef::Map;
@@ -935,11 +937,11 @@ impl<'a> Elements<'a> for CustomFields {
     }
 
     fn keys(held: &'a Self::Held) -> impl Iterator<Item = &'a str> {
-        held.keys().map(String::as_str)
+        held.keys().map(CompactString::as_str)
     }
 
     fn value(held: &'a Self::Held, key: &str) -> Option<&'a str> {
-        held.get(key).map(String::as_str)
+        held.get(key).map(CompactString::as_str)
     }
 
     fn base_value(part: &'a [u8], key: &str) -> Option<&'a [u8]> {
@@ -994,7 +996,7 @@ impl<'a> KeyOwners<'a> {
     fn index(&self) -> &[KeyIndex<'a>; 2] {
         self.index.get_or_init(|| {
             let keys = |r: &'a Contact| {
-                [&r.phone, &r.email].map(|v| v.as_ref().filter(|v| v.valid).map(|v| v.key.as_str()))
+                [&r.phone, &r.email].map(|v| v.as_ref().filter(|v| v.valid()).map(|v| v.key()))
             };
             // The smallest record id holding each key, then the smallest held by another
             // person than that one: the answer does not depend on the input order.
@@ -1042,7 +1044,7 @@ impl<'a> KeyOwners<'a> {
         let FieldValue::Scalar(Some(v)) = wanted else {
             return None;
         };
-        let &(first, other, _) = self.index()[slot].get(v.key.as_str())?;
+        let &(first, other, _) = self.index()[slot].get(v.key())?;
         let mine = u64::from(group);
         let holder = if self.owner(first) != mine {
             first

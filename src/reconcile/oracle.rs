@@ -57,7 +57,7 @@ pub struct Outcome {
 /// A value shown in full: a scalar's text, comparison key and validity.
 fn shown(v: &FieldValue) -> String {
     match v {
-        FieldValue::Scalar(s) => format!("{:?}", s.as_ref().map(|v| (&v.raw, &v.key, v.valid))),
+        FieldValue::Scalar(s) => format!("{:?}", s.as_ref().map(|v| (v.raw(), v.key(), v.valid()))),
         other => other.to_string(),
     }
 }
@@ -68,13 +68,13 @@ impl Outcome {
         let mut o = Outcome::default();
         for p in &plan.people {
             o.people
-                .insert(p.person.clone(), p.records.iter().cloned().collect());
+                .insert(p.person.to_string(), p.records.iter().cloned().collect());
         }
         for a in &plan.ambiguous {
             o.ambiguous.insert(a.records.iter().cloned().collect());
         }
         for j in &plan.join_candidates {
-            let people = j.people.iter().map(|(p, _)| p.clone()).collect();
+            let people = j.people.iter().map(|(p, _)| p.to_string()).collect();
             o.join_candidates
                 .insert((j.via.to_owned(), j.key.clone(), people));
         }
@@ -89,12 +89,16 @@ impl Outcome {
         }
         for p in &plan.people {
             for (f, v) in p.agreed.iter() {
-                o.agreed.insert((p.person.clone(), *f, shown(v)));
+                o.agreed.insert((p.person.to_string(), *f, shown(v)));
             }
         }
         for c in &plan.conflicts {
-            o.conflicts
-                .insert((c.person.clone(), c.field, c.key.clone(), c.winner.clone()));
+            o.conflicts.insert((
+                c.person.to_string(),
+                c.field,
+                c.key.clone(),
+                c.winner.clone(),
+            ));
         }
         o
     }
@@ -104,8 +108,8 @@ impl Outcome {
 pub fn keys(c: &Contact) -> Vec<(&'static str, String)> {
     let mut out = Vec::new();
     for (via, v) in [("phone", &c.phone), ("email", &c.email)] {
-        if let Some(v) = v.as_ref().filter(|v| v.valid && !v.key.is_empty()) {
-            out.push((via, v.key.clone()));
+        if let Some(v) = v.as_ref().filter(|v| v.valid() && !v.key().is_empty()) {
+            out.push((via, v.key().to_owned()));
         }
     }
     out
@@ -164,14 +168,14 @@ pub fn expected(
     // Linked records stay with their person; of two of one provider, the smaller id stays.
     let mut people: BTreeMap<String, Vec<&Contact>> = BTreeMap::new();
     let mut new: Vec<&Contact> = Vec::new();
-    let mut doubled: BTreeMap<(&String, ProviderKind), BTreeSet<RecordId>> = BTreeMap::new();
+    let mut doubled: BTreeMap<(&str, ProviderKind), BTreeSet<RecordId>> = BTreeMap::new();
     for c in &active {
         match memory.links.get(&c.id) {
             Some(p) => {
-                let members = people.entry(p.clone()).or_default();
+                let members = people.entry(p.to_string()).or_default();
                 if members.iter().any(|m| m.provider() == c.provider()) {
                     doubled
-                        .entry((p, c.provider()))
+                        .entry((p.as_str(), c.provider()))
                         .or_default()
                         .insert(c.id.clone());
                 } else {
@@ -259,13 +263,18 @@ pub fn expected(
         }
     }
     // Every id an earlier run gave is taken, whether or not its records are listed now.
-    let taken: BTreeSet<&String> = memory.links.values().chain(memory.agreed.keys()).collect();
+    let taken: BTreeSet<&str> = memory
+        .links
+        .values()
+        .chain(memory.agreed.keys())
+        .map(|p| p.as_str())
+        .collect();
     for g in fresh {
         let first = &g[0].id;
         let base = format!("p:{}:{}", first.provider, first.native);
         let id = std::iter::once(base.clone())
             .chain((2..).map(|k| format!("{base}~{k}")))
-            .find(|id| !taken.contains(id))
+            .find(|id| !taken.contains(id.as_str()))
             .unwrap_or(base);
         people.insert(id, g);
     }
@@ -298,7 +307,7 @@ pub fn expected(
     // merges two contacts that would share an e-mail or phone).
     let mut wanted: Vec<(&Contact, Field, FieldValue, Vec<&Contact>)> = Vec::new();
     for (p, rs) in &people {
-        let agreed = memory.agreed.get(p);
+        let agreed = memory.agreed.get(p.as_str());
         let outside: Vec<&Contact> = records
             .iter()
             .filter(|c| !rs.iter().any(|r| r.id == c.id))
@@ -494,8 +503,10 @@ fn merge(
         Field::Tags | Field::CustomFields => {
             let as_map = |v: &FieldValue| -> BTreeMap<String, String> {
                 match v {
-                    FieldValue::Set(s) => s.iter().map(|t| (t.clone(), t.clone())).collect(),
-                    FieldValue::Map(m) => m.clone(),
+                    FieldValue::Set(s) => {
+                        s.iter().map(|t| (t.to_string(), t.to_string())).collect()
+                    }
+                    FieldValue::Map(m) => m.to_btree(),
                     FieldValue::Scalar(_) => BTreeMap::new(),
                 }
             };
@@ -533,7 +544,7 @@ fn merge(
             if f == Field::Tags {
                 FieldValue::Set(out.into_keys().collect())
             } else {
-                FieldValue::Map(out)
+                FieldValue::Map(out.into_iter().collect())
             }
         }
         _ => {
@@ -544,17 +555,17 @@ fn merge(
             let valid: Vec<(&Contact, Option<Value>)> = rs
                 .iter()
                 .map(|c| (*c, scalar(c.get(f))))
-                .filter(|(_, v)| v.as_ref().is_none_or(|v| v.valid))
+                .filter(|(_, v)| v.as_ref().is_none_or(|v| v.valid()))
                 .collect();
             let votes: Vec<Vote> = valid
                 .iter()
                 .map(|(c, v)| {
-                    let b = baseline(c).map(|b| scalar(b).map(|b| b.key));
-                    vote(c, v.as_ref().map(|v| v.key.clone()), b)
+                    let b = baseline(c).map(|b| scalar(b).map(|b| b.key().to_owned()));
+                    vote(c, v.as_ref().map(|v| v.key().to_owned()), b)
                 })
                 .collect();
             let agreed = agreed.cloned().map(scalar);
-            let a = agreed.as_ref().map(|a| a.as_ref().map(|v| v.key.as_str()));
+            let a = agreed.as_ref().map(|a| a.as_ref().map(|v| v.key()));
             let (pick, winner) = decide(&votes, a, true, policy.propagate_clears);
             conflict(None, winner);
             FieldValue::Scalar(match pick {
@@ -594,7 +605,7 @@ fn write(
         o.skips.insert((c.id.clone(), f, rule));
     };
     // Invalid data is kept and reported, even where nothing would be written over it.
-    if matches!(&current, FieldValue::Scalar(Some(v)) if !v.valid) {
+    if matches!(&current, FieldValue::Scalar(Some(v)) if !v.valid()) {
         return skip(RuleId::InvalidFormat);
     }
     if f.is_scalar() && want.is_empty() && !policy.propagate_clears {
@@ -620,14 +631,14 @@ fn write(
     if let (Field::Phone | Field::Email, FieldValue::Scalar(Some(v))) = (f, want) {
         let key = (
             if f == Field::Phone { "phone" } else { "email" },
-            v.key.clone(),
+            v.key().to_owned(),
         );
         if outside.iter().any(|h| has_key(h, &key)) {
             return skip(RuleId::HeldByOtherPerson);
         }
     }
     if let FieldValue::Scalar(Some(v)) = &new {
-        w.holders.1.push((c.id.clone(), f, v.key.clone()));
+        w.holders.1.push((c.id.clone(), f, v.key().to_owned()));
     }
     o.updates.insert((c.id.clone(), f, shown(&new)));
 }
@@ -648,7 +659,7 @@ impl Holders for Listed<'_> {
             .0
             .iter()
             .filter(|c| c.provider() == provider && c.id != *except)
-            .find(|c| matches!(c.get(field), FieldValue::Scalar(Some(v)) if v.key == key))
+            .find(|c| matches!(c.get(field), FieldValue::Scalar(Some(v)) if v.key() == key))
             .map(|c| c.id.clone());
         let planned = self
             .1

@@ -6,12 +6,12 @@
 //! values keep full values (they are written) in one shared allocation that a plan hands on
 //! without copying when nothing changed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::model::{Field, FieldValue, Value};
+use crate::model::{CompactString, Field, FieldMap, FieldValue, TagSet, Value};
 
 const FIELDS: usize = Field::ALL.len();
 
@@ -173,8 +173,8 @@ fn encode_into(field: Field, value: &FieldValue, buf: &mut Vec<u8>) -> bool {
         }
         (_, FieldValue::Scalar(None)) => put_varint(buf, 0),
         (_, FieldValue::Scalar(Some(v))) => {
-            put_varint(buf, v.key.len() + 1);
-            buf.extend_from_slice(v.key.as_bytes());
+            put_varint(buf, v.key().len() + 1);
+            buf.extend_from_slice(v.key().as_bytes());
         }
     }
     true
@@ -188,19 +188,18 @@ fn put_varint(buf: &mut Vec<u8>, mut n: usize) {
     buf.push(n as u8);
 }
 
-fn text(b: &[u8]) -> String {
+fn text(b: &[u8]) -> CompactString {
     // Every stored byte string was a `str`; the lossy conversion never replaces anything.
-    String::from_utf8_lossy(b).into_owned()
+    CompactString::from_utf8_lossy(b)
 }
 
 fn decode(field: Field, part: &[u8]) -> FieldValue {
     match field {
         Field::Tags => FieldValue::Set(
-            Items::new(part)
-                .map_or_else(BTreeSet::new, |items| items.singles().map(text).collect()),
+            Items::new(part).map_or_else(TagSet::new, |items| items.singles().map(text).collect()),
         ),
         Field::CustomFields => {
-            FieldValue::Map(Items::new(part).map_or_else(BTreeMap::new, |items| {
+            FieldValue::Map(Items::new(part).map_or_else(FieldMap::new, |items| {
                 items.pairs().map(|(k, v)| (text(k), text(v))).collect()
             }))
         }
@@ -408,17 +407,17 @@ mod tests {
     fn value() -> impl Strategy<Value = Option<Value>> {
         prop::option::of(
             ("[a-zé ]{0,3}", "[a-z0-9@+.\u{1F600}]{0,200}", any::<bool>())
-                .prop_map(|(raw, key, valid)| Value { raw, key, valid }),
+                .prop_map(|(raw, key, valid)| Value::new(&raw, &key, valid)),
         )
     }
 
     fn field_value(f: Field) -> BoxedStrategy<FieldValue> {
         match f {
             Field::Tags => prop::collection::btree_set("[a-z]{0,4}", 0..4)
-                .prop_map(FieldValue::Set)
+                .prop_map(|s| FieldValue::Set(s.into_iter().collect()))
                 .boxed(),
             Field::CustomFields => prop::collection::btree_map("[a-z]{0,3}", ".{0,3}", 0..4)
-                .prop_map(FieldValue::Map)
+                .prop_map(|m| FieldValue::Map(m.into_iter().collect()))
                 .boxed(),
             _ => value().prop_map(FieldValue::Scalar).boxed(),
         }
@@ -427,7 +426,7 @@ mod tests {
     fn by_key(f: Field, v: &FieldValue) -> FieldValue {
         match (f.is_scalar(), v) {
             (true, FieldValue::Scalar(v)) => {
-                FieldValue::Scalar(v.as_ref().map(|v| Value::plain(v.key.clone())))
+                FieldValue::Scalar(v.as_ref().map(|v| Value::plain(v.key().to_owned())))
             }
             _ => v.clone(),
         }
@@ -481,9 +480,9 @@ mod tests {
     #[test]
     fn a_value_of_the_wrong_shape_is_no_baseline() {
         let mut b = Baseline::from([(Field::Name, FieldValue::Scalar(Some(Value::plain("Ada"))))]);
-        b.insert(Field::Name, FieldValue::Set(BTreeSet::new()));
+        b.insert(Field::Name, FieldValue::Set(TagSet::new()));
         b.insert(Field::Tags, FieldValue::Scalar(None));
-        b.insert(Field::CustomFields, FieldValue::Set(BTreeSet::new()));
+        b.insert(Field::CustomFields, FieldValue::Set(TagSet::new()));
         assert!(b.is_empty(), "{b:?}");
         b.insert(Field::Email, FieldValue::Scalar(None));
         assert!(b.contains(Field::Email));

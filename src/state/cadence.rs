@@ -162,7 +162,11 @@ impl StateStore {
                 .at(&path)?;
             for c in records.iter().filter(|c| c.id.provider == provider) {
                 insert
-                    .execute(params![provider.as_str(), c.id.native, encode_contact(c)])
+                    .execute(params![
+                        provider.as_str(),
+                        c.id.native.as_str(),
+                        encode_contact(c)
+                    ])
                     .at(&path)?;
             }
         }
@@ -185,7 +189,7 @@ impl StateStore {
                 upsert
                     .execute(params![
                         c.id.provider.as_str(),
-                        c.id.native,
+                        c.id.native.as_str(),
                         encode_contact(c)
                     ])
                     .at(&path)?;
@@ -198,8 +202,8 @@ impl StateStore {
 fn encode_value(v: &Option<Value>) -> Json {
     match v {
         None => Json::Null,
-        Some(v) if v.valid && v.raw == v.key => Json::String(v.raw.clone()),
-        Some(v) => json!([v.raw, v.key, v.valid]),
+        Some(v) if v.valid() && v.raw() == v.key() => Json::String(v.raw().to_owned()),
+        Some(v) => json!([v.raw(), v.key(), v.valid()]),
     }
 }
 
@@ -207,19 +211,19 @@ fn decode_value(j: &Json) -> Option<Option<Value>> {
     Some(match j {
         Json::Null => None,
         Json::String(s) => Some(Value::plain(s.clone())),
-        Json::Array(a) => Some(Value {
-            raw: a.first()?.as_str()?.to_owned(),
-            key: a.get(1)?.as_str()?.to_owned(),
-            valid: a.get(2)?.as_bool()?,
-        }),
+        Json::Array(a) => Some(Value::new(
+            a.first()?.as_str()?,
+            a.get(1)?.as_str()?,
+            a.get(2)?.as_bool()?,
+        )),
         _ => return None,
     })
 }
 
-fn opt_str(j: &Json) -> Option<Option<String>> {
+fn opt_str(j: &Json) -> Option<Option<&str>> {
     match j {
         Json::Null => Some(None),
-        Json::String(s) => Some(Some(s.clone())),
+        Json::String(s) => Some(Some(s)),
         _ => None,
     }
 }
@@ -234,8 +238,8 @@ pub fn encode_contact(c: &Contact) -> String {
     // A name whose parts are what its display form splits into is stored as that form alone.
     let name = match &c.name {
         None => Json::Null,
-        Some(n) if *n == Name::from_display(&n.display) => Json::String(n.display.clone()),
-        Some(n) => json!([n.display, n.given, n.family]),
+        Some(n) if *n == Name::from_display(n.display()) => Json::String(n.display().to_owned()),
+        Some(n) => json!([n.display(), n.given(), n.family()]),
     };
     json!([
         c.update_ref,
@@ -246,8 +250,8 @@ pub fn encode_contact(c: &Contact) -> String {
         encode_value(&c.avatar_url),
         encode_value(&c.username),
         encode_value(&c.external_id),
-        c.tags,
-        c.custom_fields,
+        c.tags.to_strings(),
+        c.custom_fields.to_btree(),
         c.updated_at.map(|t| t.timestamp_millis()),
     ])
     .to_string()
@@ -259,16 +263,13 @@ pub fn decode_contact(provider: ProviderKind, native: &str, text: &str) -> Optio
         return None;
     };
     let mut c = Contact::new(provider, native);
-    c.update_ref = opt_str(a.first()?)?;
-    c.write_blocked = opt_str(a.get(1)?)?;
+    c.update_ref = opt_str(a.first()?)?.map(Into::into);
+    c.write_blocked = opt_str(a.get(1)?)?.map(Into::into);
     c.name = match a.get(2)? {
         Json::Null => None,
         Json::String(display) => Some(Name::from_display(display)),
-        Json::Array(n) => Some(Name {
-            display: n.first()?.as_str()?.to_owned(),
-            given: opt_str(n.get(1)?)?,
-            family: opt_str(n.get(2)?)?,
-        }),
+        // Both ways of building a name make its display form from its parts.
+        Json::Array(n) => Some(Name::from_parts(opt_str(n.get(1)?)?, opt_str(n.get(2)?)?)),
         _ => return None,
     };
     c.email = decode_value(a.get(3)?)?;
@@ -307,10 +308,10 @@ mod tests {
         c.email = norm.email(&format!("Person{i}@Example.com")).0;
         c.phone = norm.phone(&format!("+1 (415) 555-{:04}", i % 10_000)).0;
         if i.is_multiple_of(4) {
-            c.tags.insert("vip".into());
+            c.tags.insert("vip");
         }
         if i.is_multiple_of(3) {
-            c.custom_fields.insert("tier".into(), "gold".into());
+            c.custom_fields.insert("tier", "gold");
         }
         c.updated_at = super::super::parse_ts("2026-01-05T10:00:00.000Z");
         c
@@ -323,11 +324,7 @@ mod tests {
         let mut odd = Contact::new(ProviderKind::Chatwoot, "8");
         odd.update_ref = None;
         odd.write_blocked = Some("no inbox".into());
-        odd.phone = Some(Value {
-            raw: "not a phone".into(),
-            key: "not a phone".into(),
-            valid: false,
-        });
+        odd.phone = Some(Value::new("not a phone", "not a phone", false));
         odd.name = Some(Name::from_display("Cher"));
         let records = vec![sample(1), sample(2)];
         store
@@ -351,7 +348,7 @@ mod tests {
         );
         // A confirmed write refreshes its row only.
         let mut written = records[1].clone();
-        written.tags.insert("lead".into());
+        written.tags.insert("lead");
         store
             .refresh_snapshot(std::iter::once(&written))
             .expect("refresh");

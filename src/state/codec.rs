@@ -1,22 +1,24 @@
 //! How field values are stored: compact JSON, decoded by the field's shape.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value as Json};
 
-use crate::model::{Field, FieldValue, Value};
+use crate::model::{Field, FieldMap, FieldValue, TagSet, Value};
 use crate::reconcile::Baseline;
 
 /// Encodes one field value.
 pub fn encode_value(v: &FieldValue) -> Json {
     match v {
         FieldValue::Scalar(None) => Json::Null,
-        FieldValue::Scalar(Some(v)) if v.valid && v.raw == v.key => Json::String(v.raw.clone()),
-        FieldValue::Scalar(Some(v)) => json!({"raw": v.raw, "key": v.key, "valid": v.valid}),
-        FieldValue::Set(s) => Json::Array(s.iter().cloned().map(Json::String).collect()),
+        FieldValue::Scalar(Some(v)) if v.valid() && v.raw() == v.key() => {
+            Json::String(v.raw().to_owned())
+        }
+        FieldValue::Scalar(Some(v)) => json!({"raw": v.raw(), "key": v.key(), "valid": v.valid()}),
+        FieldValue::Set(s) => Json::Array(s.iter().map(|t| Json::String(t.to_string())).collect()),
         FieldValue::Map(m) => Json::Object(
             m.iter()
-                .map(|(k, v)| (k.clone(), Json::String(v.clone())))
+                .map(|(k, v)| (k.to_string(), Json::String(v.to_string())))
                 .collect(),
         ),
     }
@@ -27,20 +29,18 @@ pub fn decode_value(field: Field, j: &Json) -> Option<FieldValue> {
     Some(match (field.is_scalar(), field, j) {
         (true, _, Json::Null) => FieldValue::Scalar(None),
         (true, _, Json::String(s)) => FieldValue::Scalar(Some(Value::plain(s.clone()))),
-        (true, _, Json::Object(o)) => FieldValue::Scalar(Some(Value {
-            raw: o.get("raw")?.as_str()?.to_owned(),
-            key: o.get("key")?.as_str()?.to_owned(),
-            valid: o.get("valid")?.as_bool()?,
-        })),
-        (false, Field::Tags, Json::Array(a)) => FieldValue::Set(
-            a.iter()
-                .filter_map(|t| t.as_str().map(String::from))
-                .collect::<BTreeSet<_>>(),
-        ),
+        (true, _, Json::Object(o)) => FieldValue::Scalar(Some(Value::new(
+            o.get("raw")?.as_str()?,
+            o.get("key")?.as_str()?,
+            o.get("valid")?.as_bool()?,
+        ))),
+        (false, Field::Tags, Json::Array(a)) => {
+            FieldValue::Set(a.iter().filter_map(Json::as_str).collect::<TagSet>())
+        }
         (false, Field::CustomFields, Json::Object(o)) => FieldValue::Map(
             o.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                .collect::<BTreeMap<_, _>>(),
+                .filter_map(|(k, v)| Some((k.as_str(), v.as_str()?)))
+                .collect::<FieldMap>(),
         ),
         _ => return None,
     })
@@ -94,11 +94,7 @@ mod tests {
         b.insert(Field::Name, FieldValue::Scalar(Some(Value::plain("Ada"))));
         b.insert(
             Field::Email,
-            FieldValue::Scalar(Some(Value {
-                raw: "A@x.io".into(),
-                key: "a@x.io".into(),
-                valid: true,
-            })),
+            FieldValue::Scalar(Some(Value::new("A@x.io", "a@x.io", true))),
         );
         b.insert(Field::Phone, FieldValue::Scalar(None));
         b.insert(Field::Tags, FieldValue::Set(["vip".to_string()].into()));

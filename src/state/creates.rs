@@ -53,7 +53,7 @@ impl StateStore {
         self.conn
             .execute(
                 "INSERT INTO creates (run_id, provider, person, key_kind, key, fields, state, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'intended', ?7)",
-                params![run, create.provider().as_str(), create.person, kind, key, serde_json::Value::Object(fields).to_string(), now()],
+                params![run, create.provider().as_str(), create.person.as_str(), kind, key, serde_json::Value::Object(fields).to_string(), now()],
             )
             .at(&self.path)?;
         Ok(self.conn.last_insert_rowid())
@@ -78,7 +78,7 @@ impl StateStore {
             params![
                 create,
                 if existing { "linked" } else { "confirmed" },
-                record.native,
+                record.native.as_str(),
                 ts
             ],
         )
@@ -87,8 +87,8 @@ impl StateStore {
             super::UPSERT_RECORD,
             params![
                 record.provider.as_str(),
-                record.native,
-                person,
+                record.native.as_str(),
+                person.as_str(),
                 super::encode_baseline(baseline),
                 ts
             ],
@@ -149,7 +149,7 @@ impl StateStore {
             out.push(PendingCreate {
                 id,
                 provider,
-                person,
+                person: person.into(),
                 key,
             });
         }

@@ -116,7 +116,11 @@ impl StateStore {
         for row in rows {
             let (provider, native, person) = row.at(p)?;
             if let Some(id) = record_id(&provider, native) {
-                steering.unlinked_from.entry(id).or_default().insert(person);
+                steering
+                    .unlinked_from
+                    .entry(id)
+                    .or_default()
+                    .insert(person.into());
             }
         }
         Ok(steering)
@@ -128,14 +132,14 @@ impl StateStore {
         self.conn
             .query_row(
                 "SELECT person, baseline FROM records WHERE provider = ?1 AND native = ?2",
-                params![id.provider.as_str(), id.native],
+                params![id.provider.as_str(), id.native.as_str()],
                 |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
             )
             .optional()
             .at(p)
             .map(|row| {
                 row.map(|(person, baseline)| KnownRecord {
-                    person,
+                    person: person.into(),
                     baseline: super::codec::decode_baseline(&baseline),
                 })
             })
@@ -195,7 +199,7 @@ impl StateStore {
         self.conn
             .query_row(
                 "SELECT EXISTS(SELECT 1 FROM ignored WHERE provider = ?1 AND native = ?2)",
-                params![id.provider.as_str(), id.native],
+                params![id.provider.as_str(), id.native.as_str()],
                 |r| r.get::<_, bool>(0),
             )
             .at(p)
@@ -226,8 +230,8 @@ impl StateStore {
                 super::UPSERT_RECORD,
                 params![
                     r.record.provider.as_str(),
-                    r.record.native,
-                    r.person,
+                    r.record.native.as_str(),
+                    r.person.as_str(),
                     "{}",
                     ts
                 ],
@@ -235,14 +239,18 @@ impl StateStore {
             .at(&path)?;
             tx.execute(
                 "DELETE FROM unlinked WHERE provider = ?1 AND native = ?2 AND person = ?3",
-                params![r.record.provider.as_str(), r.record.native, r.person],
+                params![
+                    r.record.provider.as_str(),
+                    r.record.native.as_str(),
+                    r.person.as_str()
+                ],
             )
             .at(&path)?;
         }
         if let Some((record, person)) = unlinked_from {
             tx.execute(
                 "INSERT OR IGNORE INTO unlinked (provider, native, person, decision) VALUES (?1, ?2, ?3, ?4)",
-                params![record.provider.as_str(), record.native, person, decision],
+                params![record.provider.as_str(), record.native.as_str(), person.as_str(), decision],
             )
             .at(&path)?;
         }
@@ -265,18 +273,18 @@ impl StateStore {
         if ignore {
             tx.execute(
                 "INSERT OR IGNORE INTO ignored (provider, native, decision) VALUES (?1, ?2, ?3)",
-                params![id.provider.as_str(), id.native, decision],
+                params![id.provider.as_str(), id.native.as_str(), decision],
             )
             .at(&path)?;
         } else {
             tx.execute(
                 "DELETE FROM ignored WHERE provider = ?1 AND native = ?2",
-                params![id.provider.as_str(), id.native],
+                params![id.provider.as_str(), id.native.as_str()],
             )
             .at(&path)?;
             tx.execute(
                 "UPDATE records SET baseline = '{}' WHERE provider = ?1 AND native = ?2",
-                params![id.provider.as_str(), id.native],
+                params![id.provider.as_str(), id.native.as_str()],
             )
             .at(&path)?;
         }

@@ -421,7 +421,7 @@ impl StateStore {
             memory
                 .baselines
                 .insert(id.clone(), decode_baseline(&baseline));
-            memory.links.insert(id, person);
+            memory.links.insert(id, person.into());
         }
         let mut stmt = self
             .conn
@@ -432,7 +432,9 @@ impl StateStore {
             .at(p)?;
         for row in rows {
             let (person, agreed) = row.at(p)?;
-            memory.agreed.insert(person, decode_fields(&agreed).into());
+            memory
+                .agreed
+                .insert(person.into(), decode_fields(&agreed).into());
         }
         memory.steering = self.load_steering()?;
         Ok(memory)
@@ -484,7 +486,7 @@ impl StateStore {
                     continue;
                 }
                 upsert
-                    .execute(params![p.person, encode_fields(&p.agreed), ts])
+                    .execute(params![p.person.as_str(), encode_fields(&p.agreed), ts])
                     .at(&path)?;
             }
         }
@@ -513,8 +515,8 @@ impl StateStore {
                 upsert
                     .execute(params![
                         id.provider.as_str(),
-                        id.native,
-                        person,
+                        id.native.as_str(),
+                        person.as_str(),
                         encode_baseline(baseline),
                         ts
                     ])
@@ -540,7 +542,7 @@ impl StateStore {
         self.conn
             .execute(
                 "INSERT INTO writes (run_id, provider, native, person, changes, state, created_at) VALUES (?1, ?2, ?3, ?4, ?5, 'intended', ?6)",
-                params![run, r.provider.as_str(), r.native, update.person, serde_json::Value::Object(changes).to_string(), now()],
+                params![run, r.provider.as_str(), r.native.as_str(), update.person.as_str(), serde_json::Value::Object(changes).to_string(), now()],
             )
             .at(&self.path)?;
         Ok(self.conn.last_insert_rowid())
@@ -564,8 +566,8 @@ impl StateStore {
             UPSERT_RECORD,
             params![
                 record.provider.as_str(),
-                record.native,
-                person,
+                record.native.as_str(),
+                person.as_str(),
                 encode_baseline(baseline),
                 ts
             ],
@@ -573,7 +575,7 @@ impl StateStore {
         .at(&path)?;
         tx.execute(
             "DELETE FROM failures WHERE provider = ?1 AND native = ?2",
-            params![record.provider.as_str(), record.native],
+            params![record.provider.as_str(), record.native.as_str()],
         )
         .at(&path)?;
         tx.commit().at(&path)
@@ -600,7 +602,7 @@ impl StateStore {
         tx.execute(
             "INSERT INTO failures (provider, native, attempts, last_error, error_kind, first_failed_at, last_failed_at, last_run) VALUES (?1, ?2, 1, ?3, ?4, ?5, ?5, ?6)
              ON CONFLICT(provider, native) DO UPDATE SET attempts = attempts + 1, last_error = excluded.last_error, error_kind = excluded.error_kind, last_failed_at = excluded.last_failed_at, last_run = excluded.last_run",
-            params![record.provider.as_str(), record.native, error, kind, ts, run],
+            params![record.provider.as_str(), record.native.as_str(), error, kind, ts, run],
         )
         .at(&path)?;
         tx.commit().at(&path)
@@ -669,7 +671,7 @@ impl StateStore {
         if let Some((record, baseline)) = baseline {
             tx.execute(
                 "UPDATE records SET baseline = ?3, updated_at = ?4 WHERE provider = ?1 AND native = ?2",
-                params![record.provider.as_str(), record.native, encode_baseline(baseline), now()],
+                params![record.provider.as_str(), record.native.as_str(), encode_baseline(baseline), now()],
             )
             .at(p)?;
         }
@@ -698,7 +700,7 @@ impl StateStore {
         tx.execute(
             "INSERT INTO failures (provider, native, attempts, last_error, error_kind, first_failed_at, last_failed_at, last_run) VALUES (?1, ?2, 1, ?3, ?4, ?5, ?5, ?6)
              ON CONFLICT(provider, native) DO UPDATE SET attempts = attempts + 1, last_error = excluded.last_error, error_kind = excluded.error_kind, last_failed_at = excluded.last_failed_at, last_run = excluded.last_run",
-            params![record.provider.as_str(), record.native, error, kind, ts, run],
+            params![record.provider.as_str(), record.native.as_str(), error, kind, ts, run],
         )
         .at(&path)?;
         tx.commit().at(&path)

@@ -52,7 +52,7 @@ pub fn to_contact(dto: ContactDto, normalizer: &Normalizer) -> Contact {
     let mut c = Contact::new(ProviderKind::Callbell, dto.uuid);
     if let Some(raw) = dto.name.as_deref() {
         let name = Name::from_display(raw);
-        if !name.display.is_empty() {
+        if !name.display().is_empty() {
             c.name = Some(name);
         }
     }
@@ -103,14 +103,14 @@ pub fn to_update(patch: &Patch) -> Result<UpdateBody, String> {
     let mut body = UpdateBody::default();
     for change in &patch.changes {
         match (change.field, &change.new) {
-            (Field::Name, FieldValue::Scalar(Some(v))) if !v.raw.trim().is_empty() => {
-                body.name = Some(v.raw.clone());
+            (Field::Name, FieldValue::Scalar(Some(v))) if !v.raw().trim().is_empty() => {
+                body.name = Some(v.raw().to_owned());
             }
             (Field::Name, FieldValue::Scalar(_)) => {
                 return Err("callbell cannot clear a contact's name".into());
             }
             (Field::Tags, FieldValue::Set(tags)) => {
-                body.tags = Some(tags.iter().cloned().collect());
+                body.tags = Some(tags.iter().map(|t| t.to_string()).collect());
             }
             (Field::CustomFields, FieldValue::Map(new)) => {
                 let old = match &change.old {
@@ -118,7 +118,7 @@ pub fn to_update(patch: &Patch) -> Result<UpdateBody, String> {
                     _ => None,
                 };
                 if let Some(old) = old {
-                    if let Some(gone) = old.keys().find(|k| !new.contains_key(*k)) {
+                    if let Some(gone) = old.keys().find(|k| !new.contains_key(k)) {
                         return Err(format!(
                             "callbell cannot remove custom field {gone:?} (PATCH only sets keys)"
                         ));
@@ -126,8 +126,8 @@ pub fn to_update(patch: &Patch) -> Result<UpdateBody, String> {
                 }
                 let changed: BTreeMap<String, String> = new
                     .iter()
-                    .filter(|(k, v)| old.and_then(|o| o.get(*k)) != Some(*v))
-                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .filter(|(k, v)| old.and_then(|o| o.get(k)) != Some(*v))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect();
                 body.custom_fields = (!changed.is_empty()).then_some(changed);
             }
@@ -187,34 +187,41 @@ pub fn create_body(new: &NewContact, ctx: CreateContext<'_>) -> Result<CreateBod
     let mut custom_fields = None;
     for (field, value) in &new.fields {
         match (field, value) {
-            (Field::Name, FieldValue::Scalar(Some(v))) if !v.raw.trim().is_empty() => {
-                name = Some(v.raw.trim().to_owned());
+            (Field::Name, FieldValue::Scalar(Some(v))) if !v.raw().trim().is_empty() => {
+                name = Some(v.raw().trim().to_owned());
             }
-            (Field::Phone, FieldValue::Scalar(Some(v))) if v.valid => {
-                identifier = Some(phone_identifier(&v.key)?);
+            (Field::Phone, FieldValue::Scalar(Some(v))) if v.valid() => {
+                identifier = Some(phone_identifier(v.key())?);
             }
             (Field::Phone, FieldValue::Scalar(Some(v))) => {
                 return Err(format!(
                     "the phone {:?} is not a valid number; Callbell's identifier is one",
-                    v.raw
+                    v.raw()
                 ));
             }
             (Field::Name | Field::Phone, FieldValue::Scalar(None)) => {}
             (Field::Tags, FieldValue::Set(set)) => {
-                if let Some(unknown) = set.iter().find(|t| !ctx.known_tags.contains(*t)) {
+                if let Some(unknown) = set.iter().find(|t| !ctx.known_tags.contains(t.as_str())) {
                     return Err(format!(
                         "tag {unknown:?} is not among the account's known_tags; Callbell rejects unknown tags"
                     ));
                 }
-                tags = (!set.is_empty()).then(|| set.iter().cloned().collect());
+                tags = (!set.is_empty()).then(|| set.iter().map(|t| t.to_string()).collect());
             }
             (Field::CustomFields, FieldValue::Map(map)) => {
-                if let Some(unknown) = map.keys().find(|k| !ctx.known_custom_fields.contains(*k)) {
+                if let Some(unknown) = map
+                    .keys()
+                    .find(|k| !ctx.known_custom_fields.contains(k.as_str()))
+                {
                     return Err(format!(
                         "custom field {unknown:?} is not among the account's known_custom_fields; Callbell rejects unknown fields"
                     ));
                 }
-                custom_fields = (!map.is_empty()).then(|| map.clone());
+                custom_fields = (!map.is_empty()).then(|| {
+                    map.iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect()
+                });
             }
             // Fields `POST /contacts` has no parameter for (e-mail, avatar, username, external
             // id) are left out, as an update leaves out what Callbell cannot write.
@@ -236,7 +243,7 @@ pub fn create_body(new: &NewContact, ctx: CreateContext<'_>) -> Result<CreateBod
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Change, RecordId, Value};
+    use crate::model::{Change, RecordId, TagSet, Value};
     use crate::provider::rules::{NoHolders, RuleId};
 
     fn dto(json: serde_json::Value) -> ContactDto {
@@ -270,17 +277,11 @@ mod tests {
         );
         assert_eq!(c.id.native, "414a6d692bd645ed803f2e7ce360d4c8");
         assert_eq!(c.update_ref.as_deref(), Some(c.id.native.as_str()));
-        assert_eq!(
-            c.name.as_ref().map(|n| n.display.as_str()),
-            Some("John Doe")
-        );
+        assert_eq!(c.name.as_ref().map(|n| n.display()), Some("John Doe"));
         // Read as international even though the default region is GB.
+        assert_eq!(c.phone.as_ref().map(|p| p.key()), Some("+14155550101"));
         assert_eq!(
-            c.phone.as_ref().map(|p| p.key.as_str()),
-            Some("+14155550101")
-        );
-        assert_eq!(
-            c.avatar_url.as_ref().map(|a| a.raw.as_str()),
+            c.avatar_url.as_ref().map(|a| a.raw()),
             Some("https://cdn.example/a.png")
         );
         assert_eq!(
@@ -294,7 +295,7 @@ mod tests {
         ]
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .into();
-        assert_eq!(c.custom_fields, expected);
+        assert_eq!(c.custom_fields, expected.into());
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
         assert_eq!(c.email, None);
     }
@@ -309,10 +310,10 @@ mod tests {
             &n(),
         );
         let phone = c.phone.expect("kept");
-        assert!(!phone.valid);
+        assert!(!phone.valid());
         assert_eq!(c.warnings.len(), 1);
         // The normaliser keeps the international-digits form (`+123456789`).
-        assert_eq!(phone.raw, "+123456789");
+        assert_eq!(phone.raw(), "+123456789");
         assert!(c.warnings[0].contains("+123456789"), "{:?}", c.warnings);
         assert_eq!(c.name, None);
         assert_eq!(c.avatar_url, None);
@@ -388,7 +389,7 @@ mod tests {
         let only_tags = to_update(&patch(vec![change(
             Field::Tags,
             FieldValue::Set(["vip".to_string()].into()),
-            FieldValue::Set(BTreeSet::new()),
+            FieldValue::Set(TagSet::new()),
         )]))
         .expect("clearing tags is allowed");
         assert_eq!(
@@ -428,11 +429,7 @@ mod tests {
     }
 
     fn e164(key: &str) -> FieldValue {
-        FieldValue::Scalar(Some(Value {
-            raw: "+1 415-555-0101".into(),
-            key: key.into(),
-            valid: true,
-        }))
+        FieldValue::Scalar(Some(Value::new("+1 415-555-0101", key, true)))
     }
 
     #[test]
@@ -444,7 +441,7 @@ mod tests {
             fields: vec![
                 (Field::Name, FieldValue::Scalar(Some(Value::plain("Ada")))),
                 (Field::Phone, e164("+14155550101")),
-                (Field::Tags, FieldValue::Set(tags.clone())),
+                (Field::Tags, FieldValue::Set(tags.clone().into())),
                 (Field::CustomFields, map(&[("city", "Oslo")])),
             ],
         };

@@ -13,7 +13,7 @@ use super::api::{
 use super::map;
 use crate::budget::RateBudget;
 use crate::config::{ChatwootUpdateApi, ProviderConfig, ProviderSpecific, Secret};
-use crate::model::{Contact, Field, NewContact, Normalizer, Patch, ProviderKind};
+use crate::model::{Contact, Field, NewContact, Normalizer, Patch, ProviderKind, TagSet};
 use crate::provider::base::{ClientBase, Credential};
 use crate::provider::rules::{FieldRule, Format};
 use crate::provider::{Created, FieldRules, Listing, LookupKey, Page, Provider, ProviderError};
@@ -681,7 +681,7 @@ impl ChatwootClient {
             tracing::warn!(provider = %KIND, labels = ?undefined, "Known labels are not labels of the Chatwoot account; create them there or remove them from known_labels.");
         }
         titles.extend(self.known_labels.iter().cloned());
-        let mut tags: HashMap<String, BTreeSet<String>> = HashMap::new();
+        let mut tags: HashMap<String, TagSet> = HashMap::new();
         for title in &titles {
             let mut page = 1u64;
             let mut seen = std::collections::HashSet::new();
@@ -707,7 +707,7 @@ impl ChatwootClient {
             }
         }
         for c in &mut listing.contacts {
-            if let Some(t) = tags.remove(&c.id.native) {
+            if let Some(t) = tags.remove(c.id.native.as_str()) {
                 c.tags = t;
             }
         }
@@ -1019,7 +1019,7 @@ impl Provider for ChatwootClient {
                 .and_then(|ci| ci.source_id)
                 .filter(|s| !s.is_empty())
             {
-                contact.update_ref = Some(source_id);
+                contact.update_ref = Some(source_id.into());
                 contact.write_blocked = None;
             }
         }

@@ -13,7 +13,10 @@ use super::api::{
     AppUpdateContact, ContactRecord, CreateContact, ErrorBody, Timestamp, UpdateContact,
 };
 use crate::config::ChatwootUpdateApi;
-use crate::model::{Contact, Field, FieldValue, Name, NewContact, Normalizer, Patch, ProviderKind};
+use crate::model::{
+    format_compact, Contact, Field, FieldMap, FieldValue, Name, NewContact, Normalizer, Patch,
+    ProviderKind,
+};
 
 /// Longest provider error message kept (the rest is cut), so a verbose body cannot flood logs.
 const MAX_MESSAGE_CHARS: usize = 300;
@@ -25,9 +28,9 @@ const MAX_MESSAGE_CHARS: usize = 300;
 /// updated at all: `update_ref` is `None` and `write_blocked` says why.
 pub fn to_contact(rec: &ContactRecord, inbox_id: u64, normalizer: &Normalizer) -> Contact {
     let mut c = Contact::new(ProviderKind::Chatwoot, rec.id.to_string());
-    c.update_ref = source_id_for(rec, inbox_id);
+    c.update_ref = source_id_for(rec, inbox_id).map(Into::into);
     if c.update_ref.is_none() {
-        c.write_blocked = Some(format!(
+        c.write_blocked = Some(format_compact!(
             "no contact_inbox for inbox {inbox_id}: Chatwoot's public API cannot address this contact"
         ));
     }
@@ -35,7 +38,7 @@ pub fn to_contact(rec: &ContactRecord, inbox_id: u64, normalizer: &Normalizer) -
         .name
         .as_deref()
         .map(Name::from_display)
-        .filter(|n| !n.display.is_empty());
+        .filter(|n| !n.display().is_empty());
     if let Some(raw) = rec.email.as_deref() {
         let (value, warning) = normalizer.email(raw);
         c.email = value;
@@ -77,7 +80,7 @@ pub fn to_contact_for(
 ) -> Contact {
     let mut c = to_contact(rec, inbox_id, normalizer);
     if mode == ChatwootUpdateApi::Application {
-        c.update_ref = Some(rec.id.to_string());
+        c.update_ref = Some(format_compact!("{}", rec.id));
         c.write_blocked = None;
     }
     c
@@ -130,7 +133,7 @@ pub fn update_body(patch: &Patch) -> Result<UpdateContact, String> {
     for change in &patch.changes {
         match (change.field, &change.new) {
             (Field::Name | Field::Email | Field::Phone, FieldValue::Scalar(new)) => {
-                let Some(value) = new.as_ref().filter(|v| !v.raw.trim().is_empty()) else {
+                let Some(value) = new.as_ref().filter(|v| !v.raw().trim().is_empty()) else {
                     return Err(format!(
                         "Chatwoot's public API cannot clear {} (it ignores blank values)",
                         change.field
@@ -141,15 +144,15 @@ pub fn update_body(patch: &Patch) -> Result<UpdateContact, String> {
                     Field::Email => &mut body.email,
                     _ => &mut body.phone_number,
                 };
-                *slot = Some(value.raw.clone());
+                *slot = Some(value.raw().to_owned());
             }
             (Field::CustomFields, FieldValue::Map(new)) => {
-                let empty = BTreeMap::new();
+                let empty = FieldMap::new();
                 let old = match &change.old {
                     FieldValue::Map(old) => old,
                     _ => &empty,
                 };
-                if let Some(key) = old.keys().find(|k| !new.contains_key(*k)) {
+                if let Some(key) = old.keys().find(|k| !new.contains_key(k)) {
                     return Err(format!(
                         "Chatwoot's public API cannot remove custom attribute {key:?} (attributes merge by key)"
                     ));
@@ -164,7 +167,7 @@ pub fn update_body(patch: &Patch) -> Result<UpdateContact, String> {
                             "Chatwoot's public API cannot set custom attribute {key:?} to a blank value (it ignores blank values)"
                         ));
                     }
-                    send.insert(key.clone(), value.clone());
+                    send.insert(key.to_string(), value.to_string());
                 }
                 if !send.is_empty() {
                     body.custom_attributes = Some(send);
@@ -213,7 +216,7 @@ pub fn app_update(patch: &Patch) -> Result<AppUpdate, String> {
             ) => {
                 let value = new
                     .as_ref()
-                    .map(|v| v.raw.clone())
+                    .map(|v| v.raw().to_owned())
                     .filter(|v| !v.trim().is_empty());
                 let slot = match change.field {
                     Field::Name => &mut out.body.name,
@@ -224,27 +227,27 @@ pub fn app_update(patch: &Patch) -> Result<AppUpdate, String> {
                 *slot = Some(value);
             }
             (Field::CustomFields, FieldValue::Map(new)) => {
-                let empty = BTreeMap::new();
+                let empty = FieldMap::new();
                 let old = match &change.old {
                     FieldValue::Map(old) => old,
                     _ => &empty,
                 };
                 out.remove_keys = old
                     .keys()
-                    .filter(|k| !new.contains_key(*k))
-                    .cloned()
+                    .filter(|k| !new.contains_key(k))
+                    .map(|k| k.to_string())
                     .collect();
                 let send: BTreeMap<String, String> = new
                     .iter()
-                    .filter(|(k, v)| old.get(*k) != Some(*v))
-                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .filter(|(k, v)| old.get(k) != Some(*v))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect();
                 if !send.is_empty() {
                     out.body.custom_attributes = Some(send);
                 }
             }
             (Field::Tags, FieldValue::Set(new)) => {
-                out.labels = Some(new.iter().cloned().collect());
+                out.labels = Some(new.to_strings());
             }
             (field, _) => {
                 return Err(format!(
@@ -293,7 +296,7 @@ pub fn create_body(
             ) => {
                 let text = v
                     .as_ref()
-                    .map(|v| v.raw.clone())
+                    .map(|v| v.raw().to_owned())
                     .filter(|t| !t.trim().is_empty());
                 match field {
                     Field::Name => body.name = text,
@@ -303,11 +306,11 @@ pub fn create_body(
                 }
             }
             (Field::CustomFields, FieldValue::Map(m)) if !m.is_empty() => {
-                body.custom_attributes = Some(m.clone());
+                body.custom_attributes = Some(m.to_btree());
             }
             (Field::CustomFields, FieldValue::Map(_)) => {}
             (Field::Tags, FieldValue::Set(t)) if !t.is_empty() => {
-                labels = Some(t.iter().cloned().collect());
+                labels = Some(t.to_strings());
             }
             (Field::Tags, FieldValue::Set(_)) => {}
             (field, _) => {
@@ -328,7 +331,7 @@ pub fn create_body(
 /// Each value sent is normalised the way [`to_contact`] reads it back, so a value Chatwoot
 /// stored reformatted (e-mail case, name spacing) counts as stored.
 pub fn unstored(body: &UpdateContact, stored: &Contact, normalizer: &Normalizer) -> Vec<String> {
-    let key = |v: Option<crate::model::Value>| v.map(|v| v.key);
+    let key = |v: Option<crate::model::Value>| v.map(|v| v.key().to_owned());
     let mut missing = Vec::new();
     let mut check = |field: &str, sent: Option<String>, held: Option<String>| {
         if sent.is_some() && sent != held {
@@ -337,25 +340,27 @@ pub fn unstored(body: &UpdateContact, stored: &Contact, normalizer: &Normalizer)
     };
     check(
         "name",
-        body.name.as_deref().map(|n| Name::from_display(n).display),
-        stored.name.as_ref().map(|n| n.display.clone()),
+        body.name
+            .as_deref()
+            .map(|n| Name::from_display(n).display().to_owned()),
+        stored.name.as_ref().map(|n| n.display().to_owned()),
     );
     check(
         "email",
         body.email
             .as_deref()
             .and_then(|e| key(normalizer.email(e).0)),
-        stored.email.as_ref().map(|v| v.key.clone()),
+        stored.email.as_ref().map(|v| v.key().to_owned()),
     );
     check(
         "phone",
         body.phone_number
             .as_deref()
             .and_then(|p| key(normalizer.phone(p).0)),
-        stored.phone.as_ref().map(|v| v.key.clone()),
+        stored.phone.as_ref().map(|v| v.key().to_owned()),
     );
     for (k, value) in body.custom_attributes.iter().flatten() {
-        if stored.custom_fields.get(k) != Some(value) {
+        if stored.custom_fields.get(k).map(|v| v.as_str()) != Some(value.as_str()) {
             missing.push(format!("custom attribute {k:?}"));
         }
     }
@@ -468,18 +473,9 @@ mod tests {
         assert_eq!(c.id.native, "12");
         assert_eq!(c.update_ref.as_deref(), Some("src-12"));
         assert_eq!(c.write_blocked, None);
-        assert_eq!(
-            c.name.as_ref().map(|n| n.display.as_str()),
-            Some("Ada Lovelace")
-        );
-        assert_eq!(
-            c.email.as_ref().map(|v| v.key.as_str()),
-            Some("ada@example.com")
-        );
-        assert_eq!(
-            c.external_id.as_ref().map(|v| v.raw.as_str()),
-            Some("crm-1")
-        );
+        assert_eq!(c.name.as_ref().map(|n| n.display()), Some("Ada Lovelace"));
+        assert_eq!(c.email.as_ref().map(|v| v.key()), Some("ada@example.com"));
+        assert_eq!(c.external_id.as_ref().map(|v| v.raw()), Some("crm-1"));
         assert_eq!(c.avatar_url, None, "thumbnail is never mapped");
         assert_eq!(
             c.custom_fields,
@@ -681,8 +677,8 @@ mod tests {
             new.extend(overlay);
             let p = patch(vec![Change {
                 field: Field::CustomFields,
-                old: FieldValue::Map(old.clone()),
-                new: FieldValue::Map(new.clone()),
+                old: FieldValue::Map(old.clone().into()),
+                new: FieldValue::Map(new.clone().into()),
             }]);
             let body = update_body(&p).expect("adding and changing keys is writable");
             let sent = body.custom_attributes.clone().unwrap_or_default();

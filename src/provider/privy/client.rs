@@ -321,7 +321,7 @@ impl Provider for PrivyClient {
     /// record already holds every value of the patch, an earlier attempt whose answer was lost
     /// (a timeout or a dropped connection, then a retry) did the write, and the patch succeeded.
     async fn apply(&self, patch: &Patch) -> Result<Contact, ProviderError> {
-        let typed = self.typed().get(&patch.update_ref).cloned();
+        let typed = self.typed().get(patch.update_ref.as_str()).cloned();
         let body =
             map::update_body(patch, typed.as_ref()).map_err(|message| ProviderError::Protocol {
                 provider: PRIVY,
@@ -375,7 +375,7 @@ fn holds(contact: &Contact, patch: &Patch) -> bool {
 /// valid.
 fn create_keys(new: &NewContact) -> Vec<LookupKey> {
     let key = |field| match new.get(field) {
-        Some(FieldValue::Scalar(Some(v))) if v.valid => Some(v.key.clone()),
+        Some(FieldValue::Scalar(Some(v))) if v.valid() => Some(v.key().to_owned()),
         _ => None,
     };
     key(Field::Email)
@@ -388,7 +388,7 @@ fn create_keys(new: &NewContact) -> Vec<LookupKey> {
 /// Whether `contact` holds `key` (compared after normalisation).
 fn holds_key(contact: &Contact, key: &LookupKey) -> bool {
     match key {
-        LookupKey::Email(e) => contact.email.as_ref().is_some_and(|v| v.key == *e),
-        LookupKey::Phone(p) => contact.phone.as_ref().is_some_and(|v| v.key == *p),
+        LookupKey::Email(e) => contact.email.as_ref().is_some_and(|v| v.key() == *e),
+        LookupKey::Phone(p) => contact.phone.as_ref().is_some_and(|v| v.key() == *p),
     }
 }

@@ -12,7 +12,7 @@ use crate::model::{Contact, Field, FieldValue, Name, NewContact, Normalizer, Pat
 pub fn to_contact(dto: &ContactDto, normalizer: &Normalizer) -> Contact {
     let mut c = Contact::new(ProviderKind::Privy, dto.id.clone());
     let name = Name::from_parts(dto.first_name.as_deref(), dto.last_name.as_deref());
-    c.name = (!name.display.is_empty()).then_some(name);
+    c.name = (!name.display().is_empty()).then_some(name);
 
     if let Some(raw) = &dto.email {
         let (value, warning) = normalizer.email(raw);
@@ -100,30 +100,30 @@ pub fn update_body(
             (Field::Name, FieldValue::Scalar(v)) => {
                 let name = v
                     .as_ref()
-                    .map(|v| Name::from_display(&v.raw))
+                    .map(|v| Name::from_display(v.raw()))
                     .unwrap_or_default();
-                body.first_name = Some(name.given);
-                body.last_name = Some(name.family);
+                body.first_name = Some(name.given().map(str::to_owned));
+                body.last_name = Some(name.family().map(str::to_owned));
             }
             (Field::Email, FieldValue::Scalar(v)) => {
-                body.email = Some(v.as_ref().map(|v| v.raw.clone()));
+                body.email = Some(v.as_ref().map(|v| v.raw().to_owned()));
             }
             (Field::Phone, FieldValue::Scalar(v)) => {
-                body.phone_number = Some(v.as_ref().map(|v| v.raw.clone()));
+                body.phone_number = Some(v.as_ref().map(|v| v.raw().to_owned()));
             }
             (Field::Tags, FieldValue::Set(tags)) => {
-                body.tags = Some(tags.iter().cloned().collect());
+                body.tags = Some(tags.to_strings());
             }
             (Field::CustomFields, FieldValue::Map(fields)) => {
                 let map = fields
                     .iter()
                     .map(|(k, text)| {
                         let value = typed
-                            .and_then(|t| t.get(k))
+                            .and_then(|t| t.get(k.as_str()))
                             .filter(|original| original.to_string() == *text)
                             .cloned()
-                            .unwrap_or_else(|| Value::String(text.clone()));
-                        (k.clone(), value)
+                            .unwrap_or_else(|| Value::String(text.to_string()));
+                        (k.to_string(), value)
                     })
                     .collect();
                 body.custom_fields = Some(map);
@@ -175,27 +175,29 @@ pub fn create_body(new: &NewContact) -> Result<CreateBody, String> {
         match (field, value) {
             (_, FieldValue::Scalar(None)) => {}
             (Field::Name, FieldValue::Scalar(Some(v))) => {
-                let name = Name::from_display(&v.raw);
-                body.first_name = name.given;
-                body.last_name = name.family;
+                let name = Name::from_display(v.raw());
+                body.first_name = name.given().map(str::to_owned);
+                body.last_name = name.family().map(str::to_owned);
             }
-            (Field::Email | Field::Phone, FieldValue::Scalar(Some(v))) if !v.valid => {
+            (Field::Email | Field::Phone, FieldValue::Scalar(Some(v))) if !v.valid() => {
                 return Err(format!(
                     "the {field} {:?} is not valid; Privy rejects it",
-                    v.raw
+                    v.raw()
                 ));
             }
-            (Field::Email, FieldValue::Scalar(Some(v))) => body.email = Some(v.raw.trim().into()),
+            (Field::Email, FieldValue::Scalar(Some(v))) => body.email = Some(v.raw().trim().into()),
             // The key of a valid phone is E.164, the only form Privy takes.
-            (Field::Phone, FieldValue::Scalar(Some(v))) => body.phone_number = Some(v.key.clone()),
+            (Field::Phone, FieldValue::Scalar(Some(v))) => {
+                body.phone_number = Some(v.key().to_owned())
+            }
             (Field::Tags, FieldValue::Set(tags)) => {
-                body.tags = (!tags.is_empty()).then(|| tags.iter().cloned().collect());
+                body.tags = (!tags.is_empty()).then(|| tags.to_strings());
             }
             (Field::CustomFields, FieldValue::Map(fields)) => {
                 body.custom_fields = (!fields.is_empty()).then(|| {
                     fields
                         .iter()
-                        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                        .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
                         .collect()
                 });
             }
@@ -238,11 +240,11 @@ mod tests {
             provider: ProviderKind::Privy,
             fields,
         };
-        let phone = FieldValue::Scalar(Some(ModelValue {
-            raw: "(415) 555-0101".into(),
-            key: "+14155550101".into(),
-            valid: true,
-        }));
+        let phone = FieldValue::Scalar(Some(ModelValue::new(
+            "(415) 555-0101",
+            "+14155550101",
+            true,
+        )));
         let body = create_body(&new(vec![
             (Field::Name, scalar("Ada King Lovelace")),
             (Field::Phone, phone),
@@ -287,23 +289,20 @@ mod tests {
         assert_eq!(c.id.native, "cus_a1b2c3d4e5f6g7h8");
         assert_eq!(c.update_ref.as_deref(), Some("cus_a1b2c3d4e5f6g7h8"));
         let name = c.name.as_ref().expect("named");
-        assert_eq!(name.display, "Janet Doe");
-        assert_eq!(name.family.as_deref(), Some("Doe"));
+        assert_eq!(name.display(), "Janet Doe");
+        assert_eq!(name.family(), Some("Doe"));
         let email = c.email.as_ref().expect("email");
         assert_eq!(
-            (email.raw.as_str(), email.key.as_str()),
+            (email.raw(), email.key()),
             ("Jane@Example.com", "jane@example.com")
         );
-        assert_eq!(
-            c.phone.as_ref().map(|p| p.key.as_str()),
-            Some("+14155550101")
-        );
+        assert_eq!(c.phone.as_ref().map(|p| p.key()), Some("+14155550101"));
         assert_eq!(c.tags.len(), 2);
         assert_eq!(
-            c.custom_fields.get("points").map(String::as_str),
+            c.custom_fields.get("points").map(|s| s.as_str()),
             Some("42")
         );
-        assert_eq!(c.custom_fields.get("ok").map(String::as_str), Some("true"));
+        assert_eq!(c.custom_fields.get("ok").map(|s| s.as_str()), Some("true"));
         assert!(!c.custom_fields.contains_key("gone"));
         assert_eq!(
             c.updated_at.map(|t| t.to_rfc3339()),
@@ -321,15 +320,15 @@ mod tests {
             })),
             &Normalizer::default(),
         );
-        assert_eq!(c.name.as_ref().map(|n| n.display.as_str()), Some("Solo"));
-        assert_eq!(c.email.as_ref().map(|e| e.valid), Some(false));
+        assert_eq!(c.name.as_ref().map(|n| n.display()), Some("Solo"));
+        assert_eq!(c.email.as_ref().map(|e| e.valid()), Some(false));
         assert_eq!(
-            c.phone.as_ref().map(|p| (p.raw.as_str(), p.valid)),
+            c.phone.as_ref().map(|p| (p.raw(), p.valid())),
             Some(("555", false))
         );
         assert!(c.tags.contains("7"));
         assert_eq!(
-            c.custom_fields.get("nested").map(String::as_str),
+            c.custom_fields.get("nested").map(|s| s.as_str()),
             Some(r#"{"a":1}"#)
         );
         assert_eq!(c.warnings.len(), 5, "{:?}", c.warnings);

@@ -27,7 +27,7 @@ pub fn to_contact(dto: &ContactDto, normalizer: &Normalizer) -> Contact {
         .display_name
         .as_deref()
         .map(Name::from_display)
-        .filter(|n| !n.display.is_empty());
+        .filter(|n| !n.display().is_empty());
     c.username = dto.username.as_deref().and_then(|u| normalizer.text(u));
     c.avatar_url = dto.avatar_url.as_deref().and_then(|u| normalizer.text(u));
     if let Some(raw) = dto.phone_number.as_deref() {
@@ -57,7 +57,7 @@ pub fn update_body(patch: &Patch, mode: UpdateMode) -> Result<UpdateBody, String
     for change in &patch.changes {
         let field = change.field;
         let value = match &change.new {
-            FieldValue::Scalar(Some(v)) => v.raw.clone(),
+            FieldValue::Scalar(Some(v)) => v.raw().to_owned(),
             FieldValue::Scalar(None) => {
                 return Err(format!(
                     "cannot clear {field}: Protocol documents no way to clear a field"
@@ -110,22 +110,22 @@ pub fn create_body(new: &NewContact) -> Result<CreateBody, String> {
         let FieldValue::Scalar(Some(v)) = value else {
             continue;
         };
-        if v.raw.trim().is_empty() {
+        if v.raw().trim().is_empty() {
             continue;
         }
         match field {
-            Field::Username => body.username = v.raw.trim().to_owned(),
-            Field::Phone if !v.valid => {
+            Field::Username => body.username = v.raw().trim().to_owned(),
+            Field::Phone if !v.valid() => {
                 return Err(format!(
                     "the phone {:?} is not a valid number; Protocol requires one",
-                    v.raw
+                    v.raw()
                 ))
             }
             // The comparison key of a valid phone is E.164: unambiguous whatever the format
             // the person's other records hold.
-            Field::Phone => body.phone_number = v.key.clone(),
-            Field::Name => body.display_name = Some(v.raw.clone()),
-            Field::AvatarUrl => body.avatar_url = Some(v.raw.clone()),
+            Field::Phone => body.phone_number = v.key().to_owned(),
+            Field::Name => body.display_name = Some(v.raw().to_owned()),
+            Field::AvatarUrl => body.avatar_url = Some(v.raw().to_owned()),
             Field::Email | Field::ExternalId | Field::Tags | Field::CustomFields => {}
         }
     }
@@ -170,12 +170,12 @@ mod tests {
         assert_eq!(c.update_ref.as_deref(), Some("WAz8eIbvDR60rouK"));
         assert_eq!(c.name, None);
         assert_eq!(
-            c.username.as_ref().map(|v| v.raw.as_str()),
+            c.username.as_ref().map(|v| v.raw()),
             Some("FrankMcCallister")
         );
         let phone = c.phone.expect("phone kept");
-        assert_eq!(phone.key, "+18007593000");
-        assert!(phone.valid);
+        assert_eq!(phone.key(), "+18007593000");
+        assert!(phone.valid());
         assert_eq!(c.updated_at, None);
         assert!(c.warnings.is_empty());
         assert!(c.email.is_none() && c.tags.is_empty() && c.custom_fields.is_empty());
@@ -187,10 +187,7 @@ mod tests {
         d.display_name = Some("  Uncle   Frank ".into());
         d.updated_at = Some(692_233_200);
         let c = to_contact(&d, &n());
-        assert_eq!(
-            c.name.as_ref().map(|n| n.display.as_str()),
-            Some("Uncle Frank")
-        );
+        assert_eq!(c.name.as_ref().map(|n| n.display()), Some("Uncle Frank"));
         assert_eq!(c.updated_at.map(|t| t.timestamp()), Some(692_233_200));
         d.display_name = Some("   ".into());
         assert_eq!(to_contact(&d, &n()).name, None);
@@ -203,8 +200,8 @@ mod tests {
         d.updated_at = Some(i64::MAX);
         let c = to_contact(&d, &n());
         let phone = c.phone.expect("kept");
-        assert!(!phone.valid);
-        assert_eq!(phone.raw, "ask reception");
+        assert!(!phone.valid());
+        assert_eq!(phone.raw(), "ask reception");
         assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
     }
 
@@ -245,11 +242,7 @@ mod tests {
     }
 
     fn phone(e164: &str) -> FieldValue {
-        FieldValue::Scalar(Some(Value {
-            raw: "+1 (415) 555-0101".into(),
-            key: e164.into(),
-            valid: true,
-        }))
+        FieldValue::Scalar(Some(Value::new("+1 (415) 555-0101", e164, true)))
     }
 
     fn new_contact(fields: Vec<(Field, FieldValue)>) -> NewContact {
@@ -298,11 +291,7 @@ mod tests {
             (Field::Username, s("frank")),
             (
                 Field::Phone,
-                FieldValue::Scalar(Some(Value {
-                    raw: "ask reception".into(),
-                    key: "ask reception".into(),
-                    valid: false,
-                })),
+                FieldValue::Scalar(Some(Value::new("ask reception", "ask reception", false))),
             ),
         ]));
         assert!(bad_phone.expect_err("invalid").contains("ask reception"));
