@@ -269,7 +269,7 @@ impl Engine {
         // 6. Baselines of everything not written (written ones were saved with their
         //    confirmation). A record the plan file found stale keeps its old baseline, so its
         //    edit is still a change next run.
-        save_baselines(&mut store, &report, &by_id, &memory)?;
+        save_baselines(&mut store, &report, &records, &by_id, &memory)?;
         self.record_spending(&mut store, &listed.scanned, &report)?;
         let failed = report.failure_count();
         let outcome = if cancel.is_cancelled() {
@@ -834,9 +834,17 @@ fn failed_records(
 fn save_baselines(
     store: &mut StateStore,
     report: &RunReport,
+    records: &[Contact],
     by_id: &HashMap<&RecordId, &Contact>,
     memory: &Memory,
 ) -> Result<(), SyncError> {
+    // Each record's place in this listing (from 1), which the state keeps from its first save
+    // so it loads in listing order next time.
+    let place: HashMap<&RecordId, i64> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (&r.id, i as i64 + 1))
+        .collect();
     let outcomes = report.outcomes.as_deref().unwrap_or_default();
     let written: HashSet<&RecordId> = report
         .plan
@@ -854,7 +862,7 @@ fn save_baselines(
         .filter_map(|(i, _)| report.plan.updates.get(*i))
         .map(|u| (&u.patch.record, u))
         .collect();
-    let mut rows: Vec<(RecordId, reconcile::PersonId, reconcile::Baseline)> = Vec::new();
+    let mut rows: Vec<(RecordId, reconcile::PersonId, reconcile::Baseline, i64)> = Vec::new();
     for p in &report.plan.people {
         for id in &p.records {
             if written.contains(id) {
@@ -875,10 +883,17 @@ fn save_baselines(
                 }
                 None => baseline_of(r),
             };
-            rows.push((id.clone(), p.person.clone(), baseline));
+            let seq = place.get(id).copied().unwrap_or(0);
+            rows.push((id.clone(), p.person.clone(), baseline, seq));
         }
     }
-    store.save_records(rows.iter().map(|(a, b, c)| (a, b, c)), memory)?;
+    store.save_records(rows.iter().map(|(a, b, c, d)| (a, b, c, *d)), memory)?;
+    // Records written this run were saved with the write's confirmation, without a place.
+    let new_written = written
+        .iter()
+        .filter(|id| !memory.links.contains_key(**id))
+        .filter_map(|id| Some((*id, *place.get(id)?)));
+    store.place_records(new_written)?;
     Ok(())
 }
 

@@ -3,16 +3,16 @@
 //! At a million people, planning is bound by memory latency, not by computation: a lookup in a
 //! large hash map keyed by `String` misses the cache three times in a row (control bytes, entry,
 //! key text). These tables store 4-byte numbers and keep each key's hash, so they stay small and
-//! never re-read key text to grow; [`RecordIndex::join`] reads the memory's big maps in one
-//! sequential pass instead of looking each record up.
+//! never re-read key text to grow; [`join`] reads the memory's big maps in one sequential pass
+//! beside the records instead of looking each record up.
 //!
 //! foldhash is several times faster than SipHash on short keys and still seeded per process.
 
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 
 use foldhash::fast::RandomState;
 use hashbrown::hash_table::{Entry, HashTable};
+use indexmap::IndexMap;
 
 use crate::model::{Contact, RecordId};
 
@@ -59,68 +59,36 @@ impl<'a> Distinct<'a> {
     }
 }
 
-/// Finds records by id.
-pub(crate) struct RecordIndex<'a> {
-    records: &'a [Contact],
-    state: RandomState,
-    table: HashTable<u32>,
-    /// Two records share an id (then joins fall back to lookups, which find both).
-    duplicates: bool,
-}
-
-impl<'a> RecordIndex<'a> {
-    pub(crate) fn new(records: &'a [Contact]) -> Self {
-        let state = RandomState::default();
-        let mut table = HashTable::with_capacity(records.len());
-        let mut duplicates = false;
-        for (i, r) in records.iter().enumerate() {
-            let hash = state.hash_one(&r.id);
-            match table.entry(
-                hash,
-                |&k| records[k as usize].id == r.id,
-                |&k| state.hash_one(&records[k as usize].id),
-            ) {
-                Entry::Occupied(_) => duplicates = true,
-                Entry::Vacant(e) => {
-                    e.insert(i as u32);
+/// `map`'s value for each record, by record index; empty when `map` is.
+///
+/// The state store keeps records in the order they were first saved, which is the order their
+/// providers list them, so the maps' entries come in the listing's order. The join walks the
+/// records and the map side by side, comparing each record's id with the entry after the last
+/// one matched; only a record out of that order (new, deleted or moved since) costs a hash
+/// lookup, after which the walk goes on from where it found it. A converged listing in its
+/// usual order is joined without hashing at all.
+pub(crate) fn join<'m, V, S: BuildHasher>(
+    records: &[Contact],
+    map: &'m IndexMap<RecordId, V, S>,
+) -> Vec<Option<&'m V>> {
+    if map.is_empty() {
+        return Vec::new();
+    }
+    let mut next = 0;
+    records
+        .iter()
+        .map(|r| {
+            if let Some((id, v)) = map.get_index(next) {
+                if *id == r.id {
+                    next += 1;
+                    return Some(v);
                 }
             }
-        }
-        RecordIndex {
-            records,
-            state,
-            table,
-            duplicates,
-        }
-    }
-
-    fn find(&self, id: &RecordId) -> Option<usize> {
-        let hash = self.state.hash_one(id);
-        self.table
-            .find(hash, |&k| self.records[k as usize].id == *id)
-            .map(|&k| k as usize)
-    }
-
-    /// `map`'s value for each record, by record index; empty when `map` is.
-    ///
-    /// Scans `map` when it is not much larger than the record list (the usual case: it holds
-    /// the records of earlier runs), else looks each record up.
-    pub(crate) fn join<'m, V>(&self, map: &'m HashMap<RecordId, V>) -> Vec<Option<&'m V>> {
-        let n = self.records.len();
-        if map.is_empty() {
-            return Vec::new();
-        }
-        if self.duplicates || map.len() > 2 * n {
-            return self.records.iter().map(|r| map.get(&r.id)).collect();
-        }
-        let mut out = vec![None; n];
-        for (id, v) in map {
-            if let Some(i) = self.find(id) {
-                out[i] = Some(v);
-            }
-        }
-        out
-    }
+            let (at, _, v) = map.get_full(&r.id)?;
+            next = at + 1;
+            Some(v)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -142,25 +110,44 @@ mod tests {
         }
     }
 
-    #[test]
-    fn join_matches_lookups() {
-        let mut records: Vec<Contact> = (0..50)
-            .map(|i| Contact::new(ProviderKind::ALL[i % 4], format!("{}", i / 3)))
-            .collect();
-        let map: HashMap<RecordId, usize> = records
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| i % 3 != 0)
-            .map(|(i, r)| (r.id.clone(), i))
-            .chain([(RecordId::new(ProviderKind::Privy, "gone"), 99)])
-            .collect();
-        let want: Vec<Option<&usize>> = records.iter().map(|r| map.get(&r.id)).collect();
-        assert_eq!(RecordIndex::new(&records).join(&map), want);
-        records.push(records[7].clone());
-        let want: Vec<Option<&usize>> = records.iter().map(|r| map.get(&r.id)).collect();
-        assert_eq!(RecordIndex::new(&records).join(&map), want);
-        assert!(RecordIndex::new(&records)
-            .join(&HashMap::<RecordId, u8>::new())
-            .is_empty());
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever the order of the records and of the map (the listing's order, shuffled,
+        /// with records missing on either side or listed twice), the join finds what a lookup
+        /// of each record finds.
+        #[test]
+        fn join_matches_lookups(
+            ids in proptest::collection::vec((0..4usize, 0..30u8), 0..60),
+            keep in proptest::collection::vec(any::<bool>(), 60),
+            order in proptest::collection::vec(any::<u8>(), 60),
+        ) {
+            let records: Vec<Contact> = ids
+                .iter()
+                .map(|(p, n)| Contact::new(ProviderKind::ALL[*p], n.to_string()))
+                .collect();
+            // The map in the listing's order, then a few entries moved to the end.
+            let mut entries: Vec<(RecordId, usize)> = records
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| keep[*i])
+                .map(|(i, r)| (r.id.clone(), i))
+                .chain([(RecordId::new(ProviderKind::Privy, "gone"), 99)])
+                .collect();
+            for (k, o) in order.iter().enumerate().take(entries.len()) {
+                if o % 7 == 0 {
+                    let e = entries.remove(k);
+                    entries.push(e);
+                }
+            }
+            let map: IndexMap<RecordId, usize, RandomState> = entries.into_iter().collect();
+            let want: Vec<Option<&usize>> = records.iter().map(|r| map.get(&r.id)).collect();
+            let got = join(&records, &map);
+            if map.is_empty() {
+                prop_assert!(got.is_empty());
+            } else {
+                prop_assert_eq!(got, want);
+            }
+        }
     }
 }

@@ -34,15 +34,28 @@ use crate::model::{
 };
 use crate::provider::rules::{Blocked, FieldRules, Holders, RuleId};
 
+/// The hasher of the memory's maps: foldhash, several times faster than SipHash on short keys
+/// and still seeded per process.
+pub type Hasher = foldhash::fast::RandomState;
+
+/// Record id → person, in the order the records were first saved (see [`index::join`]).
+pub type Links = indexmap::IndexMap<RecordId, PersonId, Hasher>;
+
+/// Record id → baseline, in the order the records were first saved.
+pub type Baselines = indexmap::IndexMap<RecordId, Baseline, Hasher>;
+
+/// Person → the values the last merge decided.
+pub type AgreedValues = HashMap<PersonId, Agreed, Hasher>;
+
 /// What the state store remembers from earlier runs.
 #[derive(Debug, Clone, Default)]
 pub struct Memory {
     /// Which person each record was linked to.
-    pub links: HashMap<RecordId, PersonId>,
+    pub links: Links,
     /// Per record: the value of each field when the last sync finished.
-    pub baselines: HashMap<RecordId, Baseline>,
+    pub baselines: Baselines,
     /// Per person: the value of each field the last merge decided.
-    pub agreed: HashMap<PersonId, Agreed>,
+    pub agreed: AgreedValues,
     /// What humans decided about identity (`ignore`, `unlink`).
     pub steering: Steering,
 }
@@ -83,12 +96,8 @@ const PROVIDERS: usize = ProviderKind::ALL.len();
 /// Plans a sync: links `records`, merges every synced field against `memory`, and checks each
 /// resulting write against `rules`.
 pub fn plan(records: &[Contact], memory: &Memory, policy: &Policy, rules: &RuleBook) -> Plan {
-    let (linked, baselines) = if memory.links.is_empty() && memory.baselines.is_empty() {
-        (Vec::new(), Vec::new())
-    } else {
-        let index = index::RecordIndex::new(records);
-        (index.join(&memory.links), index.join(&memory.baselines))
-    };
+    let linked = index::join(records, &memory.links);
+    let baselines = index::join(records, &memory.baselines);
     // Every person an earlier run saved has agreed values (the store saves people before
     // links), so those keys are every id ever given, listed now or not.
     let known = |p: &str| memory.agreed.contains_key(p);

@@ -1282,8 +1282,8 @@ fn sync_rounds(
             }
         }
         if let Some(r) = unlink.and_then(|i| records.get(i % n)) {
-            if let Some(p) = memory.links.remove(&r.id) {
-                memory.baselines.remove(&r.id);
+            if let Some(p) = memory.links.shift_remove(&r.id) {
+                memory.baselines.shift_remove(&r.id);
                 let unlinked = memory.steering.unlinked_from.entry(r.id.clone());
                 unlinked.or_default().insert(p);
             }
@@ -1495,9 +1495,9 @@ proptest! {
         memory.steering = steering;
         // `unlink` as SPEC section 10 has it: the record leaves its person, with no baseline.
         for (r, people) in &mut memory.steering.unlinked_from {
-            if let Some(p) = memory.links.remove(r) {
+            if let Some(p) = memory.links.shift_remove(r) {
                 people.insert(p);
-                memory.baselines.remove(r);
+                memory.baselines.shift_remove(r);
             }
         }
         agrees_with_oracle(&records, &memory, &policy, without)?;

@@ -128,11 +128,20 @@ const MIGRATIONS: &[&str] = &[
     creates::MIGRATION,
     // 4: scan cadence cost models and snapshots (SPEC section 14).
     cadence::MIGRATION,
+    // 5: where each record was in the listing it was first saved from, so the state loads in
+    // listing order and the planner joins it to the next listing without hash lookups (issue
+    // 13). 0: not placed yet (rows from before, or saved by a write); those load first.
+    "ALTER TABLE records ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Inserts a record's link and baseline, or replaces them.
 const UPSERT_RECORD: &str = "INSERT INTO records (provider, native, person, baseline, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) \
      ON CONFLICT(provider, native) DO UPDATE SET person = excluded.person, baseline = excluded.baseline, updated_at = excluded.updated_at";
+
+/// [`UPSERT_RECORD`] with the record's place in this run's listing, kept from its first save.
+const UPSERT_RECORD_AT: &str = "INSERT INTO records (provider, native, person, baseline, updated_at, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+     ON CONFLICT(provider, native) DO UPDATE SET person = excluded.person, baseline = excluded.baseline, updated_at = excluded.updated_at, \
+     seq = CASE WHEN records.seq = 0 THEN excluded.seq ELSE records.seq END";
 
 /// What a run does: the `runs.mode` column's vocabulary, and what a report says it was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -401,7 +410,7 @@ impl StateStore {
         let mut memory = Memory::default();
         let mut stmt = self
             .conn
-            .prepare("SELECT provider, native, person, baseline FROM records")
+            .prepare("SELECT provider, native, person, baseline FROM records ORDER BY seq, provider, native")
             .at(p)?;
         let rows = stmt
             .query_map([], |r| {
@@ -493,11 +502,12 @@ impl StateStore {
         tx.commit().at(&path)
     }
 
-    /// Saves record rows (person link and baseline) that differ from `memory`, in one
-    /// transaction.
+    /// Saves record rows (person link, baseline, and the record's place in this run's
+    /// listing, counted from 1) that differ from `memory`, in one transaction. A record keeps
+    /// the place of its first save.
     pub fn save_records<'a>(
         &mut self,
-        rows: impl IntoIterator<Item = (&'a RecordId, &'a PersonId, &'a Baseline)>,
+        rows: impl IntoIterator<Item = (&'a RecordId, &'a PersonId, &'a Baseline, i64)>,
         memory: &Memory,
     ) -> Result<usize, StateError> {
         let path = self.path.clone();
@@ -505,8 +515,8 @@ impl StateStore {
         let mut n = 0;
         {
             let ts = now();
-            let mut upsert = tx.prepare(UPSERT_RECORD).at(&path)?;
-            for (id, person, baseline) in rows {
+            let mut upsert = tx.prepare(UPSERT_RECORD_AT).at(&path)?;
+            for (id, person, baseline, seq) in rows {
                 if memory.links.get(id) == Some(person)
                     && memory.baselines.get(id) == Some(baseline)
                 {
@@ -518,7 +528,8 @@ impl StateStore {
                         id.native.as_str(),
                         person.as_str(),
                         encode_baseline(baseline),
-                        ts
+                        ts,
+                        seq
                     ])
                     .at(&path)?;
                 n += 1;
@@ -526,6 +537,30 @@ impl StateStore {
         }
         tx.commit().at(&path)?;
         Ok(n)
+    }
+
+    /// Gives records saved without a place (by a confirmed write or create) their place in
+    /// this run's listing, counted from 1.
+    pub fn place_records<'a>(
+        &mut self,
+        rows: impl IntoIterator<Item = (&'a RecordId, i64)>,
+    ) -> Result<(), StateError> {
+        let path = self.path.clone();
+        let tx = self.conn.transaction().at(&path)?;
+        {
+            let mut place = tx
+                .prepare(
+                    "UPDATE records SET seq = ?3 WHERE provider = ?1 AND native = ?2 AND seq = 0",
+                )
+                .at(&path)?;
+            for (id, seq) in rows {
+                place
+                    .execute(params![id.provider.as_str(), id.native.as_str(), seq])
+                    .at(&path)?;
+            }
+        }
+        tx.commit().at(&path)?;
+        Ok(())
     }
 
     /// Records a write as intended, before it is sent.
@@ -865,6 +900,64 @@ mod tests {
     use crate::model::{Patch, Value};
     use crate::reconcile::Agreed;
 
+    /// The state loads records in the order of the listing they were first saved from, which
+    /// is what lets the planner join it to the next listing in one pass; records saved by a
+    /// write get their place afterwards, and a later save never moves a record.
+    #[test]
+    fn records_load_in_the_order_of_their_first_listing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = StateStore::open(&dir.path().join("s.db")).expect("open");
+        let ids: Vec<RecordId> = ["9", "10", "2", "100"]
+            .into_iter()
+            .map(|n| RecordId::new(ProviderKind::Protocol, n))
+            .collect();
+        let person: PersonId = "p:1".into();
+        let baseline = Baseline::new();
+        let empty = Memory::default();
+        // Listed as 9, 10, 2, 100 (not the ids' text order); "2" was written, so its row comes
+        // from the write's confirmation, without a place.
+        store
+            .save_records(
+                [0, 1, 3].map(|i| (&ids[i], &person, &baseline, i as i64 + 1)),
+                &empty,
+            )
+            .expect("save");
+        let run = store.begin_run(Mode::Sync).expect("run");
+        let write = store
+            .write_intended(
+                run,
+                &Update {
+                    person: person.clone(),
+                    patch: Patch {
+                        record: ids[2].clone(),
+                        update_ref: "2".into(),
+                        changes: Vec::new(),
+                    },
+                    reasons: Vec::new(),
+                },
+            )
+            .expect("intended");
+        store
+            .write_confirmed(write, &ids[2], &person, &baseline)
+            .expect("confirmed");
+        store.place_records([(&ids[2], 3)]).expect("placed");
+        let order = |store: &StateStore| -> Vec<String> {
+            let m = store.load_memory().expect("load");
+            m.links.keys().map(|id| id.native.to_string()).collect()
+        };
+        assert_eq!(order(&store), ["9", "10", "2", "100"]);
+        // A later listing in another order changes nothing: each keeps its first place.
+        let other = Baseline::from([(Field::Name, FieldValue::Scalar(None))]);
+        store
+            .save_records(
+                [3, 2, 1, 0].map(|i| (&ids[i], &person, &other, 4 - i as i64)),
+                &empty,
+            )
+            .expect("save again");
+        store.place_records([(&ids[0], 1)]).expect("placed");
+        assert_eq!(order(&store), ["9", "10", "2", "100"]);
+    }
+
     #[test]
     fn second_opener_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -896,7 +989,7 @@ mod tests {
         let empty = Memory::default();
         assert_eq!(
             store
-                .save_records([(&id, &person, &baseline)], &empty)
+                .save_records([(&id, &person, &baseline, 1)], &empty)
                 .expect("save"),
             1
         );
@@ -916,7 +1009,7 @@ mod tests {
         assert_eq!(m.agreed.get(&person), Some(&agreed));
         assert_eq!(
             store
-                .save_records([(&id, &person, &baseline)], &m)
+                .save_records([(&id, &person, &baseline, 1)], &m)
                 .expect("save"),
             0,
             "unchanged rows are not rewritten"
