@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 pub use compact_str::{format_compact, CompactString};
 pub use normalize::Normalizer;
 pub use sets::{FieldMap, TagSet};
+use thin_vec::ThinVec;
 
 /// The four providers contact-sync knows. The order of the variants is the order reports use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -428,8 +429,9 @@ pub struct Contact {
     pub tags: TagSet,
     pub custom_fields: FieldMap,
     pub updated_at: Option<DateTime<Utc>>,
-    /// Problems found while normalising this record (kept data that did not parse).
-    pub warnings: Vec<String>,
+    /// Problems found while normalising this record (kept data that did not parse). Most
+    /// records have none, so the list is one pointer wide.
+    pub warnings: ThinVec<String>,
     /// The provider marks the contact blocked (Chatwoot's `blocked`); with `skip_blocked` the
     /// person is left out of the sync (SPEC section 12).
     pub blocked: bool,
@@ -452,7 +454,7 @@ impl Contact {
             tags: TagSet::new(),
             custom_fields: FieldMap::new(),
             updated_at: None,
-            warnings: Vec::new(),
+            warnings: ThinVec::new(),
             blocked: false,
         }
     }

@@ -2,22 +2,24 @@
 //!
 //! A record has few tags and few custom fields (none, one or a handful), and there are millions
 //! of records, so a B-tree's node (288 bytes for a one-tag set, 544 for a one-entry map) is the
-//! wrong shape: these keep their elements sorted and unique in one `Vec`, which costs nothing
-//! when empty and one small allocation otherwise. They offer the part of `BTreeSet`/`BTreeMap`'s
+//! wrong shape: these keep their elements sorted and unique in one `ThinVec` (one pointer in the
+//! record, its length and capacity in the allocation), which costs nothing when empty and one
+//! small allocation otherwise. They offer the part of `BTreeSet`/`BTreeMap`'s
 //! interface the program uses, with the same iteration order (sorted by byte order of the text).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use compact_str::CompactString;
+use thin_vec::ThinVec;
 
 /// A set of tags, sorted and without duplicates.
 #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TagSet(Vec<CompactString>);
+pub struct TagSet(ThinVec<CompactString>);
 
 impl TagSet {
     pub fn new() -> Self {
-        TagSet(Vec::new())
+        TagSet(ThinVec::new())
     }
 
     fn find(&self, tag: &str) -> Result<usize, usize> {
@@ -93,7 +95,7 @@ impl fmt::Debug for TagSet {
 
 impl<T: Into<CompactString>> FromIterator<T> for TagSet {
     fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
-        let mut v: Vec<CompactString> = iter.into_iter().map(Into::into).collect();
+        let mut v: ThinVec<CompactString> = iter.into_iter().map(Into::into).collect();
         v.sort_unstable();
         v.dedup();
         TagSet(v)
@@ -123,7 +125,7 @@ impl From<BTreeSet<String>> for TagSet {
 
 impl IntoIterator for TagSet {
     type Item = CompactString;
-    type IntoIter = std::vec::IntoIter<CompactString>;
+    type IntoIter = thin_vec::IntoIter<CompactString>;
 
     fn into_iter(self) -> Self::IntoIter {
         self.0.into_iter()
@@ -141,11 +143,11 @@ impl<'a> IntoIterator for &'a TagSet {
 
 /// Custom fields: names to values, sorted by name, each name once.
 #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct FieldMap(Vec<(CompactString, CompactString)>);
+pub struct FieldMap(ThinVec<(CompactString, CompactString)>);
 
 impl FieldMap {
     pub fn new() -> Self {
-        FieldMap(Vec::new())
+        FieldMap(ThinVec::new())
     }
 
     fn find(&self, key: &str) -> Result<usize, usize> {
@@ -255,7 +257,7 @@ impl From<BTreeMap<String, String>> for FieldMap {
 
 impl IntoIterator for FieldMap {
     type Item = (CompactString, CompactString);
-    type IntoIter = std::vec::IntoIter<(CompactString, CompactString)>;
+    type IntoIter = thin_vec::IntoIter<(CompactString, CompactString)>;
 
     fn into_iter(self) -> Self::IntoIter {
         self.0.into_iter()
