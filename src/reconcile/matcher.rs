@@ -26,6 +26,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use super::index::Distinct;
+use super::Hasher;
 use crate::model::{format_compact, CompactString, Contact, RecordId};
 
 /// A stable person id, persisted in the state store.
@@ -452,7 +453,7 @@ pub(crate) fn match_linked(
     // 3. Each group of new records joins the one existing person its keys point at, forms a
     //    new person when none does, and is ambiguous otherwise.
     //    Per root: the person it joins (a person number), `NONE` for a new person.
-    let mut fit: HashMap<u32, Vec<u32>> = HashMap::new();
+    let mut fit: HashMap<u32, Vec<u32>, Hasher> = HashMap::default();
     for i in 0..n {
         let root = roots[i];
         if root == NONE {
@@ -526,7 +527,7 @@ pub(crate) fn match_linked(
     }
     // Two groups joining one person must not bring it two records of one provider (a key two
     // records of one provider hold points both at it): neither can say it is that person.
-    let mut joining: HashMap<u32, Vec<u32>> = HashMap::new();
+    let mut joining: HashMap<u32, Vec<u32>, Hasher> = HashMap::default();
     for (&root, f) in &fit {
         if let ([p], false) = (f.as_slice(), set_aside.contains_key(&root)) {
             joining.entry(*p).or_default().push(root);
@@ -574,29 +575,37 @@ pub(crate) fn match_linked(
     //    new person. Numbered by first record in the input.
     //    A group is keyed by `person number` for existing people and `n + root` for new ones.
     let mut group_of = vec![NONE; n];
-    let mut slot_of: HashMap<u32, u32> = HashMap::new();
+    // The group of each existing person (by number) and of each new person (by root), once
+    // seen: dense numbers, so plain vectors (the one for roots only when there are new records).
+    let mut group_of_person = vec![NONE; person_ids.len()];
+    let mut group_of_root = if roots.iter().any(|&r| r != NONE) {
+        vec![NONE; n]
+    } else {
+        Vec::new()
+    };
     let mut sizes: Vec<u32> = Vec::new();
     let mut slot_person: Vec<u32> = Vec::new();
     for i in 0..n {
-        let (key, person) = if person_of[i] != NONE {
-            (person_of[i], person_of[i])
+        let (slot, person) = if person_of[i] != NONE {
+            (&mut group_of_person[person_of[i] as usize], person_of[i])
         } else if roots[i] != NONE {
             match fit.get(&roots[i]).map(Vec::as_slice) {
-                Some([p]) => (*p, *p),
-                _ => (n as u32 + roots[i], NONE),
+                Some([p]) => (&mut group_of_person[*p as usize], *p),
+                _ => (&mut group_of_root[roots[i] as usize], NONE),
             }
         } else {
             continue;
         };
-        let g = *slot_of.entry(key).or_insert_with(|| {
+        if *slot == NONE {
+            *slot = sizes.len() as u32;
             sizes.push(0);
             slot_person.push(person);
-            sizes.len() as u32 - 1
-        });
+        }
+        let g = *slot;
         sizes[g as usize] += 1;
         group_of[i] = g;
     }
-    drop(slot_of);
+    drop((group_of_person, group_of_root));
     let mut starts = Vec::with_capacity(sizes.len());
     let mut total = 0u32;
     for s in &sizes {
@@ -613,7 +622,13 @@ pub(crate) fn match_linked(
         fill[g as usize] += 1;
     }
     drop(fill);
-    let mut taken: HashSet<&str> = person_ids.iter().map(|p| p.as_str()).collect();
+    // The ids in use, which a new person's id must not take: needed only when there are new
+    // people.
+    let taken: HashSet<&str, Hasher> = if slot_person.contains(&NONE) {
+        person_ids.iter().map(|p| p.as_str()).collect()
+    } else {
+        HashSet::default()
+    };
     let mut groups: Vec<Group> = Vec::with_capacity(sizes.len());
     for (g, (&start, &len)) in starts.iter().zip(&sizes).enumerate() {
         let slice = &mut members[start as usize..(start + len) as usize];
@@ -622,17 +637,12 @@ pub(crate) fn match_linked(
         let person = if p != NONE {
             person_ids[p as usize].clone()
         } else {
+            // New ids never collide with each other: two groups never share a smallest record.
             fresh_person_id(&records[slice[0] as usize].id, &taken, known)
         };
         groups.push(Group { person, start, len });
     }
-    drop((starts, sizes, slot_person));
-    // New ids never collide with existing ones (checked above) but may with each other only if
-    // two groups share a smallest record, which they cannot; keep `taken` honest anyway.
-    for g in &groups {
-        taken.insert(g.person.as_str());
-    }
-    drop(taken);
+    drop((starts, sizes, slot_person, taken));
     let first_id = |g: &Group| &records[members[g.start as usize] as usize].id;
     let by_person = sort_by_person(&groups, |a, b| first_id(a).cmp(first_id(b)));
 
@@ -775,7 +785,11 @@ fn join_candidates(
 /// A new person id: `p:` and the record id (its smallest record's, so it does not depend on the
 /// input order), with `~N` added when that id is taken (a record unlinked from the person it
 /// founded).
-fn fresh_person_id(id: &RecordId, taken: &HashSet<&str>, known: &dyn Fn(&str) -> bool) -> PersonId {
+fn fresh_person_id(
+    id: &RecordId,
+    taken: &HashSet<&str, Hasher>,
+    known: &dyn Fn(&str) -> bool,
+) -> PersonId {
     let free = |c: &str| !taken.contains(c) && !known(c);
     let base = new_person_id(id);
     if free(&base) {
