@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use contact_sync::model::{Contact, Field, Name, Normalizer, ProviderKind, RecordId};
+use contact_sync::model::{Contact, Field, Name, Normalizer, ProviderKind, RecordId, Value};
 use contact_sync::reconcile::{plan, Baseline, Memory, Policy, RuleBook};
 
 /// The providers' real rule tables (Callbell's account knows "vip" and "lead").
@@ -28,14 +28,17 @@ fn rules() -> RuleBook {
     ])
 }
 
-/// N people in each of the four providers; one in ten disagree on the name.
+/// N people in each of the four providers; one in ten disagree on the name. The records come
+/// as a sync holds them: each provider's listing in turn (all of Protocol's, then Callbell's,
+/// and so on), so a person's four records are far apart. With `PLANNING_LAYOUT=person` they
+/// come person by person instead (a person's four records side by side), the layout of the
+/// figures measured before issue 13's work.
 fn generate(n: usize) -> Vec<Contact> {
     let norm = Normalizer::default();
-    let mut out = Vec::with_capacity(n * 4);
-    for i in 0..n {
-        // Area codes 201-210 (all valid), then the next exchange: a valid, distinct number for
-        // every person up to 44 million (area codes past 210 include unassigned ones, which
-        // parse as invalid and would link nobody).
+    // Area codes 201-210 (all valid), then the next exchange: a valid, distinct number for
+    // every person up to 44 million (area codes past 210 include unassigned ones, which parse
+    // as invalid and would link nobody).
+    let phone_of = |i: usize| {
         let block = i / 10_000;
         let phone = format!(
             "+1{}{:03}{:04}",
@@ -43,35 +46,69 @@ fn generate(n: usize) -> Vec<Contact> {
             555 + block / 10,
             i % 10_000
         );
-        let email = format!("person{i}@example.com");
-        for (k, p) in ProviderKind::ALL.into_iter().enumerate() {
-            let mut c = Contact::new(p, format!("{}{i}", &p.as_str()[..2]));
-            let name = if i % 10 == 0 && k == 3 {
-                format!("Person Renamed {i}")
-            } else {
-                format!("Person {i}")
-            };
-            c.name = Some(Name::from_display(&name));
-            c.phone = norm.phone(&phone).0;
-            if matches!(p, ProviderKind::Chatwoot | ProviderKind::Privy) {
-                c.email = norm.email(&email).0;
+        norm.phone(&phone).0
+    };
+    // Person `i`'s record in the `k`-th provider; its phone as the normaliser reads it (parsed
+    // once per person: parsing is slow, and not planning).
+    let record = |k: usize, i: usize, phone: Option<Value>| {
+        let p = ProviderKind::ALL[k];
+        let mut c = Contact::new(p, format!("{}{i}", &p.as_str()[..2]));
+        let name = if i.is_multiple_of(10) && k == 3 {
+            format!("Person Renamed {i}")
+        } else {
+            format!("Person {i}")
+        };
+        c.name = Some(Name::from_display(&name));
+        c.phone = phone;
+        if matches!(p, ProviderKind::Chatwoot | ProviderKind::Privy) {
+            c.email = norm.email(&format!("person{i}@example.com")).0;
+        }
+        if matches!(p, ProviderKind::Callbell | ProviderKind::Privy) && i.is_multiple_of(4) {
+            c.tags.insert("vip");
+        }
+        if p != ProviderKind::Protocol && i.is_multiple_of(3) {
+            c.custom_fields.insert("tier", "gold");
+        }
+        c
+    };
+    let mut out: Vec<Contact> = Vec::with_capacity(n * 4);
+    if person_major() {
+        for i in 0..n {
+            let phone = phone_of(i);
+            for k in 0..4 {
+                out.push(record(k, i, phone.clone()));
             }
-            if matches!(p, ProviderKind::Callbell | ProviderKind::Privy) && i % 4 == 0 {
-                c.tags.insert("vip");
+        }
+    } else {
+        for k in 0..4 {
+            for i in 0..n {
+                let phone = if k == 0 {
+                    phone_of(i)
+                } else {
+                    out[i].phone.clone()
+                };
+                out.push(record(k, i, phone));
             }
-            if p != ProviderKind::Protocol && i % 3 == 0 {
-                c.custom_fields.insert("tier", "gold");
-            }
-            out.push(c);
         }
     }
     out
 }
 
-/// Where [`generate`] put a record: person `i`'s records are `4i` to `4i + 3`, in provider order.
-fn place(id: &RecordId) -> usize {
+/// Whether the records come person by person (`PLANNING_LAYOUT=person`).
+fn person_major() -> bool {
+    std::env::var("PLANNING_LAYOUT").is_ok_and(|v| v == "person")
+}
+
+/// Where [`generate`] put a record: person `i`'s record in the `k`-th provider is `k·n + i`
+/// (`4i + k` person by person).
+fn place(id: &RecordId, n: usize) -> usize {
     let i: usize = id.native[2..].parse().unwrap_or(0);
-    4 * i + id.provider as usize
+    let k = id.provider as usize;
+    if person_major() {
+        4 * i + k
+    } else {
+        k * n + i
+    }
 }
 
 fn rss_kib(key: &str) -> u64 {
@@ -184,7 +221,7 @@ fn child(n: usize) {
     }
     memory
         .links
-        .sort_unstable_by(|a, _, b, _| place(a).cmp(&place(b)));
+        .sort_unstable_by(|a, _, b, _| place(a, n).cmp(&place(b, n)));
     for r in &records {
         memory.baselines.insert(
             r.id.clone(),
@@ -246,8 +283,13 @@ fn main() {
         args.iter().filter_map(|a| a.parse().ok()).collect()
     };
     println!(
-        "Planning (match + reconcile), one core, {} people sizes; median of repetitions",
-        sizes.len()
+        "Planning (match + reconcile), one core, {} people sizes; median of repetitions; records {}",
+        sizes.len(),
+        if person_major() {
+            "person by person (PLANNING_LAYOUT=person)"
+        } else {
+            "provider by provider, as a sync holds them"
+        }
     );
     println!("| people | records | first run: time | records/s | ÷ reference | steady state: time | records/s | ÷ reference | steady, state in another order | ÷ reference | reference pass | writes (first / steady) | peak RSS | bytes/record | of which input | reps |");
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
