@@ -5,7 +5,9 @@
 //! Absolute rates do not carry from one machine to another (issue 13), so each child also times
 //! a *reference pass* over the same records: one hash-map build and probe over their phone and
 //! e-mail keys, the least any hash-join matcher must do. The ratio planning time ÷ reference
-//! time, measured in the same process, is the figure to compare between machines.
+//! time, measured in the same process, is the figure to compare between machines: each
+//! repetition times one reference pass and one plan back to back, and "÷ reference" is the
+//! median of those pairs' ratios.
 //!
 //! `cargo bench --bench planning` (all sizes) or `cargo bench --bench planning -- 10000 100000`.
 
@@ -147,17 +149,36 @@ fn reference(records: &[Contact]) -> usize {
     sum
 }
 
-/// Median of `reps` timings of the reference pass over `records`.
-fn time_reference(records: &[Contact], reps: usize) -> Duration {
-    let mut times = Vec::new();
+/// `reps` pairs of one reference pass over `records` and one run of `work`, timed back to back
+/// so both see the machine in the same state (it is shared, and its load changes from second
+/// to second). Returns the median work time, the median reference time, the median of the
+/// pairs' ratios, and the last work's result.
+fn paired<T>(
+    reps: usize,
+    records: &[Contact],
+    mut work: impl FnMut() -> T,
+) -> (Duration, Duration, f64, T) {
+    let (mut works, mut refs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     let mut check = 0;
+    let mut last = None;
     for _ in 0..reps {
         let t = Instant::now();
         check ^= std::hint::black_box(reference(std::hint::black_box(records)));
-        times.push(t.elapsed());
+        let r = t.elapsed();
+        // One plan alive at a time, as in a sync.
+        drop(last.take());
+        let t = Instant::now();
+        last = Some(std::hint::black_box(work()));
+        let w = t.elapsed();
+        ratios.push(w.as_secs_f64() / r.as_secs_f64());
+        works.push(w);
+        refs.push(r);
     }
     std::hint::black_box(check);
-    median(times)
+    ratios.sort_by(f64::total_cmp);
+    let ratio = ratios[ratios.len() / 2];
+    let last = last.expect("at least one repetition");
+    (median(works), median(refs), ratio, last)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -179,16 +200,9 @@ fn child(n: usize) {
     } else {
         3
     };
-    let mut first_times = Vec::new();
-    let mut first = None;
-    let ref_first = time_reference(&records, reps);
-    for _ in 0..reps {
-        let t = Instant::now();
-        let p = plan(&records, &Memory::default(), &policy, &rules);
-        first_times.push(t.elapsed());
-        first = Some(p);
-    }
-    let first = first.expect("at least one repetition");
+    let (first_time, ref_first, ratio_first, first) = paired(reps, &records, || {
+        plan(&records, &Memory::default(), &policy, &rules)
+    });
     let writes_first = first.updates.len();
     // The converged state a successful sync leaves: the records hold what was written (updated
     // in place: one copy of the input, as a sync holds), and the memory has the links, agreed
@@ -232,36 +246,31 @@ fn child(n: usize) {
         );
     }
     let synced = records;
-    let ref_steady = time_reference(&synced, reps);
-    let mut steady_times = Vec::new();
-    let mut steady_writes = 0;
-    for _ in 0..reps {
-        let t = Instant::now();
-        let p = plan(&synced, &memory, &policy, &rules);
-        steady_times.push(t.elapsed());
-        steady_writes = p.updates.len();
-    }
+    let (steady_time, ref_steady, ratio_steady, steady) =
+        paired(reps, &synced, || plan(&synced, &memory, &policy, &rules));
+    let steady_writes = steady.updates.len();
+    drop(steady);
     let peak = rss_kib("VmHWM:");
     // The same converged state in another order (a listing whose order changed since the
     // state was saved, or a state saved before it kept the order): every record is found by a
     // hash lookup instead. Timed after the peak RSS is read, so it is not in that figure.
     memory.links.reverse();
     memory.baselines.reverse();
-    let mut shuffled_times = Vec::new();
-    for _ in 0..reps {
-        let t = Instant::now();
-        let p = plan(&synced, &memory, &policy, &rules);
-        shuffled_times.push(t.elapsed());
-        assert_eq!(p.updates.len(), steady_writes, "the order changes no write");
-    }
+    let (shuffled_time, _, ratio_shuffled, shuffled) =
+        paired(reps, &synced, || plan(&synced, &memory, &policy, &rules));
+    assert_eq!(
+        shuffled.updates.len(),
+        steady_writes,
+        "the order changes no write"
+    );
     println!(
-        "RESULT {n} {} {} {} {writes_first} {steady_writes} {input_kib} {peak} {reps} {} {} {}",
+        "RESULT {n} {} {} {} {writes_first} {steady_writes} {input_kib} {peak} {reps} {} {} {} {ratio_first} {ratio_steady} {ratio_shuffled}",
         n * 4,
-        median(first_times).as_secs_f64(),
-        median(steady_times).as_secs_f64(),
+        first_time.as_secs_f64(),
+        steady_time.as_secs_f64(),
         ref_first.as_secs_f64(),
         ref_steady.as_secs_f64(),
-        median(shuffled_times).as_secs_f64(),
+        shuffled_time.as_secs_f64(),
     );
 }
 
@@ -319,17 +328,20 @@ fn main() {
         let r1: f64 = f[10].parse().unwrap_or(f64::NAN);
         let r2: f64 = f[11].parse().unwrap_or(f64::NAN);
         let t3: f64 = f[12].parse().unwrap_or(f64::NAN);
+        let q1: f64 = f[13].parse().unwrap_or(f64::NAN);
+        let q2: f64 = f[14].parse().unwrap_or(f64::NAN);
+        let q3: f64 = f[15].parse().unwrap_or(f64::NAN);
         println!(
             "| {n} | {} | {:.3} s | {:.0} | {:.1}× | {:.3} s | {:.0} | {:.1}× | {:.3} s | {:.1}× | {:.4} s / {:.4} s | {} / {} | {:.0} MiB | {:.0} | {:.0} | {} |",
             f[2],
             t1,
             records / t1,
-            t1 / r1,
+            q1,
             t2,
             records / t2,
-            t2 / r2,
+            q2,
             t3,
-            t3 / r2,
+            q3,
             r1,
             r2,
             f[5],

@@ -30,10 +30,14 @@ fn bit(field: Field) -> u8 {
 /// Layout: one bit per present field, and the present fields' encodings concatenated in field
 /// order in one allocation. A scalar is `varint(0)` (empty) or `varint(len + 1)` and the key's
 /// bytes; a set is `varint(count)` and each element as `varint(len)` and bytes; a map is
-/// `varint(count)` and each key and value likewise.
+/// `varint(count)` and each key and value likewise. When the encodings take at most 255 bytes
+/// (nearly always), the allocation starts with one byte per present field saying where its
+/// encoding ends (`indexed`), so the planner finds each field without decoding the ones
+/// before it; the allocator's size classes usually absorb those bytes.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Baseline {
     fields: u8,
+    indexed: bool,
     data: Box<[u8]>,
 }
 
@@ -82,6 +86,22 @@ impl Baseline {
     /// The encoded part of every present field, by field index.
     pub(crate) fn parts(&self) -> [Option<&[u8]>; FIELDS] {
         let mut out = [None; FIELDS];
+        if self.indexed {
+            let k = self.len();
+            let (ends, payload) = self.data.split_at(k.min(self.data.len()));
+            let mut start = 0;
+            let mut i = 0;
+            for f in Field::ALL {
+                if !self.contains(f) {
+                    continue;
+                }
+                let end = ends.get(i).map_or(start, |e| *e as usize);
+                out[f as usize] = payload.get(start..end);
+                start = end;
+                i += 1;
+            }
+            return out;
+        }
         let mut r = Reader::new(&self.data);
         for f in Field::ALL {
             if !self.contains(f) {
@@ -104,18 +124,29 @@ impl Baseline {
     fn from_parts(parts: &[Option<&[u8]>; FIELDS]) -> Self {
         let mut fields = 0;
         let mut len = 0;
+        let mut k = 0;
         for f in Field::ALL {
             if let Some(p) = parts[f as usize] {
                 fields |= bit(f);
                 len += p.len();
+                k += 1;
             }
         }
-        let mut data = Vec::with_capacity(len);
+        let indexed = len <= u8::MAX as usize;
+        let mut data = Vec::with_capacity(len + if indexed { k } else { 0 });
+        if indexed {
+            let mut end = 0;
+            for p in parts.iter().flatten() {
+                end += p.len();
+                data.push(end as u8);
+            }
+        }
         for p in parts.iter().flatten() {
             data.extend_from_slice(p);
         }
         Baseline {
             fields,
+            indexed,
             data: data.into_boxed_slice(),
         }
     }
