@@ -145,7 +145,17 @@ fn mutated(valid: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// The tests share one simulator per provider and inject one answer at a time into it: one test
+/// case at a time per simulator, or one case's answer is served to another.
+fn serial(kind: ProviderKind) -> std::sync::MutexGuard<'static, ()> {
+    static LOCKS: [std::sync::Mutex<()>; 4] = [const { std::sync::Mutex::new(()) }; 4];
+    LOCKS[kind as usize]
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn fuzz_one(kind: ProviderKind, body: Vec<u8>, status: u16) -> Result<(), TestCaseError> {
+    let _serial = serial(kind);
     let t = target(kind);
     t.sim.clear_faults();
     t.sim
@@ -200,5 +210,32 @@ proptest! {
     #[test]
     fn privy_listing_parser(body in mutated(target(ProviderKind::Privy).valid.clone()), status in prop::sample::select(vec![200u16, 400, 401, 404, 422, 500])) {
         fuzz_one(ProviderKind::Privy, body, status)?;
+    }
+}
+
+/// A listing whose first contact has an empty id (found by the fuzzing above: Callbell's `uuid`
+/// and Protocol's `id` as `""`) is refused as a whole, with an error that says why, rather than
+/// read as a contact nobody can address.
+#[test]
+fn a_contact_with_an_empty_id_is_refused() {
+    for (kind, field) in [
+        (ProviderKind::Callbell, "\"uuid\":\""),
+        (ProviderKind::Protocol, "\"id\":\""),
+    ] {
+        let _serial = serial(kind);
+        let t = target(kind);
+        let text = String::from_utf8_lossy(&t.valid).to_string();
+        let at = text.find(field).expect("the listing has ids") + field.len();
+        let end = at + text[at..].find('"').expect("the id ends");
+        let body = format!("{}{}", &text[..at], &text[end..]);
+        t.sim.clear_faults();
+        t.sim
+            .inject(FaultRule::always(Fault::Body(200, Bytes::from(body))).times(1));
+        let result = runtime().block_on(t.adapter.list_page(None));
+        let err = result.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            err.contains("empty id"),
+            "{kind}: a page with an empty id was not refused ({err:?})"
+        );
     }
 }

@@ -200,8 +200,26 @@ impl AnyProvider {
 
     /// One page of records, in the provider's own names: [`Self::finish_listing`] completes
     /// them (Chatwoot's labels) and maps them to common names, as [`list_all`] does.
+    /// One page of the listing. A page holding a contact without an id is refused as a whole:
+    /// such a record can be neither linked nor written, and leaving it out would hide its phone
+    /// and e-mail from the planner, which could then create a duplicate of it.
     pub async fn list_page(&self, cursor: Option<&str>) -> Result<Page, ProviderError> {
-        dispatch!(self, p => p.list_page(cursor).await)
+        let page = dispatch!(self, p => p.list_page(cursor).await)?;
+        if let Some(at) = page
+            .contacts
+            .iter()
+            .position(|c| c.id.native.trim().is_empty())
+        {
+            return Err(ProviderError::Decode {
+                provider: self.kind(),
+                operation: "list contacts",
+                message: format!(
+                    "contact {} of the page has an empty id; the listing cannot be trusted",
+                    at + 1
+                ),
+            });
+        }
+        Ok(page)
     }
 
     pub async fn apply(&self, patch: &Patch) -> Result<Contact, ProviderError> {
