@@ -412,13 +412,14 @@ pub fn outlook(
     }
 }
 
-/// Every configured provider's [`Outlook`] at `now`, from the cost models in `store` (none
-/// stored: never scanned) and the daemon's schedule. The one function here that reads state.
-pub fn outlooks(
+/// Every configured provider's [`Outlook`] at `now`, from each provider's cost model as
+/// `model_of` reads it (the state store's, or the default of a provider never scanned) and the
+/// daemon's schedule.
+pub fn outlooks<E>(
     config: &crate::config::Config,
-    store: Option<&crate::state::StateStore>,
+    model_of: impl Fn(ProviderKind) -> Result<CostModel, E>,
     now: DateTime<Utc>,
-) -> Result<Vec<Outlook>, crate::state::StateError> {
+) -> Result<Vec<Outlook>, E> {
     let schedule = &config.schedule;
     let tick = schedule.next_after(now).and_then(|a| {
         let b = schedule.next_after(a)?;
@@ -428,10 +429,7 @@ pub fn outlooks(
     let next_tick = |t: DateTime<Utc>| schedule.next_after(t - TimeDelta::seconds(1));
     let mut out = Vec::new();
     for p in &config.providers {
-        let model = match store {
-            Some(s) => s.cost_model(p.kind)?,
-            None => CostModel::default(),
-        };
+        let model = model_of(p.kind)?;
         out.push(outlook(
             now,
             p.kind,

@@ -699,7 +699,14 @@ fn status(path: &Path, n: usize, format: Format) -> anyhow::Result<Exit> {
         None => 0,
     };
     let next_run = config.schedule.next_after(now);
-    let providers = crate::cadence::outlooks(&config, store.as_ref(), now)?;
+    let model_of = |k| {
+        store
+            .as_ref()
+            .map_or(Ok(crate::cadence::CostModel::default()), |s| {
+                s.cost_model(k)
+            })
+    };
+    let providers = crate::cadence::outlooks(&config, model_of, now)?;
     if format == Format::Json {
         let runs: Vec<serde_json::Value> = runs
             .iter()

@@ -462,7 +462,14 @@ fn refresh_cadence(health: &SharedHealth, config: &Config) {
             return;
         }
     };
-    match crate::cadence::outlooks(config, store.as_ref(), chrono::Utc::now()) {
+    let model_of = |k| {
+        store
+            .as_ref()
+            .map_or(Ok(crate::cadence::CostModel::default()), |s| {
+                s.cost_model(k)
+            })
+    };
+    match crate::cadence::outlooks(config, model_of, chrono::Utc::now()) {
         Ok(o) => {
             for p in &o {
                 tracing::debug!(provider = %p.provider, next_scan = ?p.next_scan, requests_today = p.requests_today, projected = p.projected_today, "Scan cadence.");
