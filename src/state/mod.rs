@@ -143,6 +143,10 @@ const UPSERT_RECORD_AT: &str = "INSERT INTO records (provider, native, person, b
      ON CONFLICT(provider, native) DO UPDATE SET person = excluded.person, baseline = excluded.baseline, updated_at = excluded.updated_at, \
      seq = CASE WHEN records.seq = 0 THEN excluded.seq ELSE records.seq END";
 
+/// Gives a record saved without a place its place in this run's listing.
+const PLACE_RECORD: &str =
+    "UPDATE records SET seq = ?3 WHERE provider = ?1 AND native = ?2 AND seq = 0";
+
 /// What a run does: the `runs.mode` column's vocabulary, and what a report says it was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -256,6 +260,10 @@ pub struct StateStore {
     path: PathBuf,
     conn: Connection,
     _lock: Option<File>,
+    /// Records the last [`StateStore::load_memory`] found without a listing place (saved
+    /// before migration 5, or first by a confirmed write or create): the next save gives them
+    /// one even when nothing else about them changed.
+    unplaced: std::sync::Mutex<std::collections::HashSet<RecordId>>,
 }
 
 impl std::fmt::Debug for StateStore {
@@ -319,6 +327,7 @@ impl StateStore {
             path: path.into(),
             conn,
             _lock: Some(lock),
+            unplaced: Default::default(),
         };
         store.configure()?;
         store.migrate()?;
@@ -340,6 +349,7 @@ impl StateStore {
             path: path.into(),
             conn,
             _lock: None,
+            unplaced: Default::default(),
         };
         store
             .conn
@@ -410,7 +420,7 @@ impl StateStore {
         let mut memory = Memory::default();
         let mut stmt = self
             .conn
-            .prepare("SELECT provider, native, person, baseline FROM records ORDER BY seq, provider, native")
+            .prepare("SELECT provider, native, person, baseline, seq FROM records ORDER BY seq, provider, native")
             .at(p)?;
         let rows = stmt
             .query_map([], |r| {
@@ -419,14 +429,19 @@ impl StateStore {
                     r.get::<_, String>(1)?,
                     r.get::<_, String>(2)?,
                     r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
                 ))
             })
             .at(p)?;
+        let mut unplaced = std::collections::HashSet::new();
         for row in rows {
-            let (provider, native, person, baseline) = row.at(p)?;
+            let (provider, native, person, baseline, seq) = row.at(p)?;
             let Some(id) = record_id(&provider, native) else {
                 continue;
             };
+            if seq == 0 {
+                unplaced.insert(id.clone());
+            }
             memory
                 .baselines
                 .insert(id.clone(), decode_baseline(&baseline));
@@ -446,6 +461,10 @@ impl StateStore {
                 .insert(person.into(), decode_fields(&agreed).into());
         }
         memory.steering = self.load_steering()?;
+        *self
+            .unplaced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = unplaced;
         Ok(memory)
     }
 
@@ -511,17 +530,28 @@ impl StateStore {
         memory: &Memory,
     ) -> Result<usize, StateError> {
         let path = self.path.clone();
+        let mut unplaced = self
+            .unplaced
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let tx = self.conn.transaction().at(&path)?;
         let mut n = 0;
         {
             let ts = now();
             let mut upsert = tx.prepare(UPSERT_RECORD_AT).at(&path)?;
+            let mut place = tx.prepare(PLACE_RECORD).at(&path)?;
             for (id, person, baseline, seq) in rows {
                 if memory.links.get(id) == Some(person)
                     && memory.baselines.get(id) == Some(baseline)
                 {
+                    if seq > 0 && unplaced.remove(id) {
+                        place
+                            .execute(params![id.provider.as_str(), id.native.as_str(), seq])
+                            .at(&path)?;
+                    }
                     continue;
                 }
+                unplaced.remove(id);
                 upsert
                     .execute(params![
                         id.provider.as_str(),
@@ -548,11 +578,7 @@ impl StateStore {
         let path = self.path.clone();
         let tx = self.conn.transaction().at(&path)?;
         {
-            let mut place = tx
-                .prepare(
-                    "UPDATE records SET seq = ?3 WHERE provider = ?1 AND native = ?2 AND seq = 0",
-                )
-                .at(&path)?;
+            let mut place = tx.prepare(PLACE_RECORD).at(&path)?;
             for (id, seq) in rows {
                 place
                     .execute(params![id.provider.as_str(), id.native.as_str(), seq])
@@ -956,6 +982,42 @@ mod tests {
             .expect("save again");
         store.place_records([(&ids[0], 1)]).expect("placed");
         assert_eq!(order(&store), ["9", "10", "2", "100"]);
+
+        // A row without a place (here one only a confirmed write saved) loads first, and the
+        // next save gives it its place even though nothing else about it changed.
+        let late = RecordId::new(ProviderKind::Protocol, "7");
+        let run = store.begin_run(Mode::Sync).expect("run");
+        let write = store
+            .write_intended(
+                run,
+                &Update {
+                    person: person.clone(),
+                    patch: Patch {
+                        record: late.clone(),
+                        update_ref: "7".into(),
+                        changes: Vec::new(),
+                    },
+                    reasons: Vec::new(),
+                },
+            )
+            .expect("intended");
+        store
+            .write_confirmed(write, &late, &person, &other)
+            .expect("confirmed");
+        let m = store.load_memory().expect("load");
+        assert_eq!(
+            m.links.keys().next(),
+            Some(&late),
+            "unplaced rows load first"
+        );
+        assert_eq!(
+            store
+                .save_records([(&late, &person, &other, 5)], &m)
+                .expect("save"),
+            0,
+            "nothing but its place changed"
+        );
+        assert_eq!(order(&store), ["9", "10", "2", "100", "7"]);
     }
 
     #[test]
