@@ -171,7 +171,7 @@ async fn economy() {
 async fn creation(
     source: ProviderKind,
     limited: &[ProviderKind],
-) -> Vec<(ProviderKind, usize, f64, usize)> {
+) -> Vec<(ProviderKind, usize, f64, usize, f64, f64)> {
     let fleet = Fleet::start(|k| {
         let mut o = SimOptions::for_provider(k).unlimited();
         if limited.contains(&k) {
@@ -221,17 +221,24 @@ async fn creation(
                 report.plan.create_skips.len()
             );
             let last = posts.iter().map(|r| r.at).max().expect("creates were sent");
+            let first = posts.iter().map(|r| r.at).min().expect("creates were sent");
             let took = last.duration_since(started).as_secs_f64();
+            let ideal = N as f64 / f64::from(Q);
+            // Before the first create: the listings and the planning. From the first create to
+            // the last: the pacing of the creates alone (N - 1 intervals, so its ideal is a
+            // little under N/Q).
+            let before = first.duration_since(started).as_secs_f64();
+            let span = last.duration_since(first).as_secs_f64();
             let throttled = reqs.iter().filter(|r| r.status == 429).count();
-            (*k, created, took / (N as f64 / f64::from(Q)), throttled)
+            (*k, created, took / ideal, throttled, before, span / ideal)
         })
         .collect()
 }
 
 async fn creation_table() {
     println!("\nCreation under quota: Q = {Q} requests/s, N = {N} people the provider lacks (`create = true`)");
-    println!("| providers creating | provider | creates N | time / (N/Q) | 429s received |");
-    println!("|---|---|---:|---:|---:|");
+    println!("| providers creating | provider | creates N | time / (N/Q) | before the first create | first to last create / (N/Q) | 429s received |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
     // Protocol is left out: it requires a username, which only Protocol itself holds, so a
     // person known elsewhere is skipped there with `missing-required`.
     for k in [
@@ -244,15 +251,15 @@ async fn creation_table() {
         } else {
             ProviderKind::Chatwoot
         };
-        for (kind, n, ratio, throttled) in creation(source, &[k]).await {
+        for (kind, n, ratio, throttled, before, span) in creation(source, &[k]).await {
             println!(
-                "| {k} alone (people from {source}) | {kind} | {n} | {ratio:.3} | {throttled} |"
+                "| {k} alone (people from {source}) | {kind} | {n} | {ratio:.3} | {before:.3} s | {span:.3} | {throttled} |"
             );
         }
     }
     let both = [ProviderKind::Callbell, ProviderKind::Privy];
-    for (kind, n, ratio, throttled) in creation(ProviderKind::Chatwoot, &both).await {
-        println!("| Callbell and Privy in parallel (people from chatwoot) | {kind} | {n} | {ratio:.3} | {throttled} |");
+    for (kind, n, ratio, throttled, before, span) in creation(ProviderKind::Chatwoot, &both).await {
+        println!("| Callbell and Privy in parallel (people from chatwoot) | {kind} | {n} | {ratio:.3} | {before:.3} s | {span:.3} | {throttled} |");
     }
 }
 
