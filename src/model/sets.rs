@@ -66,11 +66,6 @@ impl TagSet {
         self.0.iter()
     }
 
-    /// Keeps the tags `keep` says yes to.
-    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
-        self.0.retain(|t| keep(t));
-    }
-
     /// The tags in `self` and not in `other`, in order.
     pub fn difference<'a>(&'a self, other: &'a TagSet) -> impl Iterator<Item = &'a CompactString> {
         self.0.iter().filter(|t| !other.contains(t))
@@ -79,11 +74,6 @@ impl TagSet {
     /// The tags as plain strings, in order (what a provider's JSON carries).
     pub fn to_strings(&self) -> Vec<String> {
         self.0.iter().map(|t| t.to_string()).collect()
-    }
-
-    /// Whether every tag of `self` is in `other`.
-    pub fn is_subset(&self, other: &TagSet) -> bool {
-        self.0.iter().all(|t| other.contains(t))
     }
 }
 
@@ -200,20 +190,11 @@ impl FieldMap {
         self.0.iter().map(|(k, _)| k)
     }
 
-    pub fn values(&self) -> impl DoubleEndedIterator<Item = &CompactString> + '_ {
-        self.0.iter().map(|(_, v)| v)
-    }
-
     /// The entries as a map of plain strings (what a provider's JSON carries).
     pub fn to_btree(&self) -> BTreeMap<String, String> {
         self.iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
-    }
-
-    /// Keeps the entries `keep` says yes to.
-    pub fn retain(&mut self, mut keep: impl FnMut(&str, &str) -> bool) {
-        self.0.retain(|(k, v)| keep(k, v));
     }
 }
 

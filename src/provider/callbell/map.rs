@@ -110,7 +110,7 @@ pub fn to_update(patch: &Patch) -> Result<UpdateBody, String> {
                 return Err("callbell cannot clear a contact's name".into());
             }
             (Field::Tags, FieldValue::Set(tags)) => {
-                body.tags = Some(tags.iter().map(|t| t.to_string()).collect());
+                body.tags = Some(tags.to_strings());
             }
             (Field::CustomFields, FieldValue::Map(new)) => {
                 let old = match &change.old {
@@ -206,7 +206,7 @@ pub fn create_body(new: &NewContact, ctx: CreateContext<'_>) -> Result<CreateBod
                         "tag {unknown:?} is not among the account's known_tags; Callbell rejects unknown tags"
                     ));
                 }
-                tags = (!set.is_empty()).then(|| set.iter().map(|t| t.to_string()).collect());
+                tags = (!set.is_empty()).then(|| set.to_strings());
             }
             (Field::CustomFields, FieldValue::Map(map)) => {
                 if let Some(unknown) = map
@@ -217,11 +217,7 @@ pub fn create_body(new: &NewContact, ctx: CreateContext<'_>) -> Result<CreateBod
                         "custom field {unknown:?} is not among the account's known_custom_fields; Callbell rejects unknown fields"
                     ));
                 }
-                custom_fields = (!map.is_empty()).then(|| {
-                    map.iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect()
-                });
+                custom_fields = (!map.is_empty()).then(|| map.to_btree());
             }
             // Fields `POST /contacts` has no parameter for (e-mail, avatar, username, external
             // id) are left out, as an update leaves out what Callbell cannot write.
