@@ -208,9 +208,6 @@ struct JsonUntargeted {
     rule: &'static str,
 }
 
-/// The skip rule of [`JsonUntargeted`].
-const NOT_A_TARGET: &str = "not-a-target";
-
 #[derive(Serialize)]
 struct JsonFailure {
     provider: String,
@@ -397,7 +394,7 @@ impl RunReport {
                     provider: p.to_string(),
                     field: f.to_string(),
                     records: *n,
-                    rule: NOT_A_TARGET,
+                    rule: crate::provider::rules::RuleId::NotATarget.as_str(),
                 })
                 .collect(),
             planned_creates: self.plan.creates.len(),

@@ -238,7 +238,7 @@ pub(super) fn validate(
         } => Some(known_labels),
         _ => None,
     });
-    let fold = |s: &str| if ci { s.to_lowercase() } else { s.to_owned() };
+    let fold = |s: &str| fold(ci, s).into_owned();
 
     let custom_fields = entries(
         "mapping.custom_fields",

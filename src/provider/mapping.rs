@@ -79,11 +79,6 @@ impl Boundary {
         }
     }
 
-    /// The pure translations.
-    pub fn mapping(&self) -> &ProviderMapping {
-        &self.map
-    }
-
     /// Rewrites `rules` in common names: the tags and keys that must already exist in the
     /// account (Callbell's `known_tags` / `known_custom_fields`) are translated, and the common
     /// names never written here are marked so the planner plans no write of them. The known

@@ -199,8 +199,8 @@ impl AnyProvider {
     }
 
     /// One page of records, in the provider's own names: [`Self::finish_listing`] completes
-    /// them (Chatwoot's labels) and maps them to common names, as [`list_all`] does.
-    /// One page of the listing. A page holding a contact without an id is refused as a whole:
+    /// them (Chatwoot's labels) and maps them to common names, as [`list_all`] does. A page
+    /// holding a contact without an id is refused as a whole:
     /// such a record can be neither linked nor written, and leaving it out would hide its phone
     /// and e-mail from the planner, which could then create a duplicate of it.
     pub async fn list_page(&self, cursor: Option<&str>) -> Result<Page, ProviderError> {

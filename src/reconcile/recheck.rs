@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::{matcher, KeyOwners, Memory, PersonId, PlanHolders, RuleBook, Skip, Update};
+use super::{matcher, KeyOwners, Memory, PlanHolders, RuleBook, Skip, Update};
 use crate::model::{Contact, RecordId};
 use crate::provider::rules::{Blocked, RuleId};
 
@@ -18,7 +18,7 @@ pub fn recheck(
     rules: &RuleBook,
     updates: &mut Vec<Update>,
 ) -> Vec<Skip> {
-    let linked: Vec<Option<&PersonId>> = records.iter().map(|r| memory.links.get(&r.id)).collect();
+    let linked = super::index::join(records, &memory.links);
     let matching = matcher::match_linked(records, &linked, &memory.steering, &|p| {
         memory.agreed.contains_key(p)
     });

@@ -44,16 +44,11 @@ impl StateStore {
             Some(LookupKey::Email(k)) => (Some("email"), Some(k.as_str())),
             None => (None, None),
         };
-        let fields: serde_json::Map<String, serde_json::Value> = create
-            .new
-            .fields
-            .iter()
-            .map(|(f, v)| (f.as_str().to_owned(), super::codec::encode_value(v)))
-            .collect();
+        let fields = super::encode_fields(create.new.fields.iter().map(|(f, v)| (f, v)));
         self.conn
             .execute(
                 "INSERT INTO creates (run_id, provider, person, key_kind, key, fields, state, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'intended', ?7)",
-                params![run, create.provider().as_str(), create.person.as_str(), kind, key, serde_json::Value::Object(fields).to_string(), now()],
+                params![run, create.provider().as_str(), create.person.as_str(), kind, key, fields, now()],
             )
             .at(&self.path)?;
         Ok(self.conn.last_insert_rowid())

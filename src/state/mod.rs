@@ -24,7 +24,6 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
-pub use cadence::{decode_contact, encode_contact};
 pub use codec::{decode_baseline, decode_fields, encode_baseline, encode_fields};
 pub use creates::PendingCreate;
 pub use decisions::{actor, DecisionRow, Findings, KnownRecord, Relink};

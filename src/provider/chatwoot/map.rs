@@ -259,11 +259,6 @@ pub fn app_update(patch: &Patch) -> Result<AppUpdate, String> {
     Ok(out)
 }
 
-/// The create body for `new` in `inbox_id`, and the labels to set afterwards (if any).
-///
-/// # Errors
-/// When `new` holds none of e-mail, phone and identifier (Chatwoot would create a contact its
-/// list never shows), or a field the application API cannot write.
 /// The fields the application API's `POST /api/v1/accounts/{account_id}/contacts` takes
 /// (labels set right after, through the labels endpoint).
 pub const CREATE_FIELDS: [Field; 6] = [
@@ -279,6 +274,11 @@ pub const CREATE_FIELDS: [Field; 6] = [
 /// contacts list shows only contacts with one of them (`app/models/contact.rb`).
 pub const CREATE_REQUIRES: &[&[Field]] = &[&[Field::Email, Field::Phone, Field::ExternalId]];
 
+/// The create body for `new` in `inbox_id`, and the labels to set afterwards (if any).
+///
+/// # Errors
+/// When `new` holds none of e-mail, phone and identifier (Chatwoot would create a contact its
+/// list never shows), or a field the application API cannot write.
 pub fn create_body(
     new: &NewContact,
     inbox_id: u64,
