@@ -125,6 +125,12 @@ impl Quota {
         }
     }
 
+    /// Whether a scan of the provider can ever be deferred (a daily quota or a least interval
+    /// between scans); if not, its snapshot is never read.
+    pub fn can_defer(&self) -> bool {
+        self.daily_limit.is_some() || self.min_scan_interval.is_some()
+    }
+
     /// Our requests a day: the daily limit times the share, as the rate budget counts it.
     pub fn budget(&self) -> Option<u64> {
         self.daily_limit

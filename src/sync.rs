@@ -327,6 +327,7 @@ impl Engine {
         let now = chrono::Utc::now();
         let mut out = Listed::default();
         let mut models: BTreeMap<ProviderKind, CostModel> = BTreeMap::new();
+        let mut deferrable = BTreeSet::new();
         let mut to_list = Vec::new();
         for (kind, adapter) in &self.providers {
             let model = match store.as_deref() {
@@ -338,6 +339,9 @@ impl Engine {
                 share: 1.0,
                 min_scan_interval: None,
             });
+            if quota.can_defer() {
+                deferrable.insert(*kind);
+            }
             match cadence::decide(now, &quota, &model, pacing) {
                 Verdict::Scan => to_list.push(adapter),
                 Verdict::Defer(d) => {
@@ -369,8 +373,15 @@ impl Engine {
                 Ok(l) => {
                     tracing::info!(provider = %kind, records = l.contacts.len(), pages = l.pages, "Listed contacts.");
                     model.scanned(chrono::Utc::now(), l.pages as u64, l.contacts.len() as u64);
+                    // Only a provider that can be deferred is ever planned from its snapshot;
+                    // another's is cleared rather than rewritten every run.
                     if let (Some(s), true) = (store.as_deref_mut(), writable) {
-                        s.save_snapshot(kind, &l.contacts)?;
+                        let keep = if deferrable.contains(&kind) {
+                            l.contacts.as_slice()
+                        } else {
+                            &[]
+                        };
+                        s.save_snapshot(kind, keep)?;
                     }
                     out.scanned.insert(kind, usage.requests);
                     out.counts.insert(kind, l.contacts.len());
