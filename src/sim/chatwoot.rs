@@ -43,10 +43,20 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Map, Value};
 use sha2::Sha256;
 
-// Chatwoot checks phones against `\A\+[1-9]\d{1,14}\z`, which is exactly strict E.164
-// as `is_e164` checks it (one implementation; the tests below pin the rule).
 use super::{json_response, Flavor, SeedPerson, SimOptions, SimShared, Store};
-use crate::model::normalize::is_e164;
+
+/// Chatwoot's phone rule, `validates :phone_number, format: { with: /\+[1-9]\d{1,14}\z/ }`
+/// (`app/models/contact.rb`, v4.13.0). The pattern has no start anchor, so anything before
+/// the last `+` passes (`tel:+14155550101` is stored as it is): only the text after the last
+/// `+` must be a digit 1–9 and 1 to 14 more digits. The simulator checks it itself rather than
+/// through the adapters' stricter `is_e164`, so the two can disagree as the real ones do.
+fn phone_format_ok(phone: &str) -> bool {
+    phone.rsplit_once('+').is_some_and(|(_, tail)| {
+        (2..=15).contains(&tail.len())
+            && tail.bytes().all(|b| b.is_ascii_digit())
+            && !tail.starts_with('0')
+    })
+}
 
 /// Chatwoot's 404 text (`ActiveRecord::RecordNotFound`).
 const NOT_FOUND: &str = "Resource could not be found";
@@ -425,7 +435,7 @@ fn validation_error(store: &Store, contact: &Value) -> Option<Response> {
         }
     }
     if let Some(phone) = text(contact, "phone_number") {
-        if !is_e164(phone) {
+        if !phone_format_ok(phone) {
             fail(
                 "phone_number",
                 "Phone number should be in e164 format".into(),
@@ -614,7 +624,7 @@ fn public_validation_error(
             attributes.push("email");
         }
     }
-    if phone.is_some_and(|p| !is_e164(p)) {
+    if phone.is_some_and(|p| !phone_format_ok(p)) {
         messages.push("Phone number should be in e164 format".to_owned());
         attributes.push("phone_number");
     }
@@ -1209,6 +1219,7 @@ async fn public_inbox_show(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::normalize::is_e164;
 
     #[test]
     fn formats_match_chatwoot() {
@@ -1220,6 +1231,14 @@ mod tests {
         assert!(!is_e164("4155550101"));
         assert!(!is_e164("+0123"));
         assert!(!is_e164("+1"));
+        // Chatwoot's own rule is looser than strict E.164: no start anchor.
+        assert!(phone_format_ok("+14155550101"));
+        assert!(phone_format_ok("tel:+14155550101"));
+        assert!(!phone_format_ok("4155550101"));
+        assert!(!phone_format_ok("+0123"));
+        assert!(!phone_format_ok("+1"));
+        assert!(!phone_format_ok("+1415 555 0101"));
+        assert!(!phone_format_ok("+1234567890123456"));
     }
 
     #[test]

@@ -233,18 +233,24 @@ async fn update(
         return validation_failed("The contact could not be updated", details);
     }
     for (key, value) in fields {
-        let value = match (key.as_str(), value) {
-            ("email", Value::String(e)) if reformat => Value::String(recase_domain(&e)),
-            ("tags", Value::Array(mut tags)) if reformat => {
-                tags.reverse();
-                Value::Array(tags)
-            }
-            (_, v) => v,
-        };
-        current[key.as_str()] = value;
+        current[key.as_str()] = stored_form(&key, value, reformat);
     }
     current["updated_at"] = Value::String(Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true));
     json_response(StatusCode::OK, json!({ "data": current }))
+}
+
+/// What the simulator stores for a written `value` of `key`: as sent, or, with
+/// `reformat_on_write`, the way a server that normalises may store it (the e-mail's domain
+/// recased, the tags in another order), on update and create alike.
+fn stored_form(key: &str, value: Value, reformat: bool) -> Value {
+    match (key, value) {
+        ("email", Value::String(e)) if reformat => Value::String(recase_domain(&e)),
+        ("tags", Value::Array(mut tags)) if reformat => {
+            tags.reverse();
+            Value::Array(tags)
+        }
+        (_, v) => v,
+    }
 }
 
 /// Whether a stored contact holds `value` in `key` (`email` compares case-insensitively, as
@@ -362,8 +368,9 @@ async fn create(State(shared): State<Arc<SimShared>>, body: Bytes) -> Response {
     let asks_sms = consent
         .get("sms_consent")
         .is_some_and(|v| v == "subscribed");
+    let reformat = shared.options().reformat_on_write;
     for (key, value) in fields.into_iter().chain(consent) {
-        contact[key.as_str()] = value;
+        contact[key.as_str()] = stored_form(&key, value, reformat);
     }
     contact["updated_at"] = json!(now);
     let welcome = asks_sms && !contact["phone_number"].is_null();

@@ -246,6 +246,10 @@ async fn create(State(shared): State<Arc<SimShared>>, headers: HeaderMap, body: 
         "username": null,
         "phone_number": null,
         "avatar_url": null,
+        // `protocol-contacts-overview.md` says a display name "by default ... is just the
+        // username", yet every contact object it shows (list, get, update) carries
+        // `"display_name": null`: the field holds what was set, and the username stands in for
+        // it only in Protocol's own contact list. The objects win (the README's rule).
         "display_name": null,
         "conversation_id": conversation_id(seq),
         "last_active_at": null,
