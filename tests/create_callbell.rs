@@ -128,7 +128,11 @@ async fn the_configured_create_source_is_sent() {
 
 #[tokio::test]
 async fn simulator_requires_identifier_source_and_name_and_known_tags() {
-    let sim = sim().await;
+    // Callbell's answer to a second create for a number is not documented; this simulator
+    // refuses it only when asked (by default it creates the duplicate).
+    let mut opts = SimOptions::for_provider(CALLBELL).unlimited();
+    opts.callbell_refuses_duplicate_phone = true;
+    let sim = Sim::start(CALLBELL, opts).await.expect("simulator starts");
     let ok = json!({"identifier": "14155550101", "source": "whatsapp", "name": "Ada"});
     for (missing, needle) in [
         ("identifier", "identifier"),
@@ -302,4 +306,16 @@ async fn a_create_whose_answer_times_out_is_unknown_and_a_5xx_is_not_retried() {
     assert!(err.outcome_unknown());
     assert_eq!(posts(&sim).len(), 2, "the 502 was not retried");
     assert_eq!(sim.contacts().len(), 1);
+}
+
+/// By default the simulator does what a client must not count on Callbell refusing: a second
+/// create for a number the account holds makes a second contact, so a create sent twice shows
+/// up as a duplicate in the tests instead of being caught by the simulator.
+#[tokio::test]
+async fn simulator_by_default_creates_a_duplicate_for_a_taken_number() {
+    let sim = sim().await;
+    let ok = json!({"identifier": "14155550101", "source": "whatsapp", "name": "Ada"});
+    assert_eq!(raw_create(&sim, ok.clone()).await.0, 200);
+    assert_eq!(raw_create(&sim, ok).await.0, 200);
+    assert_eq!(sim.contacts().len(), 2);
 }

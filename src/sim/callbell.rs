@@ -199,10 +199,11 @@ async fn create_contact(State(shared): State<Arc<SimShared>>, body: Bytes) -> Re
     };
     let opts = shared.options();
     let mut store = shared.store();
-    let (identifier, source) = match validate_create(&params, &store) {
-        Ok(v) => v,
-        Err(message) => return error_response(StatusCode::UNPROCESSABLE_ENTITY, &message),
-    };
+    let (identifier, source) =
+        match validate_create(&params, &store, opts.callbell_refuses_duplicate_phone) {
+            Ok(v) => v,
+            Err(message) => return error_response(StatusCode::UNPROCESSABLE_ENTITY, &message),
+        };
     // Optional parameters go through the same checks as an update (tags and custom fields must
     // exist, a note is at most 1000 characters, no users, teams or bots in this account).
     let optional: Map<String, Value> = params
@@ -238,6 +239,7 @@ async fn create_contact(State(shared): State<Arc<SimShared>>, body: Bytes) -> Re
 fn validate_create(
     params: &Map<String, Value>,
     store: &super::Store,
+    refuse_duplicate_phone: bool,
 ) -> Result<(String, String), String> {
     if let Some(unknown) = params.keys().find(|k| !CREATE_PARAMS.contains(&k.as_str())) {
         return Err(format!("Unknown parameter '{unknown}'"));
@@ -265,13 +267,14 @@ fn validate_create(
                 "identifier '{identifier}' is not a phone number in international digits"
             ));
         }
-        // Not documented: a second contact for a number the account already has is refused
-        // here rather than duplicated, so a client can never rely on a duplicate appearing.
-        let taken = store.iter().any(|c| {
-            c.get("phoneNumber")
-                .and_then(Value::as_str)
-                .is_some_and(|p| digits(p) == identifier)
-        });
+        // Not documented (see `SimOptions::callbell_refuses_duplicate_phone`): by default a
+        // second contact for a number the account already has is created.
+        let taken = refuse_duplicate_phone
+            && store.iter().any(|c| {
+                c.get("phoneNumber")
+                    .and_then(Value::as_str)
+                    .is_some_and(|p| digits(p) == identifier)
+            });
         if taken {
             return Err(format!(
                 "A contact with identifier '{identifier}' already exists"

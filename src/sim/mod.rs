@@ -194,6 +194,10 @@ pub struct SimOptions {
     /// Callbell: tags and custom-field keys that exist in the account.
     pub callbell_tags: BTreeSet<String>,
     pub callbell_custom_fields: BTreeSet<String>,
+    /// Callbell: refuse a create for a phone the account already holds. `post_contacts.md`
+    /// does not say what Callbell does then, so the default is the unkind answer, a second
+    /// contact for the same number, which a client that sends a create twice would make.
+    pub callbell_refuses_duplicate_phone: bool,
     /// Privy: whether a 409 on create names the existing contact's id in its body. Privy does
     /// not document where (SPEC section 11), so tests run both ways: with the id, and without
     /// it, when the client must find the contact through the list filter.
@@ -271,6 +275,7 @@ impl SimOptions {
             reformat_on_write: false,
             callbell_tags: ["vip", "wholesale", "lead"].map(String::from).into(),
             callbell_custom_fields: ["loyalty_tier", "city"].map(String::from).into(),
+            callbell_refuses_duplicate_phone: false,
             privy_conflict_id_in_body: true,
             chatwoot: ChatwootSim::default(),
         }
