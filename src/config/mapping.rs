@@ -293,6 +293,12 @@ pub(super) fn validate(
             policy.exclude_tags.insert(fold(tag));
         }
     }
+    // A create filter's tags compare with the agreed tags, which are in the fold too.
+    for filter in policy.creates.values_mut() {
+        for set in [&mut filter.tags_any, &mut filter.tags_none] {
+            *set = set.iter().map(|t| fold(t)).collect();
+        }
+    }
     if let Some(c) = &raw.providers.chatwoot {
         policy.skip_blocked = c.skip_blocked;
     }
@@ -438,6 +444,27 @@ mod tests {
         assert!(!c.policy.is_source(Field::Email, ProviderKind::Callbell));
         assert!(c.policy.is_target(Field::Email, ProviderKind::Privy));
         assert!(!c.policy.is_target(Field::Email, ProviderKind::Callbell));
+    }
+
+    /// With `tags_case_insensitive`, a create filter's tags are folded like the tags they are
+    /// compared with, so `tags_any = ["VIP"]` matches a person tagged `vip` anywhere.
+    #[test]
+    fn create_filter_tags_fold_with_the_mapping() {
+        let text = format!(
+            "{PROVIDERS}create = true\ncreate_source = \"whatsapp\"\ncreate_filter = {{ tags_any = [\"VIP\"], tags_none = [\"No-Sync\"] }}\n[mapping]\ntags_case_insensitive = true\n"
+        );
+        let c = Config::parse(&text, "c.toml").expect("valid");
+        let f = &c.policy.creates[&ProviderKind::Callbell];
+        assert!(f.tags_any.contains("vip"), "{:?}", f.tags_any);
+        assert!(f.tags_none.contains("no-sync"), "{:?}", f.tags_none);
+        let exact = Config::parse(
+            &format!("{PROVIDERS}create = true\ncreate_source = \"whatsapp\"\ncreate_filter = {{ tags_any = [\"VIP\"] }}\n"),
+            "c.toml",
+        )
+        .expect("valid");
+        assert!(exact.policy.creates[&ProviderKind::Callbell]
+            .tags_any
+            .contains("VIP"));
     }
 
     #[test]
