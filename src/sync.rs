@@ -14,7 +14,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::cadence::{self, CostModel, Deferral, Pacing, Quota, Verdict};
+use crate::cadence::{self, CostModel, Deferral, Pacing, Quota};
 use crate::config::Config;
 use crate::executor::{self, baseline_of, Journal, Lane, Outcome};
 use crate::identity::review::Review;
@@ -327,9 +327,8 @@ impl Engine {
         let now = chrono::Utc::now();
         let mut out = Listed::default();
         let mut models: BTreeMap<ProviderKind, CostModel> = BTreeMap::new();
-        let mut deferrable = BTreeSet::new();
-        let mut to_list = Vec::new();
-        for (kind, adapter) in &self.providers {
+        let mut quotas: BTreeMap<ProviderKind, Quota> = BTreeMap::new();
+        for kind in self.providers.keys() {
             let model = match store.as_deref() {
                 Some(s) => s.cost_model(*kind)?,
                 None => CostModel::default(),
@@ -339,17 +338,21 @@ impl Engine {
                 share: 1.0,
                 min_scan_interval: None,
             });
-            if quota.can_defer() {
-                deferrable.insert(*kind);
-            }
-            match cadence::decide(now, &quota, &model, pacing) {
-                Verdict::Scan => to_list.push(adapter),
-                Verdict::Defer(d) => {
-                    out.deferred.insert(*kind, d);
-                }
-            }
             models.insert(*kind, model);
+            quotas.insert(*kind, quota);
         }
+        let tick = cadence::plan_tick(now, quotas.iter().map(|(k, q)| (*k, q, &models[k])), pacing);
+        let deferrable: BTreeSet<ProviderKind> = quotas
+            .iter()
+            .filter(|(_, q)| q.can_defer())
+            .map(|(k, _)| *k)
+            .collect();
+        out.deferred.extend(tick.defer);
+        let to_list: Vec<_> = tick
+            .scan
+            .iter()
+            .filter_map(|k| self.providers.get(k))
+            .collect();
         let listings = futures::future::join_all(to_list.into_iter().map(|p| async move {
             let before = p.budget().usage().requests;
             (p.kind(), provider::list_all(p).await, before)
